@@ -1,0 +1,1 @@
+"""trizmq-monitor: a live terminal dashboard of every service port in a ring."""

@@ -1,0 +1,546 @@
+"""Tests for trizmq._ring: loading, validation, queries and host resolution."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from trizmq import RingError
+from trizmq._ring import REPLIES_TOPIC, Ring, Service, parse_resolve, resolve_address
+
+SEED_RING = Path(__file__).resolve().parent / "data" / "seed_ring.json"
+# The project's shared copy of the seed ring, outside the repository.
+SHARED_SEED_RING = Path(__file__).resolve().parents[2] / "shared" / "rings" / "seed_ring.json"
+
+SEED_PORTS = {
+    "cert": 9507,
+    "cinder-scheduler": 9508,
+    "cinder-volume": 9509,
+    "compute": 9501,
+    "conductor": 9502,
+    "consoleauth": 9503,
+    "network": 9504,
+    "scheduler": 9506,
+    "zmq_replies": 9510,
+}
+
+
+@pytest.fixture
+def seed() -> Ring:
+    return Ring.load(SEED_RING)
+
+
+def write_ring(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "ring.json"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load_error(tmp_path: Path, data: object) -> tuple[str, str]:
+    """Write ``data`` as JSON, load it, and return (path, error message)."""
+    path = write_ring(tmp_path, json.dumps(data))
+    with pytest.raises(RingError) as info:
+        Ring.load(path)
+    return str(path), str(info.value)
+
+
+# -- the seed ring ------------------------------------------------------------
+
+
+def test_seed_ring_has_all_nine_topics_sorted(seed: Ring) -> None:
+    assert seed.topics == tuple(sorted(SEED_PORTS))
+
+
+def test_seed_ring_ports(seed: Ring) -> None:
+    assert {topic: seed.port(topic) for topic in seed.topics} == SEED_PORTS
+
+
+def test_seed_ring_hosts_of_keep_file_order(seed: Ring) -> None:
+    assert seed.hosts_of("compute") == ("controller", "computenodex")
+    assert seed.hosts_of("network") == ("controller", "computenodex")
+    assert seed.hosts_of("cinder-volume") == ("controller",)
+
+
+def test_seed_ring_hosts_are_sorted(seed: Ring) -> None:
+    assert seed.hosts == ("computenodex", "controller")
+
+
+def test_seed_ring_source_is_the_path(seed: Ring) -> None:
+    assert seed.source == str(SEED_RING)
+
+
+def test_seed_copy_is_byte_identical_to_shared_seed() -> None:
+    if not SHARED_SEED_RING.exists():
+        pytest.skip(f"{SHARED_SEED_RING} is not present")
+    assert SEED_RING.read_bytes() == SHARED_SEED_RING.read_bytes()
+
+
+# -- file-level errors --------------------------------------------------------
+
+
+def test_invalid_json_names_file_line_and_column(tmp_path: Path) -> None:
+    path = write_ring(tmp_path, '{\n  "compute:9501": ["controller",]\n}\n')
+    with pytest.raises(RingError) as info:
+        Ring.load(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "invalid JSON at line 2 column 33: Expecting value" in message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.json"
+    with pytest.raises(RingError, match="ring file not found") as info:
+        Ring.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    # A directory cannot be read as a file, even by root (unlike chmod 000).
+    with pytest.raises(RingError, match="cannot read ring file") as info:
+        Ring.load(tmp_path)
+    assert str(tmp_path) in str(info.value)
+
+
+def test_file_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "ring.json"
+    path.write_bytes(b'{"compute:9501": ["contr\xffoller"]}')
+    with pytest.raises(RingError, match="not UTF-8") as info:
+        Ring.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_top_level_not_an_object(tmp_path: Path) -> None:
+    path, message = load_error(tmp_path, [["compute:9501", ["controller"]]])
+    assert message.startswith(f"{path}: ")
+    assert "must be a JSON object" in message
+    assert "not an array" in message
+
+
+def test_empty_ring(tmp_path: Path) -> None:
+    path, message = load_error(tmp_path, {})
+    assert message == f"{path}: the ring has no topics"
+
+
+def test_duplicate_key(tmp_path: Path) -> None:
+    path = write_ring(
+        tmp_path, '{"compute:9501": ["controller"], "compute:9501": ["computenodex"]}'
+    )
+    with pytest.raises(RingError) as info:
+        Ring.load(path)
+    assert str(info.value) == (
+        f"{path}: key 'compute:9501': the key appears twice in the JSON object"
+    )
+
+
+# -- keys: topic and port -----------------------------------------------------
+
+
+def test_key_without_port(tmp_path: Path) -> None:
+    path, message = load_error(tmp_path, {"compute": ["controller"]})
+    assert message.startswith(f"{path}: key 'compute': no port")
+
+
+def test_key_with_empty_port(tmp_path: Path) -> None:
+    path, message = load_error(tmp_path, {"compute:": ["controller"]})
+    assert message == f"{path}: key 'compute:': the port after ':' is empty"
+
+
+@pytest.mark.parametrize(
+    "port", ["abc", "95.1", "+9501", " 9501", "9501 ", "-1", "1e4", "0x2525", "\u0669\u0665"]
+)
+def test_port_not_digits_only(tmp_path: Path, port: str) -> None:
+    key = f"compute:{port}"
+    path, message = load_error(tmp_path, {key: ["controller"]})
+    assert message == f"{path}: key {key!r}: port {port!r} is not a number: use digits only"
+
+
+def test_port_with_leading_zero(tmp_path: Path) -> None:
+    path, message = load_error(tmp_path, {"compute:09501": ["controller"]})
+    assert message == f"{path}: key 'compute:09501': port '09501' has a leading zero"
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "70000"])
+def test_port_out_of_range(tmp_path: Path, port: str) -> None:
+    path, message = load_error(tmp_path, {f"compute:{port}": ["controller"]})
+    assert message == f"{path}: key 'compute:{port}': port {port} is out of range 1-65535"
+
+
+def test_port_range_bounds_are_accepted() -> None:
+    ring = Ring.from_mapping({"low:1": ["a"], "high:65535": ["a"]})
+    assert (ring.port("low"), ring.port("high")) == (1, 65535)
+
+
+def test_empty_topic_name(tmp_path: Path) -> None:
+    path, message = load_error(tmp_path, {":9501": ["controller"]})
+    assert message == f"{path}: key ':9501': the topic name before ':' is empty"
+
+
+@pytest.mark.parametrize(
+    ("topic", "char"),
+    [
+        ("nova.compute", "."),
+        ("nova compute", " "),
+        ("nova/compute", "/"),
+        ("nova:compute", ":"),
+        ("nova\tcompute", "\t"),
+        ("c\u00f6mpute", "\u00f6"),
+    ],
+)
+def test_topic_with_forbidden_character(tmp_path: Path, topic: str, char: str) -> None:
+    key = f"{topic}:9501"
+    path, message = load_error(tmp_path, {key: ["controller"]})
+    assert message.startswith(f"{path}: key {key!r}: topic {topic!r} contains {char!r};")
+
+
+def test_topic_names_may_use_dash_and_underscore() -> None:
+    ring = Ring.from_mapping({"cinder-volume:9509": ["controller"], "my_topic-2:9511": ["h_1-b"]})
+    assert ring.topics == ("cinder-volume", "my_topic-2")
+
+
+def test_topic_listed_with_two_ports(tmp_path: Path) -> None:
+    path, message = load_error(
+        tmp_path, {"compute:9501": ["controller"], "compute:9502": ["computenodex"]}
+    )
+    assert message == (
+        f"{path}: key 'compute:9502': topic 'compute' is already listed with port 9501 "
+        "(key 'compute:9501'); a topic has exactly one port"
+    )
+
+
+def test_two_topics_on_one_port_of_one_host(tmp_path: Path) -> None:
+    path, message = load_error(
+        tmp_path,
+        {"compute:9501": ["controller", "computenodex"], "network:9501": ["computenodex"]},
+    )
+    assert message.startswith(
+        f"{path}: key 'network:9501': port 9501 on host 'computenodex' is claimed by both "
+        "topic 'compute' and topic 'network';"
+    )
+
+
+def test_two_topics_may_share_a_port_on_disjoint_hosts() -> None:
+    ring = Ring.from_mapping({"compute:9501": ["computenodex"], "scheduler:9501": ["controller"]})
+    assert ring.port("compute") == ring.port("scheduler") == 9501
+
+
+# -- host lists ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("hosts", "kind"),
+    [("controller", "a string"), ({"controller": 1}, "an object"), (5, "a number"), (None, "null")],
+)
+def test_hosts_not_a_list(tmp_path: Path, hosts: object, kind: str) -> None:
+    path, message = load_error(tmp_path, {"compute:9501": hosts})
+    assert message == f"{path}: key 'compute:9501': hosts must be a list of host names, not {kind}"
+
+
+def test_empty_host_list(tmp_path: Path) -> None:
+    path, message = load_error(tmp_path, {"compute:9501": []})
+    assert message.startswith(f"{path}: key 'compute:9501': the host list is empty")
+
+
+def test_host_not_a_string(tmp_path: Path) -> None:
+    path, message = load_error(tmp_path, {"compute:9501": ["controller", 7]})
+    assert message == f"{path}: key 'compute:9501': host at index 1 is a number 7, not a string"
+
+
+def test_empty_host_name(tmp_path: Path) -> None:
+    path, message = load_error(tmp_path, {"compute:9501": [""]})
+    assert message == f"{path}: key 'compute:9501': host at index 0 is an empty string"
+
+
+def test_duplicate_host(tmp_path: Path) -> None:
+    path, message = load_error(tmp_path, {"compute:9501": ["controller", "controller"]})
+    assert message == f"{path}: key 'compute:9501': host 'controller' is listed twice"
+
+
+@pytest.mark.parametrize(
+    ("host", "char"),
+    [("controller.example.com", "."), ("control ler", " "), ("a/b", "/"), ("a:b", ":")],
+)
+def test_host_with_forbidden_character(tmp_path: Path, host: str, char: str) -> None:
+    path, message = load_error(tmp_path, {"compute:9501": [host]})
+    assert message.startswith(f"{path}: key 'compute:9501': host {host!r} contains {char!r};")
+
+
+# -- from_mapping -------------------------------------------------------------
+
+
+def test_from_mapping_builds_a_ring() -> None:
+    ring = Ring.from_mapping({"compute:9501": ["a", "b"], "scheduler:9506": ["a"]})
+    assert ring.source == "<mapping>"
+    assert ring.topics == ("compute", "scheduler")
+    assert ring.hosts_of("compute") == ("a", "b")
+
+
+def test_from_mapping_equals_loaded_seed(seed: Ring) -> None:
+    data = json.loads(SEED_RING.read_text(encoding="utf-8"))
+    assert Ring.from_mapping(data, source=seed.source) == seed
+
+
+def test_from_mapping_errors_name_the_mapping() -> None:
+    with pytest.raises(RingError) as info:
+        Ring.from_mapping({"compute:0": ["a"]})
+    assert str(info.value).startswith("<mapping>: key 'compute:0': port 0")
+
+
+def test_from_mapping_uses_the_given_source_in_errors() -> None:
+    with pytest.raises(RingError, match=r"^settings\.py: key 'compute'"):
+        Ring.from_mapping({"compute": ["a"]}, source="settings.py")
+
+
+def test_from_mapping_accepts_tuples_of_hosts() -> None:
+    assert Ring.from_mapping({"compute:9501": ("a", "b")}).hosts_of("compute") == ("a", "b")
+
+
+# -- queries ------------------------------------------------------------------
+
+
+def test_port_of_unknown_topic(seed: Ring) -> None:
+    with pytest.raises(RingError, match="unknown topic 'volume'") as info:
+        seed.port("volume")
+    assert str(SEED_RING) in str(info.value)
+
+
+def test_hosts_of_unknown_topic(seed: Ring) -> None:
+    with pytest.raises(RingError, match="unknown topic 'volume'"):
+        seed.hosts_of("volume")
+
+
+def test_serves(seed: Ring) -> None:
+    assert seed.serves("compute", "computenodex")
+    assert not seed.serves("scheduler", "computenodex")
+    assert not seed.serves("volume", "controller")
+
+
+def test_to_json(seed: Ring) -> None:
+    data = seed.to_json()
+    assert data["source"] == str(SEED_RING)
+    assert [t["topic"] for t in data["topics"]] == list(seed.topics)
+    assert data["topics"][3] == {
+        "topic": "compute",
+        "port": 9501,
+        "hosts": ["controller", "computenodex"],
+    }
+    assert json.loads(json.dumps(data)) == data
+
+
+# -- round-robin --------------------------------------------------------------
+
+
+def test_next_host_alternates(seed: Ring) -> None:
+    picks = [seed.next_host("compute") for _ in range(4)]
+    assert picks == ["controller", "computenodex", "controller", "computenodex"]
+
+
+def test_next_host_with_one_host_always_returns_it(seed: Ring) -> None:
+    assert {seed.next_host("scheduler") for _ in range(3)} == {"controller"}
+
+
+def test_next_host_cursor_is_per_topic(seed: Ring) -> None:
+    assert seed.next_host("compute") == "controller"
+    assert seed.next_host("network") == "controller"
+    assert seed.next_host("compute") == "computenodex"
+    assert seed.next_host("network") == "computenodex"
+
+
+def test_next_host_skips_hosts_known_down(seed: Ring) -> None:
+    picks = [seed.next_host("compute", skip={"controller"}) for _ in range(3)]
+    assert picks == ["computenodex"] * 3
+
+
+def test_next_host_resumes_rotation_after_skipping() -> None:
+    ring = Ring.from_mapping({"t:1": ["a", "b", "c"]})
+    assert ring.next_host("t", skip={"a"}) == "b"
+    assert ring.next_host("t") == "c"
+    assert ring.next_host("t") == "a"
+
+
+def test_next_host_when_every_host_is_skipped_returns_the_next_anyway(seed: Ring) -> None:
+    everyone = {"controller", "computenodex"}
+    picks = [seed.next_host("compute", skip=everyone) for _ in range(3)]
+    assert picks == ["controller", "computenodex", "controller"]
+
+
+def test_next_host_of_unknown_topic(seed: Ring) -> None:
+    with pytest.raises(RingError, match="unknown topic 'volume'"):
+        seed.next_host("volume")
+
+
+# -- targets ------------------------------------------------------------------
+
+
+def test_resolve_target_topic(seed: Ring) -> None:
+    assert seed.resolve_target("compute") == ("compute", None)
+
+
+def test_resolve_target_topic_dot_host(seed: Ring) -> None:
+    assert seed.resolve_target("compute.computenodex") == ("compute", "computenodex")
+
+
+def test_resolve_target_topic_with_dash(seed: Ring) -> None:
+    assert seed.resolve_target("cinder-volume.controller") == ("cinder-volume", "controller")
+
+
+def test_resolve_target_unknown_topic(seed: Ring) -> None:
+    with pytest.raises(RingError) as info:
+        seed.resolve_target("volume.controller")
+    message = str(info.value)
+    assert message.startswith(f"{SEED_RING}: target 'volume.controller': unknown topic 'volume'")
+
+
+def test_resolve_target_host_not_serving_topic(seed: Ring) -> None:
+    with pytest.raises(RingError) as info:
+        seed.resolve_target("scheduler.computenodex")
+    assert "target 'scheduler.computenodex': host 'computenodex' does not serve topic" in str(
+        info.value
+    )
+
+
+def test_resolve_target_splits_on_first_dot(seed: Ring) -> None:
+    with pytest.raises(
+        RingError, match=r"host 'controller\.example' does not serve topic 'compute'"
+    ):
+        seed.resolve_target("compute.controller.example")
+
+
+@pytest.mark.parametrize(
+    ("target", "problem"),
+    [
+        ("", "the topic name is empty"),
+        (".controller", "the topic name is empty"),
+        ("compute.", "the host name after '.' is empty"),
+    ],
+)
+def test_resolve_target_empty_parts(seed: Ring, target: str, problem: str) -> None:
+    with pytest.raises(RingError) as info:
+        seed.resolve_target(target)
+    assert str(info.value) == f"{SEED_RING}: target {target!r}: {problem}"
+
+
+def test_resolve_target_refuses_reserved_topic(seed: Ring) -> None:
+    with pytest.raises(RingError, match="'zmq_replies' is reserved"):
+        seed.resolve_target("zmq_replies.controller")
+
+
+# -- zmq_replies and services -------------------------------------------------
+
+
+def test_zmq_replies_is_a_listed_but_reserved_topic(seed: Ring) -> None:
+    assert REPLIES_TOPIC == "zmq_replies"
+    assert "zmq_replies" in seed.topics
+    assert seed.port("zmq_replies") == 9510
+    assert Ring.is_reserved("zmq_replies")
+    assert not seed.is_reserved("compute")
+
+
+def test_services_of_controller(seed: Ring) -> None:
+    assert seed.services_of("controller") == (
+        Service("controller", "compute", 9501),
+        Service("controller", "conductor", 9502),
+        Service("controller", "consoleauth", 9503),
+        Service("controller", "network", 9504),
+        Service("controller", "scheduler", 9506),
+        Service("controller", "cert", 9507),
+        Service("controller", "cinder-scheduler", 9508),
+        Service("controller", "cinder-volume", 9509),
+    )
+
+
+def test_services_of_computenodex(seed: Ring) -> None:
+    assert seed.services_of("computenodex") == (
+        Service("computenodex", "compute", 9501),
+        Service("computenodex", "network", 9504),
+    )
+
+
+def test_services_of_can_include_reserved(seed: Ring) -> None:
+    services = seed.services_of("computenodex", include_reserved=True)
+    assert services[-1] == Service("computenodex", "zmq_replies", 9510)
+
+
+def test_services_of_unknown_host(seed: Ring) -> None:
+    with pytest.raises(RingError, match="host 'controler' is not in the ring"):
+        seed.services_of("controler")
+
+
+def test_services_sorted_by_host_then_port_without_reserved(seed: Ring) -> None:
+    services = seed.services()
+    assert [s.host for s in services] == ["computenodex"] * 2 + ["controller"] * 8
+    assert services == seed.services_of("computenodex") + seed.services_of("controller")
+    assert all(s.topic != "zmq_replies" for s in services)
+
+
+def test_services_can_include_reserved(seed: Ring) -> None:
+    assert len(seed.services(include_reserved=True)) == len(seed.services()) + 2
+
+
+def test_service_target() -> None:
+    assert Service("computenodex", "compute", 9501).target == "compute.computenodex"
+
+
+# -- host resolution ----------------------------------------------------------
+
+
+def test_resolve_address_prefers_explicit_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(host: str) -> str:
+        raise AssertionError("the system resolver must not be asked")
+
+    monkeypatch.setattr(socket, "gethostbyname", fail)
+    assert resolve_address("controller", {"controller": "127.0.0.2"}) == "127.0.0.2"
+
+
+def test_resolve_address_falls_back_to_system_resolver(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket, "gethostbyname", {"controller": "10.0.0.5"}.__getitem__)
+    assert resolve_address("controller", {"computenodex": "127.0.0.3"}) == "10.0.0.5"
+    assert resolve_address("controller", None) == "10.0.0.5"
+
+
+def test_resolve_address_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(host: str) -> str:
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "gethostbyname", fail)
+    with pytest.raises(RingError, match="cannot resolve host 'nowhere'"):
+        resolve_address("nowhere", None)
+
+
+def test_parse_resolve() -> None:
+    assert parse_resolve(["controller=127.0.0.2", "computenodex=127.0.0.3"]) == {
+        "controller": "127.0.0.2",
+        "computenodex": "127.0.0.3",
+    }
+
+
+def test_parse_resolve_of_nothing() -> None:
+    assert parse_resolve([]) == {}
+
+
+def test_parse_resolve_allows_repeating_the_same_pair() -> None:
+    assert parse_resolve(["a=127.0.0.2", "a=127.0.0.2"]) == {"a": "127.0.0.2"}
+
+
+@pytest.mark.parametrize(
+    ("item", "problem"),
+    [
+        ("controller", "expected NAME=ADDR"),
+        ("=127.0.0.2", "the host name before '=' is empty"),
+        ("controller=", "'' is not an IPv4 address"),
+        ("controller=nowhere", "'nowhere' is not an IPv4 address"),
+        ("controller=127.0.0.256", "'127.0.0.256' is not an IPv4 address"),
+        ("con.troller=127.0.0.2", "host 'con.troller' contains '.'"),
+    ],
+)
+def test_parse_resolve_malformed(item: str, problem: str) -> None:
+    with pytest.raises(RingError) as info:
+        parse_resolve([item])
+    assert str(info.value).startswith(f"--resolve {item!r}: {problem}")
+
+
+def test_parse_resolve_one_name_two_addresses() -> None:
+    with pytest.raises(RingError, match=r"host 'a' is already resolved to 127\.0\.0\.2"):
+        parse_resolve(["a=127.0.0.2", "a=127.0.0.3"])

@@ -1,0 +1,188 @@
+"""The Trio adapter over pyzmq, over real tcp sockets on loopback."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import trio
+import zmq
+
+from trizmq._transport import AsyncSocket, open_socket
+
+
+def bound(socket_type: int) -> tuple[AsyncSocket, str]:
+    sock = open_socket(socket_type)
+    sock.zmq.bind("tcp://127.0.0.1:*")
+    return sock, sock.zmq.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+def connected(socket_type: int, endpoint: str) -> AsyncSocket:
+    sock = open_socket(socket_type)
+    sock.zmq.connect(endpoint)
+    return sock
+
+
+async def test_a_burst_of_100000_messages_arrives_whole_and_in_order() -> None:
+    router, endpoint = bound(zmq.ROUTER)
+    dealer = connected(zmq.DEALER, endpoint)
+    count = 100_000
+    received: list[int] = []
+    with router, dealer:
+
+        async def produce() -> None:
+            for i in range(count):
+                await dealer.send([b"%d" % i, b"x" * 40])
+
+        async def consume() -> None:
+            while len(received) < count:
+                for frames in await router.receive_batch():
+                    assert len(frames) == 3 and frames[2] == b"x" * 40
+                    received.append(int(frames[1]))
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(consume)
+                nursery.start_soon(produce)
+    assert received == list(range(count))
+
+
+async def test_one_dealer_sends_and_receives_concurrently() -> None:
+    router, endpoint = bound(zmq.ROUTER)
+    dealer = connected(zmq.DEALER, endpoint)
+    callers, per_caller = 200, 20
+    replies: dict[bytes, int] = {}
+    with router, dealer:
+
+        async def echo() -> None:
+            while True:
+                for frames in await router.receive_batch():
+                    await router.send(frames)
+
+        async def read_replies(done: trio.Event) -> None:
+            while len(replies) < callers * per_caller:
+                frames = await dealer.receive()
+                replies[frames[0]] = replies.get(frames[0], 0) + 1
+            done.set()
+
+        async def caller(n: int) -> None:
+            for i in range(per_caller):
+                await dealer.send([b"%d-%d" % (n, i)])
+                if random.random() < 0.3:
+                    await trio.sleep(0)
+
+        done = trio.Event()
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(echo)
+                nursery.start_soon(read_replies, done)
+                for n in range(callers):
+                    nursery.start_soon(caller, n)
+                await done.wait()
+                nursery.cancel_scope.cancel()
+    assert len(replies) == callers * per_caller
+    assert set(replies.values()) == {1}
+
+
+@pytest.mark.parametrize("seed", range(20))
+async def test_cancelled_receives_and_sends_lose_and_duplicate_nothing(seed: int) -> None:
+    rng = random.Random(seed)
+    router, endpoint = bound(zmq.ROUTER)
+    dealer = connected(zmq.DEALER, endpoint)
+    # A small high-water mark makes sends block, so cancellation hits them too.
+    dealer.zmq.setsockopt(zmq.SNDHWM, 10)
+    router.zmq.setsockopt(zmq.RCVHWM, 10)
+    count = 3000
+    sent: list[int] = []
+    received: list[int] = []
+    with router, dealer:
+
+        async def produce() -> None:
+            i = 0
+            while i < count:
+                with trio.move_on_after(rng.random() * 0.001):
+                    await dealer.send([b"%d" % i])
+                    sent.append(i)
+                    i += 1
+
+        async def consume(producer_done: trio.Event) -> None:
+            while not (producer_done.is_set() and len(received) == len(sent)):
+                with trio.move_on_after(rng.random() * 0.001):
+                    frames = await router.receive()
+                    received.append(int(frames[1]))
+                if rng.random() < 0.01:
+                    await trio.sleep(0.001)
+
+        producer_done = trio.Event()
+
+        async def produce_then_signal() -> None:
+            await produce()
+            producer_done.set()
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(consume, producer_done)
+                nursery.start_soon(produce_then_signal)
+    assert sent == list(range(count))
+    assert received == sent
+
+
+async def test_many_sockets_in_one_process_each_get_their_own_replies() -> None:
+    router, endpoint = bound(zmq.ROUTER)
+    dealers = [connected(zmq.DEALER, endpoint) for _ in range(200)]
+    with router:
+
+        async def echo() -> None:
+            while True:
+                for frames in await router.receive_batch():
+                    await router.send(frames)
+
+        async def roundtrip(n: int, dealer: AsyncSocket) -> None:
+            with dealer:
+                for i in range(5):
+                    await dealer.send([b"%d:%d" % (n, i)])
+                    assert await dealer.receive() == [b"%d:%d" % (n, i)]
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as outer:
+                outer.start_soon(echo)
+                async with trio.open_nursery() as nursery:
+                    for n, dealer in enumerate(dealers):
+                        nursery.start_soon(roundtrip, n, dealer)
+                outer.cancel_scope.cancel()
+
+
+async def test_messages_sent_before_the_peer_exists_arrive_when_it_binds() -> None:
+    # Learn a free port from the OS, release it, then connect before anyone binds it.
+    probe, endpoint = bound(zmq.ROUTER)
+    probe.close()
+    dealer = connected(zmq.DEALER, endpoint)
+    with dealer:
+        for i in range(10):
+            await dealer.send([b"%d" % i])
+        await trio.sleep(0.2)
+        router = open_socket(zmq.ROUTER)
+        router.zmq.bind(endpoint)
+        with router, trio.fail_after(10):
+            got = [int((await router.receive())[1]) for _ in range(10)]
+    assert got == list(range(10))
+
+
+async def test_closing_a_socket_wakes_its_waiting_receiver() -> None:
+    router, _ = bound(zmq.ROUTER)
+    failure: list[BaseException] = []
+
+    async def wait_for_nothing() -> None:
+        try:
+            await router.receive()
+        except trio.ClosedResourceError as exc:
+            failure.append(exc)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait_for_nothing)
+            await trio.sleep(0.05)
+            router.close()
+    assert len(failure) == 1
+    with pytest.raises(trio.ClosedResourceError):
+        await router.send([b"x"])

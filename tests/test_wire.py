@@ -1,0 +1,116 @@
+"""The envelope and its msgpack encoding, without sockets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trizmq import ProtocolError
+from trizmq._wire import (
+    VERSION,
+    Call,
+    Cancel,
+    Cast,
+    Envelope,
+    Error,
+    Fanout,
+    Kind,
+    Reply,
+    Stats,
+    StatsSubscribe,
+    decode,
+    encode,
+)
+
+names = st.text(min_size=1, max_size=20)
+ids = st.integers(min_value=0, max_value=2**63)
+leaves = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text() | st.binary()
+payload = st.recursive(
+    leaves | st.floats(allow_nan=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+args = st.dictionaries(st.text(max_size=10), payload, max_size=5)
+timeouts = st.none() | st.floats(min_value=0, max_value=1e6)
+
+envelopes: st.SearchStrategy[Envelope] = st.one_of(
+    st.builds(Call, ids, names, names, args, args, timeouts),
+    st.builds(Cast, ids, names, names, args, args),
+    st.builds(Fanout, ids, names, names, args, args),
+    st.builds(Reply, ids, payload),
+    st.builds(Error, ids, names, names, st.text(), st.text()),
+    st.builds(Cancel, ids),
+    st.builds(StatsSubscribe, ids, st.floats(0, 60), st.floats(0, 600)),
+    st.builds(Stats, ids, args),
+)
+
+
+@given(envelopes)
+def test_every_envelope_survives_encode_then_decode(envelope: Envelope) -> None:
+    assert decode(encode(envelope)) == envelope
+
+
+@given(st.binary(max_size=200))
+def test_random_bytes_decode_to_an_envelope_or_a_protocol_error(frame: bytes) -> None:
+    try:
+        decode(frame)
+    except ProtocolError:
+        pass
+
+
+@given(envelopes, st.data())
+def test_truncated_envelopes_are_protocol_errors(envelope: Envelope, data: st.DataObject) -> None:
+    frame = encode(envelope)
+    cut = data.draw(st.integers(0, len(frame) - 1))
+    with pytest.raises(ProtocolError):
+        decode(frame[:cut])
+
+
+@given(st.lists(payload, max_size=8))
+def test_arrays_of_any_shape_decode_to_an_envelope_or_a_protocol_error(fields: list[Any]) -> None:
+    try:
+        decode(msgpack.packb(fields))
+    except ProtocolError:
+        pass
+
+
+def test_the_envelope_is_a_versioned_positional_array() -> None:
+    frame = encode(Cast(7, "compute", "ping", {"x": 1}, {"user": "u"}))
+    assert msgpack.unpackb(frame) == [
+        VERSION,
+        Kind.CAST,
+        7,
+        "compute",
+        "ping",
+        {"x": 1},
+        {"user": "u"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ([VERSION + 1, Kind.CALL], "unsupported protocol version"),
+        (["1", Kind.CALL], "unsupported protocol version"),
+        ([VERSION, 99], "unknown message kind 99"),
+        ([VERSION, Kind.CANCEL, 1, 2], "has 1 fields, got 2"),
+        ([VERSION, Kind.CANCEL, "one"], "expected int"),
+        ([VERSION, Kind.CALL, 1, "t", "m", {}, {}, float("inf")], "finite"),
+        ([VERSION, Kind.CAST, 1, "t", 5, {}, {}], "method"),
+        ([VERSION], "array [version, kind"),
+        ({"version": 1}, "array [version, kind"),
+    ],
+)
+def test_invalid_envelopes_say_what_is_wrong(fields: Any, problem: str) -> None:
+    with pytest.raises(ProtocolError, match=problem.replace("[", r"\[")):
+        decode(msgpack.packb(fields))
+
+
+def test_msgpack_extension_types_are_refused() -> None:
+    frame = msgpack.packb([VERSION, Kind.REPLY, 1, msgpack.ExtType(5, b"x")])
+    with pytest.raises(ProtocolError, match="extension type 5"):
+        decode(frame)

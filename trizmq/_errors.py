@@ -1,0 +1,102 @@
+"""Every exception trizmq raises, in one place.
+
+```
+TrizmqError
+├── RingError            the ring file, or a target, is not valid
+├── ProtocolError        bytes that are not a valid trizmq envelope
+├── CallTimeout          no reply before the call's deadline (also a TimeoutError)
+└── RemoteError          the service answered with an error
+    ├── NoSuchMethod     the method is not exposed by the endpoint
+    ├── BadArguments     missing, unexpected or wrongly typed arguments
+    ├── ServiceShutdown  the service stopped before the handler finished
+    ├── Overloaded       the service refused the request to protect itself
+    └── PeerLost         the service stopped answering heartbeats mid-call
+```
+"""
+
+from __future__ import annotations
+
+
+class TrizmqError(Exception):
+    """Base class of every error trizmq raises."""
+
+
+class RingError(TrizmqError):
+    """A ring file, or a target looked up in a ring, is not valid.
+
+    The message names the file, the key and the problem.
+    """
+
+
+class ProtocolError(TrizmqError):
+    """Bytes received on a socket are not a valid trizmq envelope."""
+
+
+class CallTimeout(TrizmqError, TimeoutError):
+    """No reply arrived before the call's deadline.
+
+    Attributes:
+        topic: The topic the call was sent to.
+        host: The host the call was sent to.
+        method: The method called.
+        timeout: The timeout of the call, in seconds.
+    """
+
+    def __init__(self, topic: str, host: str, method: str, timeout: float) -> None:
+        super().__init__(f"{topic}.{host}: no reply to {method!r} within {timeout:g} s")
+        self.topic = topic
+        self.host = host
+        self.method = method
+        self.timeout = timeout
+
+
+class RemoteError(TrizmqError):
+    """The service answered a call with an error.
+
+    Attributes:
+        type_name: The qualified name of the exception type raised remotely.
+        message: The text of the remote exception.
+        remote_traceback: The formatted traceback from the service, or "".
+        host: The host that answered.
+        topic: The topic that was called.
+    """
+
+    def __init__(
+        self,
+        type_name: str,
+        message: str,
+        remote_traceback: str = "",
+        *,
+        host: str = "",
+        topic: str = "",
+    ) -> None:
+        where = f"{topic}.{host}: " if topic or host else ""
+        super().__init__(f"{where}{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = remote_traceback
+        self.host = host
+        self.topic = topic
+
+
+class NoSuchMethod(RemoteError):
+    """The method called is not exposed by the service's endpoint."""
+
+
+class BadArguments(RemoteError):
+    """The arguments of a call do not fit the handler's signature.
+
+    The message names the argument: missing, unexpected, or of the wrong type.
+    """
+
+
+class ServiceShutdown(RemoteError):
+    """The service shut down before the handler finished."""
+
+
+class Overloaded(RemoteError):
+    """The service refused the request: a limit it enforces was reached."""
+
+
+class PeerLost(RemoteError):
+    """The service stopped answering heartbeats while the call was in flight."""

@@ -1,0 +1,549 @@
+"""The ring: which hosts serve which topic, on which port.
+
+A ring file is a JSON object mapping ``"topic:port"`` to the list of hosts that
+run the topic's service::
+
+    {"compute:9501": ["controller", "computenodex"],
+     "scheduler:9506": ["controller"]}
+
+`Ring` loads and validates such a file and answers the questions a client and
+a service runner ask: the port of a topic, its hosts, the next host in
+round-robin order, what a ``topic`` or ``topic.host`` target means, and which
+services a host must run. Every problem is a `RingError` whose message names the
+source, the key and what is wrong.
+
+`resolve_address` and `parse_resolve` turn ring host names into addresses, with
+an optional curl-style ``NAME=ADDR`` override.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import socket
+from collections.abc import Callable, Container, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ._errors import RingError
+
+__all__ = ["REPLIES_TOPIC", "Ring", "Service", "parse_resolve", "resolve_address"]
+
+REPLIES_TOPIC = "zmq_replies"
+"""The seed ring's reply topic. Accepted for compatibility; trizmq serves nothing there."""
+
+_MAPPING_SOURCE = "<mapping>"
+_MIN_PORT = 1
+_MAX_PORT = 65535
+# Topics and hosts share one alphabet. '.' separates them in "topic.host",
+# ':' separates topic and port in keys, so neither may appear in a name.
+_NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
+_BAD_NAME_CHAR_RE = re.compile(r"[^A-Za-z0-9_-]")
+_ALLOWED = "letters, digits, '_' and '-'"
+
+
+@attrs.frozen
+class Service:
+    """One service a host must run: a topic bound on its port.
+
+    Attributes:
+        host: The ring host name.
+        topic: The topic served.
+        port: The TCP port the service binds.
+    """
+
+    host: str
+    topic: str
+    port: int
+
+    @property
+    def target(self) -> str:
+        """The direct target naming this service, ``"topic.host"``."""
+        return f"{self.topic}.{self.host}"
+
+
+@attrs.frozen
+class _Entry:
+    """One validated ring key: a topic, its port and its hosts in file order."""
+
+    key: str
+    topic: str
+    port: int
+    hosts: tuple[str, ...]
+
+
+@attrs.frozen
+class Ring:
+    """A validated ring: topics, their ports and the hosts that serve them.
+
+    Build one with `Ring.load` or `Ring.from_mapping`. A ring never changes
+    after loading, except for the per-topic round-robin cursors of `next_host`.
+
+    The seed ring's ``zmq_replies`` topic (`REPLIES_TOPIC`) is accepted and
+    answers queries like any other topic, but it is *reserved*: trizmq uses
+    ROUTER sockets on service ports and DEALER sockets on callers, so a reply
+    travels back on the caller's own connection and nothing is served on the
+    reply port. `services` and `services_of` leave it out by default, and
+    `resolve_target` refuses it as a target.
+
+    Attributes:
+        source: Where the ring came from: the file path, or ``"<mapping>"``.
+    """
+
+    source: str
+    # Left out of the hash (a dict is unhashable); equal rings still hash alike.
+    _entries: Mapping[str, _Entry] = attrs.field(repr=False, hash=False)
+    # The one mutable part: topic -> index of the next host to try.
+    _cursors: dict[str, int] = attrs.field(factory=dict, init=False, repr=False, eq=False)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Ring:
+        """Load and validate a ring file.
+
+        Args:
+            path: The JSON ring file.
+
+        Returns:
+            The validated ring; its `source` is ``str(path)``.
+
+        Raises:
+            RingError: The file cannot be read, is not valid JSON (the message
+                gives line and column), has a key twice, or breaks a ring rule.
+        """
+        source = os.fspath(path)
+        try:
+            # utf-8-sig: tolerate a byte order mark left by some editors.
+            text = Path(path).read_text(encoding="utf-8-sig")
+        except FileNotFoundError:
+            raise RingError(f"{source}: ring file not found") from None
+        except UnicodeDecodeError as exc:
+            raise RingError(f"{source}: ring file is not UTF-8 text: {exc.reason}") from None
+        except OSError as exc:
+            raise RingError(f"{source}: cannot read ring file: {exc.strerror or exc}") from None
+        try:
+            data = json.loads(text, object_pairs_hook=_no_duplicate_keys(source))
+        except json.JSONDecodeError as exc:
+            raise RingError(
+                f"{source}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+            ) from None
+        return cls(source, _parse(data, source))
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, object], source: str = _MAPPING_SOURCE) -> Ring:
+        """Build a ring from already-parsed data, with the same rules as `load`.
+
+        Args:
+            mapping: ``"topic:port"`` keys mapped to lists of host names.
+            source: The name used in error messages and `to_json`.
+
+        Returns:
+            The validated ring.
+
+        Raises:
+            RingError: The mapping breaks a ring rule.
+        """
+        return cls(source, _parse(mapping, source))
+
+    # -- queries --------------------------------------------------------------
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """Every topic of the ring, reserved ones included, sorted."""
+        return tuple(sorted(self._entries))
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """Every host named anywhere in the ring, sorted."""
+        return tuple(sorted({h for entry in self._entries.values() for h in entry.hosts}))
+
+    def port(self, topic: str) -> int:
+        """The port a topic's service binds.
+
+        Args:
+            topic: A topic of the ring.
+
+        Returns:
+            The topic's TCP port.
+
+        Raises:
+            RingError: The topic is not in the ring.
+        """
+        return self._entry(topic).port
+
+    def hosts_of(self, topic: str) -> tuple[str, ...]:
+        """The hosts that serve a topic.
+
+        Args:
+            topic: A topic of the ring.
+
+        Returns:
+            The topic's hosts, in the order the ring lists them.
+
+        Raises:
+            RingError: The topic is not in the ring.
+        """
+        return self._entry(topic).hosts
+
+    def serves(self, topic: str, host: str) -> bool:
+        """Whether a host serves a topic.
+
+        Args:
+            topic: A topic name; an unknown topic is served by no host.
+            host: A host name.
+
+        Returns:
+            True if the ring lists ``host`` for ``topic``.
+        """
+        entry = self._entries.get(topic)
+        return entry is not None and host in entry.hosts
+
+    def next_host(self, topic: str, skip: Container[str] | None = None) -> str:
+        """The next host of a topic, round-robin.
+
+        Each topic has its own cursor, so calls for one topic do not move
+        another's.
+
+        Args:
+            topic: A topic of the ring.
+            skip: Hosts to avoid, for example hosts known to be down. This is a
+                preference: if every host would be skipped, the next host in
+                turn is returned anyway, since trying a host that may be down
+                beats failing without trying.
+
+        Returns:
+            A host serving ``topic``.
+
+        Raises:
+            RingError: The topic is not in the ring.
+        """
+        hosts = self._entry(topic).hosts
+        start = self._cursors.get(topic, 0)
+        chosen = start
+        if skip is not None:
+            for offset in range(len(hosts)):
+                if hosts[(start + offset) % len(hosts)] not in skip:
+                    chosen = start + offset
+                    break
+        self._cursors[topic] = (chosen + 1) % len(hosts)
+        return hosts[chosen % len(hosts)]
+
+    def resolve_target(self, target: str) -> tuple[str, str | None]:
+        """Split and check a call target.
+
+        A target is ``"topic"`` (any host of the topic) or ``"topic.host"``
+        (that host only). It is split on the first ``'.'``; names never contain
+        one.
+
+        Args:
+            target: The target to resolve.
+
+        Returns:
+            ``(topic, host)``, with ``host`` None for a plain topic target.
+
+        Raises:
+            RingError: The topic is unknown or reserved, or the host does not
+                serve the topic. The message names the target.
+        """
+        topic, dot, host = target.partition(".")
+        where = f"{self.source}: target {target!r}"
+        if not topic:
+            raise RingError(f"{where}: the topic name is empty")
+        if topic not in self._entries:
+            raise RingError(f"{where}: unknown topic {topic!r} (topics: {', '.join(self.topics)})")
+        if self.is_reserved(topic):
+            raise RingError(
+                f"{where}: topic {topic!r} is reserved: trizmq serves nothing there, "
+                "replies travel on the caller's own connection"
+            )
+        if not dot:
+            return topic, None
+        if not host:
+            raise RingError(f"{where}: the host name after '.' is empty")
+        if host not in self._entries[topic].hosts:
+            raise RingError(
+                f"{where}: host {host!r} does not serve topic {topic!r} "
+                f"(its hosts: {', '.join(self._entries[topic].hosts)})"
+            )
+        return topic, host
+
+    @staticmethod
+    def is_reserved(topic: str) -> bool:
+        """Whether a topic is reserved, that is served by no trizmq service.
+
+        Only ``zmq_replies`` is: the seed's reply port, unused because replies
+        travel back on the caller's own DEALER connection.
+
+        Args:
+            topic: A topic name.
+
+        Returns:
+            True for `REPLIES_TOPIC`.
+        """
+        return topic == REPLIES_TOPIC
+
+    def services_of(self, host: str, include_reserved: bool = False) -> tuple[Service, ...]:
+        """Every service a host must run.
+
+        Args:
+            host: A host of the ring.
+            include_reserved: Also list reserved topics (``zmq_replies``),
+                which trizmq does not serve.
+
+        Returns:
+            The host's services, sorted by port.
+
+        Raises:
+            RingError: The host is not in the ring; a misspelt host name would
+                otherwise silently run nothing.
+        """
+        if host not in self.hosts:
+            raise RingError(
+                f"{self.source}: host {host!r} is not in the ring (hosts: {', '.join(self.hosts)})"
+            )
+        return tuple(s for s in self.services(include_reserved) if s.host == host)
+
+    def services(self, include_reserved: bool = False) -> tuple[Service, ...]:
+        """Every service of the ring, one per (host, topic).
+
+        Args:
+            include_reserved: Also list reserved topics (``zmq_replies``),
+                which trizmq does not serve.
+
+        Returns:
+            The services, sorted by host, then port.
+        """
+        found = [
+            Service(host=host, topic=entry.topic, port=entry.port)
+            for entry in self._entries.values()
+            if include_reserved or not self.is_reserved(entry.topic)
+            for host in entry.hosts
+        ]
+        return tuple(sorted(found, key=lambda s: (s.host, s.port, s.topic)))
+
+    def to_json(self) -> dict[str, Any]:
+        """The ring as plain data, ready for `json.dumps`.
+
+        Returns:
+            ``{"source": ..., "topics": [{"topic": ..., "port": ...,
+            "hosts": [...]}, ...]}``, topics sorted, hosts in ring order.
+        """
+        return {
+            "source": self.source,
+            "topics": [
+                {"topic": e.topic, "port": e.port, "hosts": list(e.hosts)}
+                for e in sorted(self._entries.values(), key=lambda e: e.topic)
+            ],
+        }
+
+    def _entry(self, topic: str) -> _Entry:
+        try:
+            return self._entries[topic]
+        except KeyError:
+            raise RingError(
+                f"{self.source}: unknown topic {topic!r} (topics: {', '.join(self.topics)})"
+            ) from None
+
+
+# -- parsing and validation ---------------------------------------------------
+
+
+def _no_duplicate_keys(source: str) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """An ``object_pairs_hook`` that refuses a key given twice.
+
+    Plain `json.loads` keeps the last value silently, which would hide a
+    copy-paste mistake in a hand-edited ring.
+    """
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in seen:
+                raise RingError(f"{source}: key {key!r}: the key appears twice in the JSON object")
+            seen[key] = value
+        return seen
+
+    return hook
+
+
+def _parse(data: object, source: str) -> dict[str, _Entry]:
+    """Validate ring data and index it by topic."""
+    if not isinstance(data, Mapping):
+        raise RingError(
+            f"{source}: the ring must be a JSON object mapping 'topic:port' to a list of hosts, "
+            f"not {_json_type(data)}"
+        )
+    if not data:
+        raise RingError(f"{source}: the ring has no topics")
+    entries: dict[str, _Entry] = {}
+    # (host, port) -> the topic that claimed it first, to catch two services
+    # that would bind the same port on the same host.
+    claimed: dict[tuple[str, int], _Entry] = {}
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise RingError(f"{source}: key {key!r}: keys must be strings 'topic:port'")
+        topic, port = _parse_key(key, source)
+        hosts = _parse_hosts(key, value, source)
+        entry = _Entry(key=key, topic=topic, port=port, hosts=hosts)
+        previous = entries.get(topic)
+        if previous is not None:
+            raise RingError(
+                f"{source}: key {key!r}: topic {topic!r} is already listed with port "
+                f"{previous.port} (key {previous.key!r}); a topic has exactly one port"
+            )
+        for host in hosts:
+            other = claimed.setdefault((host, port), entry)
+            if other is not entry:
+                raise RingError(
+                    f"{source}: key {key!r}: port {port} on host {host!r} is claimed by both "
+                    f"topic {other.topic!r} and topic {topic!r}; two topics may share a port "
+                    "only if no host serves both"
+                )
+        entries[topic] = entry
+    return entries
+
+
+def _parse_key(key: str, source: str) -> tuple[str, int]:
+    """Split a ``"topic:port"`` key and check both halves."""
+    where = f"{source}: key {key!r}"
+    # The last ':' separates the port, so "a:b:9501" is reported as a bad
+    # character in the topic rather than as a strange port.
+    topic, colon, port_text = key.rpartition(":")
+    if not colon:
+        raise RingError(f"{where}: no port; keys are 'topic:port', for example 'compute:9501'")
+    if not topic:
+        raise RingError(f"{where}: the topic name before ':' is empty")
+    problem = _name_problem("topic", topic)
+    if problem:
+        raise RingError(f"{where}: {problem}")
+    if not port_text:
+        raise RingError(f"{where}: the port after ':' is empty")
+    # Strict: ASCII digits only, so no sign, space, decimal point or exponent.
+    if not (port_text.isascii() and port_text.isdigit()):
+        raise RingError(f"{where}: port {port_text!r} is not a number: use digits only")
+    # "09501" and "9501" would otherwise be two keys for one port.
+    if len(port_text) > 1 and port_text.startswith("0"):
+        raise RingError(f"{where}: port {port_text!r} has a leading zero")
+    port = int(port_text)
+    if not _MIN_PORT <= port <= _MAX_PORT:
+        raise RingError(f"{where}: port {port} is out of range {_MIN_PORT}-{_MAX_PORT}")
+    return topic, port
+
+
+def _parse_hosts(key: str, value: object, source: str) -> tuple[str, ...]:
+    """Check a key's host list: a non-empty list of distinct, valid names."""
+    where = f"{source}: key {key!r}"
+    # A string is a sequence too; "controller" must not become 10 hosts.
+    if not isinstance(value, list | tuple):
+        raise RingError(f"{where}: hosts must be a list of host names, not {_json_type(value)}")
+    if not value:
+        raise RingError(f"{where}: the host list is empty; a topic needs at least one host")
+    hosts: list[str] = []
+    for index, host in enumerate(value):
+        if not isinstance(host, str):
+            raise RingError(
+                f"{where}: host at index {index} is {_json_type(host)} {host!r}, not a string"
+            )
+        if not host:
+            raise RingError(f"{where}: host at index {index} is an empty string")
+        problem = _name_problem("host", host)
+        if problem:
+            raise RingError(f"{where}: {problem}")
+        if host in hosts:
+            raise RingError(f"{where}: host {host!r} is listed twice")
+        hosts.append(host)
+    return tuple(hosts)
+
+
+def _name_problem(kind: str, name: str) -> str | None:
+    """Describe what is wrong with a topic or host name, or None if it is fine."""
+    if _NAME_RE.fullmatch(name):
+        return None
+    bad = _BAD_NAME_CHAR_RE.search(name)
+    assert bad is not None  # name is non-empty and did not fully match
+    return f"{kind} {name!r} contains {bad.group()!r}; names use only {_ALLOWED}"
+
+
+def _json_type(value: object) -> str:
+    """Name a value's type the way the JSON file spells it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, Mapping):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
+# -- host resolution ----------------------------------------------------------
+
+
+def resolve_address(host: str, resolve: Mapping[str, str] | None) -> str:
+    """The IPv4 address to use for a ring host.
+
+    Synchronous: meant for start-up, not for a running Trio task.
+
+    Args:
+        host: A ring host name.
+        resolve: Explicit ``name -> address`` overrides (see `parse_resolve`),
+            or None.
+
+    Returns:
+        The override for ``host`` if there is one, else what the system
+        resolver (`socket.gethostbyname`) answers.
+
+    Raises:
+        RingError: The system resolver cannot resolve ``host``.
+    """
+    if resolve is not None and host in resolve:
+        return resolve[host]
+    try:
+        return socket.gethostbyname(host)
+    except (OSError, UnicodeError) as exc:
+        raise RingError(
+            f"cannot resolve host {host!r}: {exc}; use --resolve {host}=ADDR to give its address"
+        ) from None
+
+
+def parse_resolve(items: Iterable[str]) -> dict[str, str]:
+    """Parse curl-style ``NAME=ADDR`` host overrides.
+
+    Args:
+        items: Strings such as ``"controller=127.0.0.2"``. NAME is a ring host
+            name; ADDR an IPv4 address, since the system resolver path
+            (`socket.gethostbyname`) gives IPv4 too.
+
+    Returns:
+        ``{NAME: ADDR}``. Giving one name twice with the same address is
+        allowed.
+
+    Raises:
+        RingError: An item is malformed, or names one host with two addresses.
+    """
+    result: dict[str, str] = {}
+    for item in items:
+        name, equals, addr = item.partition("=")
+        where = f"--resolve {item!r}"
+        if not equals:
+            raise RingError(f"{where}: expected NAME=ADDR, for example controller=127.0.0.2")
+        if not name:
+            raise RingError(f"{where}: the host name before '=' is empty")
+        problem = _name_problem("host", name)
+        if problem:
+            raise RingError(f"{where}: {problem}")
+        try:
+            address = str(ipaddress.IPv4Address(addr))
+        except ValueError:
+            raise RingError(f"{where}: {addr!r} is not an IPv4 address") from None
+        if result.setdefault(name, address) != address:
+            raise RingError(f"{where}: host {name!r} is already resolved to {result[name]}")
+    return result

@@ -1,0 +1,202 @@
+"""The Trio adapter over pyzmq sockets: the only module that calls zmq's I/O.
+
+ZeroMQ's `ZMQ_FD` is edge-triggered and signals "look at `ZMQ_EVENTS`", not
+"a message is ready". Three rules follow, and this module keeps them:
+
+- Try the non-blocking operation first; wait only after `zmq.Again`.
+- Read `ZMQ_EVENTS` before every wait, since any send, receive or even a read
+  of `ZMQ_EVENTS` may have consumed the edge that would have woken us.
+- Trio allows one task waiting on an fd. The first task that must wait becomes
+  the fd waiter; every other task parks until the fd fires. After each
+  successful operation, if `ZMQ_EVENTS` now shows what a waiter wants, the fd
+  waiter is kicked awake, because the edge it sleeps on may already be gone.
+
+No operation checkpoints between taking a message from zmq and returning it, so
+a cancelled receive or send never loses or duplicates a message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import cast
+
+import trio
+import zmq
+
+_POLLIN = int(zmq.POLLIN)
+_POLLOUT = int(zmq.POLLOUT)
+_NOBLOCK = int(zmq.NOBLOCK)
+
+#: Milliseconds a closing socket may spend flushing queued messages.
+DEFAULT_LINGER_MS = 1000
+
+
+class AsyncSocket:
+    """A zmq socket driven by Trio: async multipart send and receive.
+
+    Any number of tasks may send and receive concurrently. Closing wakes every
+    waiting task with `trio.ClosedResourceError`.
+    """
+
+    def __init__(self, sock: zmq.Socket[bytes], *, linger_ms: int = DEFAULT_LINGER_MS) -> None:
+        self.zmq = sock
+        sock.setsockopt(zmq.LINGER, linger_ms)
+        self._fd = cast(int, sock.getsockopt(zmq.FD))
+        self._closed = False
+        # Exactly one task waits on the fd; the others park here.
+        self._fd_waiter: trio.CancelScope | None = None
+        self._parked = trio.lowlevel.ParkingLot()
+        # How many tasks wait for each of POLLIN and POLLOUT.
+        self._want_in = 0
+        self._want_out = 0
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close` was called."""
+        return self._closed
+
+    async def send(self, frames: Sequence[bytes]) -> None:
+        """Send one multipart message, waiting while the high-water mark is reached."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            self._check_open()
+            try:
+                self.zmq.send_multipart(frames, _NOBLOCK)
+            except zmq.Again:
+                await self._wait(_POLLOUT)
+                continue
+            self._after_io()
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+
+    def send_nowait(self, frames: Sequence[bytes]) -> bool:
+        """Send one multipart message if zmq takes it at once.
+
+        Returns:
+            False when the message was not queued (high-water mark reached).
+        """
+        self._check_open()
+        try:
+            self.zmq.send_multipart(frames, _NOBLOCK)
+        except zmq.Again:
+            return False
+        self._after_io()
+        return True
+
+    async def receive(self) -> list[bytes]:
+        """Receive one multipart message."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            self._check_open()
+            try:
+                frames = self.zmq.recv_multipart(_NOBLOCK)
+            except zmq.Again:
+                await self._wait(_POLLIN)
+                continue
+            self._after_io()
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return frames
+
+    async def receive_batch(self, max_messages: int = 256) -> list[list[bytes]]:
+        """Receive every message already queued, at least one, at most `max_messages`.
+
+        One wait and one schedule point for the whole batch: under load this
+        is what keeps the receive loop from paying a task switch per message.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            batch = self.receive_available(max_messages)
+            if batch:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return batch
+            await self._wait(_POLLIN)
+
+    def receive_available(self, max_messages: int = 256) -> list[list[bytes]]:
+        """Receive what is queued now without waiting (possibly nothing)."""
+        self._check_open()
+        batch: list[list[bytes]] = []
+        recv = self.zmq.recv_multipart
+        try:
+            while len(batch) < max_messages:
+                batch.append(recv(_NOBLOCK))
+        except zmq.Again:
+            pass
+        if batch:
+            self._after_io()
+        return batch
+
+    def close(self) -> None:
+        """Close the socket; tasks waiting on it get `trio.ClosedResourceError`."""
+        if self._closed:
+            return
+        self._closed = True
+        trio.lowlevel.notify_closing(self._fd)
+        self._parked.unpark_all()
+        self.zmq.close()
+
+    def __enter__(self) -> AsyncSocket:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the socket was closed")
+
+    def _events(self) -> int:
+        return cast(int, self.zmq.getsockopt(zmq.EVENTS))
+
+    def _after_io(self) -> None:
+        # The operation may have consumed the fd's edge: if a waiter's event is
+        # now ready, wake the fd waiter so everyone re-reads ZMQ_EVENTS.
+        waiter = self._fd_waiter
+        if waiter is None:
+            return
+        wanted = (_POLLIN if self._want_in else 0) | (_POLLOUT if self._want_out else 0)
+        if self._events() & wanted:
+            waiter.cancel()
+
+    async def _wait(self, flag: int) -> None:
+        """Return once ZMQ_EVENTS shows `flag` (callers retry their operation)."""
+        if flag == _POLLIN:
+            self._want_in += 1
+        else:
+            self._want_out += 1
+        try:
+            while True:
+                self._check_open()
+                if self._events() & flag:
+                    return
+                if self._fd_waiter is not None:
+                    await self._parked.park()
+                    continue
+                with trio.CancelScope() as scope:
+                    self._fd_waiter = scope
+                    try:
+                        await trio.lowlevel.wait_readable(self._fd)
+                    finally:
+                        self._fd_waiter = None
+                        # Whatever woke us, the parked tasks must look again.
+                        self._parked.unpark_all()
+        finally:
+            if flag == _POLLIN:
+                self._want_in -= 1
+            else:
+                self._want_out -= 1
+
+
+def open_socket(socket_type: int, *, linger_ms: int = DEFAULT_LINGER_MS) -> AsyncSocket:
+    """A new socket on the process's shared zmq context.
+
+    One context serves the whole process, so that ZAP authentication (CURVE)
+    and every socket share its I/O thread.
+    """
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(socket_type)
+    return AsyncSocket(sock, linger_ms=linger_ms)

@@ -1,0 +1,234 @@
+"""The envelope of every trizmq message and its msgpack encoding.
+
+A message is one zmq frame holding a msgpack array:
+`[version, kind, *fields]`, the fields of the kind's attrs class in order.
+Positional arrays keep envelopes small and fast; the version in front lets a
+peer refuse what it does not understand. `docs/protocol.md` is the reference.
+
+This module does no I/O: it turns envelopes into bytes and bytes into
+envelopes, and `decode` raises `ProtocolError` and nothing else.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from typing import Any, Final, TypeAlias
+
+import attrs
+import msgpack
+from cattrs.preconf.msgpack import make_converter
+
+from ._errors import ProtocolError
+
+#: The protocol version this build speaks; a peer with another version is refused.
+VERSION: Final = 1
+
+
+class Kind(enum.IntEnum):
+    """The kind of a message: the second element of every envelope."""
+
+    CALL = 1
+    CAST = 2
+    FANOUT = 3
+    REPLY = 4
+    ERROR = 5
+    CANCEL = 6
+    STATS_SUBSCRIBE = 7
+    STATS = 8
+
+
+@attrs.frozen
+class Call:
+    """A request that expects a reply or an error.
+
+    `timeout` is the caller's deadline as seconds remaining when the call was
+    sent: relative, so peers need no synchronized clocks.
+    """
+
+    id: int
+    topic: str
+    method: str
+    args: dict[str, Any]
+    context: dict[str, Any]
+    timeout: float | None = attrs.field(validator=lambda _, __, v: _check_timeout(v))
+
+
+def _check_timeout(value: float | None) -> None:
+    if value is not None and not math.isfinite(value):
+        raise ValueError(f"timeout must be a finite number of seconds, got {value!r}")
+
+
+@attrs.frozen
+class Cast:
+    """A one-way request to one host of a topic; nothing is sent back."""
+
+    id: int
+    topic: str
+    method: str
+    args: dict[str, Any]
+    context: dict[str, Any]
+
+
+@attrs.frozen
+class Fanout:
+    """A one-way request sent to every host of a topic; nothing is sent back."""
+
+    id: int
+    topic: str
+    method: str
+    args: dict[str, Any]
+    context: dict[str, Any]
+
+
+@attrs.frozen
+class Reply:
+    """The result of a call."""
+
+    id: int
+    result: Any
+
+
+@attrs.frozen
+class Error:
+    """A call failed. `code` says how, `type_name` names the exception."""
+
+    id: int
+    code: str
+    type_name: str
+    message: str
+    traceback: str
+
+
+@attrs.frozen
+class Cancel:
+    """The caller gave up on call `id`: the service cancels its handler."""
+
+    id: int
+
+
+@attrs.frozen
+class StatsSubscribe:
+    """Ask for a stats message every `interval` seconds, for `lease` seconds."""
+
+    id: int
+    interval: float
+    lease: float
+
+
+@attrs.frozen
+class Stats:
+    """A snapshot of a service port's counters (see docs/protocol.md)."""
+
+    id: int
+    data: dict[str, Any]
+
+
+Envelope: TypeAlias = Call | Cast | Fanout | Reply | Error | Cancel | StatsSubscribe | Stats
+
+_KIND_OF: Final[dict[type[Any], Kind]] = {
+    Call: Kind.CALL,
+    Cast: Kind.CAST,
+    Fanout: Kind.FANOUT,
+    Reply: Kind.REPLY,
+    Error: Kind.ERROR,
+    Cancel: Kind.CANCEL,
+    StatsSubscribe: Kind.STATS_SUBSCRIBE,
+    Stats: Kind.STATS,
+}
+_CLASS_OF: Final[dict[int, type[Any]]] = {kind: cls for cls, kind in _KIND_OF.items()}
+_FIELDS_OF: Final[dict[type[Any], tuple[str, ...]]] = {
+    cls: tuple(a.name for a in attrs.fields(cls)) for cls in _KIND_OF
+}
+
+
+class ErrorCode:
+    """The values of `Error.code`, which tell the caller which exception to raise."""
+
+    EXCEPTION: Final = "exception"
+    NO_SUCH_METHOD: Final = "no_such_method"
+    BAD_ARGUMENTS: Final = "bad_arguments"
+    PROTOCOL: Final = "protocol"
+    DEADLINE: Final = "deadline"
+    SHUTDOWN: Final = "shutdown"
+    OVERLOADED: Final = "overloaded"
+
+
+#: The converter of trizmq payloads, built once: attrs classes and dataclasses
+#: in handler signatures are structured and unstructured through it.
+converter = make_converter()
+
+
+def _strict(kind: type[Any], accepts: tuple[type[Any], ...]) -> None:
+    # cattrs would coerce "5" into 5; a wrong type must be an error instead.
+    def structure(value: Any, _: Any) -> Any:
+        if isinstance(value, accepts) and not (kind is not bool and isinstance(value, bool)):
+            return kind(value)
+        raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+
+    converter.register_structure_hook(kind, structure)
+
+
+_strict(int, (int,))
+_strict(float, (int, float))
+_strict(str, (str,))
+_strict(bytes, (bytes,))
+_strict(bool, (bool,))
+
+_packer_options: Final = {"use_bin_type": True, "datetime": False}
+
+
+def encode(envelope: Envelope) -> bytes:
+    """Encode an envelope as one frame.
+
+    Raises:
+        TypeError: a payload value msgpack cannot encode.
+    """
+    cls = type(envelope)
+    fields = [getattr(envelope, name) for name in _FIELDS_OF[cls]]
+    data: bytes = msgpack.packb([VERSION, _KIND_OF[cls], *fields], **_packer_options)
+    return data
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack extension type {code} is not part of the protocol")
+
+
+def decode(frame: bytes) -> Envelope:
+    """Decode one frame into an envelope.
+
+    Raises:
+        ProtocolError: the frame is not a valid envelope of this version; the
+            message says what was wrong. Nothing else is ever raised.
+    """
+    try:
+        data = msgpack.unpackb(frame, raw=False, strict_map_key=True, ext_hook=_refuse_ext)
+    except Exception as exc:
+        raise ProtocolError(f"not a msgpack message: {exc}") from None
+    if not isinstance(data, list) or len(data) < 2:
+        raise ProtocolError("an envelope is a msgpack array [version, kind, ...fields]")
+    version, kind, *fields = data
+    if type(version) is not int or version != VERSION:
+        raise ProtocolError(
+            f"unsupported protocol version {version!r} (this peer speaks {VERSION})"
+        )
+    cls = _CLASS_OF.get(kind) if type(kind) is int else None
+    if cls is None:
+        raise ProtocolError(f"unknown message kind {kind!r}")
+    names = _FIELDS_OF[cls]
+    if len(fields) != len(names):
+        raise ProtocolError(f"a {cls.__name__} message has {len(names)} fields, got {len(fields)}")
+    try:
+        envelope: Envelope = converter.structure(dict(zip(names, fields, strict=True)), cls)
+    except Exception as exc:
+        problems = "; ".join(_flatten(exc))
+        raise ProtocolError(f"invalid {cls.__name__} message: {problems}") from None
+    return envelope
+
+
+def _flatten(exc: BaseException) -> list[str]:
+    # cattrs reports every bad field as a sub-exception with a note naming it.
+    if isinstance(exc, BaseExceptionGroup):
+        return [line for sub in exc.exceptions for line in _flatten(sub)]
+    where = "; ".join(getattr(exc, "__notes__", []))
+    return [f"{where}: {exc}" if where else str(exc)]
