@@ -1,5 +1,10 @@
 """trizmq: RPC on ZeroMQ with Trio's structured concurrency."""
 
+from ._client import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
+from ._client import BoundTarget as BoundTarget
+from ._client import Client as Client
+from ._client import open_client as open_client
+from ._context import Context as Context
 from ._errors import BadArguments as BadArguments
 from ._errors import CallTimeout as CallTimeout
 from ._errors import NoSuchMethod as NoSuchMethod
@@ -12,3 +17,4 @@ from ._errors import ServiceShutdown as ServiceShutdown
 from ._errors import TrizmqError as TrizmqError
 from ._ring import Ring as Ring
 from ._ring import Service as Service
+from ._service import serve as serve

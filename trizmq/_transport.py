@@ -32,6 +32,10 @@ _NOBLOCK = int(zmq.NOBLOCK)
 DEFAULT_LINGER_MS = 1000
 
 
+class Unroutable(Exception):
+    """A ROUTER could not route a message: the peer it names is not connected."""
+
+
 class AsyncSocket:
     """A zmq socket driven by Trio: async multipart send and receive.
 
@@ -66,6 +70,8 @@ class AsyncSocket:
             except zmq.Again:
                 await self._wait(_POLLOUT)
                 continue
+            except zmq.ZMQError as exc:
+                raise _translate(exc) from None
             self._after_io()
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
@@ -81,6 +87,8 @@ class AsyncSocket:
             self.zmq.send_multipart(frames, _NOBLOCK)
         except zmq.Again:
             return False
+        except zmq.ZMQError as exc:
+            raise _translate(exc) from None
         self._after_io()
         return True
 
@@ -190,6 +198,12 @@ class AsyncSocket:
                 self._want_in -= 1
             else:
                 self._want_out -= 1
+
+
+def _translate(exc: zmq.ZMQError) -> Exception:
+    if exc.errno == zmq.EHOSTUNREACH:
+        return Unroutable("no connected peer has that routing id")
+    return exc
 
 
 def open_socket(socket_type: int, *, linger_ms: int = DEFAULT_LINGER_MS) -> AsyncSocket:

@@ -1,0 +1,423 @@
+"""The client: cast, call and fanout straight to the services of a ring."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import os
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar, overload
+
+import outcome
+import trio
+import zmq
+
+from ._errors import (
+    BadArguments,
+    CallTimeout,
+    NoSuchMethod,
+    Overloaded,
+    ProtocolError,
+    RemoteError,
+    ServiceShutdown,
+)
+from ._ring import Ring, resolve_address
+from ._transport import AsyncSocket, open_socket
+from ._wire import (
+    Call,
+    Cancel,
+    Cast,
+    Envelope,
+    Error,
+    ErrorCode,
+    Fanout,
+    Reply,
+    converter,
+    decode,
+    encode,
+)
+
+T = TypeVar("T")
+
+#: Seconds a call waits for its reply unless told otherwise (oslo.messaging's default).
+DEFAULT_TIMEOUT = 60.0
+
+_REMOTE_ERRORS: dict[str, type[RemoteError]] = {
+    ErrorCode.NO_SUCH_METHOD: NoSuchMethod,
+    ErrorCode.BAD_ARGUMENTS: BadArguments,
+    ErrorCode.SHUTDOWN: ServiceShutdown,
+    ErrorCode.OVERLOADED: Overloaded,
+}
+
+
+class _Pending:
+    """A call waiting for its reply; the peer's reader hands the reply over."""
+
+    __slots__ = ("result", "task")
+
+    def __init__(self) -> None:
+        self.task: trio.lowlevel.Task | None = None
+        self.result: Envelope | None = None
+
+
+class _Peer:
+    """One service port of one host: a DEALER and the task that reads it."""
+
+    def __init__(self, topic: str, host: str, url: str, sock: AsyncSocket) -> None:
+        self.topic = topic
+        self.host = host
+        self.url = url
+        self.sock = sock
+        self.pending: dict[int, _Pending] = {}
+        self.unmatched = 0
+
+    async def read_replies(self) -> None:
+        pending = self.pending
+        while True:
+            try:
+                batch = await self.sock.receive_batch()
+            except trio.ClosedResourceError:
+                return
+            for frames in batch:
+                try:
+                    envelope = decode(frames[0]) if len(frames) == 1 else None
+                except ProtocolError:
+                    envelope = None
+                waiter = pending.pop(envelope.id, None) if envelope is not None else None
+                if waiter is None:
+                    # A reply to a call that gave up, or garbage: counted, not raised.
+                    self.unmatched += 1
+                elif waiter.task is not None:
+                    trio.lowlevel.reschedule(waiter.task, outcome.Value(envelope))
+                else:
+                    waiter.result = envelope
+
+    async def wait_reply(self, id: int, waiter: _Pending) -> Envelope:
+        if waiter.result is not None:
+            await trio.lowlevel.checkpoint()
+            return waiter.result
+        waiter.task = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            waiter.task = None
+            self.pending.pop(id, None)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        envelope: Envelope = await trio.lowlevel.wait_task_rescheduled(abort)
+        return envelope
+
+
+class Client:
+    """Reaches the services of a ring directly: one DEALER per service port.
+
+    Create one with `open_client`; it lives as long as its `async with` block.
+    """
+
+    def __init__(
+        self,
+        ring: Ring,
+        nursery: trio.Nursery,
+        *,
+        resolve: Mapping[str, str] | None,
+        context: Mapping[str, Any] | None,
+        timeout: float | None,
+        name: str,
+    ) -> None:
+        self.ring = ring
+        self._nursery = nursery
+        self._resolve = dict(resolve or {})
+        self._context = dict(context or {})
+        self._timeout = timeout
+        self._identity = f"{name}/{os.getpid()}/{secrets.token_hex(4)}".encode()
+        self._peers: dict[tuple[str, str], _Peer] = {}
+        self._ids = itertools.count(1)
+
+    @property
+    def identity(self) -> str:
+        """The name services see as `Context.caller`."""
+        return self._identity.decode()
+
+    def prepare(
+        self,
+        target: str,
+        *,
+        timeout: float | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> BoundTarget:
+        """A target with its own default timeout and context, as `RPCClient.prepare`.
+
+        Args:
+            target: `"topic"` or `"topic.host"`.
+            timeout: Default timeout of its calls (else the client's).
+            context: Default context of its messages (merged over the client's).
+
+        Raises:
+            RingError: The target is not in the ring.
+        """
+        self.ring.resolve_target(target)
+        return BoundTarget(self, target, timeout, dict(context or {}))
+
+    @overload
+    async def call(
+        self,
+        target: str,
+        method: str,
+        /,
+        *,
+        timeout: float | None = ...,
+        returns: type[T],
+        context: Mapping[str, Any] | None = ...,
+        **args: Any,
+    ) -> T: ...
+
+    @overload
+    async def call(
+        self,
+        target: str,
+        method: str,
+        /,
+        *,
+        timeout: float | None = ...,
+        returns: None = ...,
+        context: Mapping[str, Any] | None = ...,
+        **args: Any,
+    ) -> Any: ...
+
+    async def call(
+        self,
+        target: str,
+        method: str,
+        /,
+        *,
+        timeout: float | None = None,
+        returns: type[Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        **args: Any,
+    ) -> Any:
+        """Call `method` on one host of `target` and return its result.
+
+        Args:
+            target: `"topic"` (next host in round-robin order) or `"topic.host"`.
+            method: The endpoint method to call.
+            timeout: Seconds to wait for the reply; it travels to the service as
+                the handler's deadline. Default: the client's (60 s unless set).
+                `math.inf` waits forever.
+            returns: Structure the result into this type (an attrs class, a
+                dataclass, `list[int]`...); plain data when omitted.
+            context: A dict the handler sees as `ctx.values`, merged over the
+                client's default context.
+            **args: The method's arguments, by name.
+
+        Raises:
+            RemoteError: The handler raised; `NoSuchMethod` and `BadArguments`
+                are its subclasses for calls the service refused.
+            CallTimeout: No reply before the timeout.
+            RingError: The target is not in the ring.
+        """
+        seconds = self._timeout if timeout is None else timeout
+        peer = self._peer(target)
+        id = next(self._ids)
+        wire_timeout = None if seconds is None or seconds == math.inf else float(seconds)
+        frame = encode(
+            Call(id, peer.topic, method, _unstructure(args), self._merge(context), wire_timeout)
+        )
+        waiter = _Pending()
+        peer.pending[id] = waiter
+        answered = False
+        try:
+            with trio.move_on_after(math.inf if seconds is None else seconds) as scope:
+                await peer.sock.send([frame])
+                envelope = await peer.wait_reply(id, waiter)
+                answered = True
+        finally:
+            if not answered:
+                # Timed out or cancelled: the service stops the handler too.
+                peer.pending.pop(id, None)
+                self._tell_cancel(peer, id)
+        if scope.cancelled_caught:
+            raise CallTimeout(
+                peer.topic, peer.host, method, math.inf if seconds is None else seconds
+            )
+        if isinstance(envelope, Reply):
+            if returns is None:
+                return envelope.result
+            return converter.structure(envelope.result, returns)
+        raise _remote_error(peer, method, envelope, seconds)
+
+    async def cast(
+        self,
+        target: str,
+        method: str,
+        /,
+        *,
+        context: Mapping[str, Any] | None = None,
+        **args: Any,
+    ) -> None:
+        """Send a one-way request to one host of `target`.
+
+        Returns once ZeroMQ has queued the message; waits while the peer's
+        queue is at its high-water mark.
+
+        Raises:
+            RingError: The target is not in the ring.
+        """
+        peer = self._peer(target)
+        frame = encode(
+            Cast(next(self._ids), peer.topic, method, _unstructure(args), self._merge(context))
+        )
+        await peer.sock.send([frame])
+
+    async def fanout(
+        self,
+        target: str,
+        method: str,
+        /,
+        *,
+        context: Mapping[str, Any] | None = None,
+        **args: Any,
+    ) -> None:
+        """Send a one-way request to every host of the topic `target`.
+
+        Raises:
+            RingError: The topic is not in the ring.
+        """
+        topic, only = self.ring.resolve_target(target)
+        hosts = self.ring.hosts_of(topic) if only is None else (only,)
+        payload = _unstructure(args)
+        values = self._merge(context)
+        for host in hosts:
+            peer = self._peer_of(topic, host)
+            await peer.sock.send([encode(Fanout(next(self._ids), topic, method, payload, values))])
+
+    def _merge(self, context: Mapping[str, Any] | None) -> dict[str, Any]:
+        if not context:
+            return self._context
+        return {**self._context, **context}
+
+    def _peer(self, target: str) -> _Peer:
+        topic, host = self.ring.resolve_target(target)
+        return self._peer_of(topic, host if host is not None else self.ring.next_host(topic))
+
+    def _peer_of(self, topic: str, host: str) -> _Peer:
+        peer = self._peers.get((topic, host))
+        if peer is None:
+            url = f"tcp://{resolve_address(host, self._resolve)}:{self.ring.port(topic)}"
+            sock = open_socket(zmq.DEALER)
+            sock.zmq.setsockopt(zmq.ROUTING_ID, self._identity)
+            sock.zmq.connect(url)
+            peer = self._peers[(topic, host)] = _Peer(topic, host, url, sock)
+            self._nursery.start_soon(peer.read_replies)
+        return peer
+
+    def _tell_cancel(self, peer: _Peer, id: int) -> None:
+        with contextlib.suppress(trio.ClosedResourceError):
+            peer.sock.send_nowait([encode(Cancel(id))])
+
+    def _close(self) -> None:
+        for peer in self._peers.values():
+            peer.sock.close()
+
+
+class BoundTarget:
+    """A target prepared with `Client.prepare`: the same calls, fewer arguments."""
+
+    def __init__(
+        self,
+        client: Client,
+        target: str,
+        timeout: float | None,
+        context: dict[str, Any],
+    ) -> None:
+        self.client = client
+        self.target = target
+        self.timeout = timeout
+        self.context = context
+
+    async def call(
+        self,
+        method: str,
+        /,
+        *,
+        timeout: float | None = None,
+        returns: type[Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        **args: Any,
+    ) -> Any:
+        """`Client.call` on this target, with its defaults."""
+        return await self.client.call(
+            self.target,
+            method,
+            timeout=self.timeout if timeout is None else timeout,
+            returns=returns,
+            context={**self.context, **(context or {})},
+            **args,
+        )
+
+    async def cast(
+        self, method: str, /, *, context: Mapping[str, Any] | None = None, **args: Any
+    ) -> None:
+        """`Client.cast` on this target, with its default context."""
+        await self.client.cast(
+            self.target, method, context={**self.context, **(context or {})}, **args
+        )
+
+    async def fanout(
+        self, method: str, /, *, context: Mapping[str, Any] | None = None, **args: Any
+    ) -> None:
+        """`Client.fanout` on this target, with its default context."""
+        await self.client.fanout(
+            self.target, method, context={**self.context, **(context or {})}, **args
+        )
+
+
+@asynccontextmanager
+async def open_client(
+    ring: Ring,
+    *,
+    resolve: Mapping[str, str] | None = None,
+    context: Mapping[str, Any] | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    name: str = "client",
+) -> AsyncIterator[Client]:
+    """Open a client of the ring's services, for the `async with` block.
+
+    Connections are made lazily, one per (host, topic) the client talks to.
+    Leaving the block closes them and stops their reader tasks.
+
+    Args:
+        ring: The ring to route by.
+        resolve: Host name to address overrides, e.g. `{"controller": "127.0.0.2"}`.
+        context: Default context dict sent with every message.
+        timeout: Default call timeout in seconds (`None` or `math.inf`: none).
+        name: Prefix of the caller name services see as `ctx.caller`.
+    """
+    client: Client | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            client = Client(
+                ring, nursery, resolve=resolve, context=context, timeout=timeout, name=name
+            )
+            yield client
+            nursery.cancel_scope.cancel()
+    finally:
+        # After the readers stopped, so none of them sees its socket vanish.
+        if client is not None:
+            client._close()
+
+
+def _unstructure(args: dict[str, Any]) -> dict[str, Any]:
+    return {name: converter.unstructure(value) for name, value in args.items()}
+
+
+def _remote_error(peer: _Peer, method: str, envelope: Envelope, seconds: float | None) -> Exception:
+    if not isinstance(envelope, Error):
+        return ProtocolError(f"{peer.topic}.{peer.host}: a call was answered with {envelope!r}")
+    if envelope.code == ErrorCode.DEADLINE:
+        return CallTimeout(peer.topic, peer.host, method, math.inf if seconds is None else seconds)
+    cls = _REMOTE_ERRORS.get(envelope.code, RemoteError)
+    return cls(
+        envelope.type_name, envelope.message, envelope.traceback, host=peer.host, topic=peer.topic
+    )

@@ -1,0 +1,369 @@
+"""The service runner: one topic of one host, on its own port."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from typing import Any, NoReturn
+
+import attrs
+import trio
+import zmq
+
+from ._context import Context
+from ._dispatch import ArgumentError, Method, error_fields, expose
+from ._errors import ProtocolError, RingError
+from ._ring import Ring, resolve_address
+from ._stats import ServiceStats
+from ._transport import AsyncSocket, Unroutable, open_socket
+from ._wire import (
+    Call,
+    Cancel,
+    Cast,
+    Envelope,
+    Error,
+    ErrorCode,
+    Fanout,
+    Reply,
+    converter,
+    decode,
+    encode,
+)
+
+logger = logging.getLogger("trizmq.service")
+
+#: Handlers one service runs at once before it stops reading new requests.
+DEFAULT_MAX_CONCURRENCY = 1000
+#: Seconds in-flight handlers may go on after the service is told to stop.
+DEFAULT_GRACE_PERIOD = 5.0
+#: Synchronous handlers running at once in worker threads.
+DEFAULT_THREAD_LIMIT = 16
+#: Seconds a reply may wait for room in the caller's queue before it is dropped.
+_REPLY_SEND_TIMEOUT = 5.0
+
+_KIND_NAMES = {Call: "call", Cast: "cast", Fanout: "fanout"}
+
+
+@attrs.define(eq=False)
+class _Flight:
+    """A request whose handler is running."""
+
+    scope: trio.CancelScope
+    stop_reason: str | None = None  # "caller" or "shutdown" once cancelled by them
+
+
+async def serve(
+    ring: Ring,
+    topic: str,
+    endpoint: object,
+    host: str,
+    resolve: dict[str, str] | None = None,
+    *,
+    bind: str | None = None,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    grace_period: float = DEFAULT_GRACE_PERIOD,
+    thread_limit: int = DEFAULT_THREAD_LIMIT,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve one topic of the ring as `host`, until cancelled.
+
+    Binds the topic's port on the host's own address (from `resolve`, else
+    the system resolver), so that simulated nodes on 127.0.0.2 and 127.0.0.3
+    serve the same port side by side. Use with `nursery.start`: it returns
+    the bound endpoint once the port is bound.
+
+    Args:
+        ring: The ring the topic and host come from.
+        topic: The topic served.
+        endpoint: The object whose public methods are callable.
+        host: The ring host this service runs as.
+        resolve: Host name to address overrides, e.g. `{"controller": "127.0.0.2"}`.
+        bind: Bind this address instead of the host's (`"*"` for every interface).
+        max_concurrency: Handlers run at once; past it the service stops reading
+            and ZeroMQ's high-water marks push back on callers.
+        grace_period: Seconds in-flight handlers may finish in after cancellation;
+            the ones still running then are cancelled and their callers told.
+        thread_limit: Synchronous handlers run at once in worker threads.
+        task_status: Given by `nursery.start`.
+
+    Raises:
+        RingError: The ring does not list `topic` for `host`.
+        OSError: The port cannot be bound.
+        TypeError: An exposed method cannot take a Context first.
+    """
+    if not ring.serves(topic, host):
+        raise RingError(f"{ring.source}: the ring does not list topic {topic!r} on host {host!r}")
+    port = ring.port(topic)
+    address = bind if bind is not None else resolve_address(host, resolve)
+    methods = expose(endpoint)
+    with open_socket(zmq.ROUTER) as sock:
+        # Fail loudly when a reply's caller is gone instead of dropping it unseen.
+        sock.zmq.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        url = f"tcp://{address}:{port}"
+        try:
+            sock.zmq.bind(url)
+        except zmq.ZMQError as exc:
+            raise OSError(exc.errno, f"{topic}.{host}: cannot bind {url}: {exc}") from None
+        runner = _Runner(sock, methods, host, topic, ServiceStats(host, topic, port))
+        runner.max_concurrency = max_concurrency
+        runner.grace_period = grace_period
+        runner.threads = trio.CapacityLimiter(thread_limit)
+        logger.info("%s.%s serving on %s", topic, host, url)
+        await runner.run(url, task_status)
+
+
+class _Runner:
+    def __init__(
+        self,
+        sock: AsyncSocket,
+        methods: dict[str, Method],
+        host: str,
+        topic: str,
+        stats: ServiceStats,
+    ) -> None:
+        self.sock = sock
+        self.methods = methods
+        self.host = host
+        self.topic = topic
+        self.stats = stats
+        self.max_concurrency = DEFAULT_MAX_CONCURRENCY
+        self.grace_period = DEFAULT_GRACE_PERIOD
+        self.threads = trio.CapacityLimiter(DEFAULT_THREAD_LIMIT)
+        self.flights: dict[tuple[bytes, int], _Flight] = {}
+        self._room: trio.Event | None = None
+
+    async def run(self, url: str, task_status: trio.TaskStatus[str]) -> NoReturn:
+        async with trio.open_nursery() as handlers:
+            task_status.started(url)
+            try:
+                await self._receive_loop(handlers)
+            finally:
+                self._shut_down()
+
+    async def _receive_loop(self, handlers: trio.Nursery) -> NoReturn:
+        while True:
+            for frames in await self.sock.receive_batch():
+                self._handle(frames, handlers)
+            if len(self.flights) >= self.max_concurrency:
+                self._room = trio.Event()
+                await self._room.wait()
+
+    def _shut_down(self) -> None:
+        # Requests zmq already holds are refused now, so no caller waits in vain.
+        for frames in self.sock.receive_available(max_messages=1_000_000):
+            try:
+                identity, request = frames[0], decode(frames[1])
+            except (IndexError, ProtocolError):
+                self.stats.rejected["malformed"] += 1
+                continue
+            self._refuse(
+                identity, request, ErrorCode.SHUTDOWN, "ServiceShutdown", "the service is stopping"
+            )
+        deadline = trio.current_time() + self.grace_period
+        for flight in self.flights.values():
+            flight.stop_reason = flight.stop_reason or "shutdown"
+            flight.scope.deadline = min(flight.scope.deadline, deadline)
+
+    def _handle(self, frames: list[bytes], handlers: trio.Nursery) -> None:
+        stats = self.stats
+        if len(frames) != 2:
+            stats.rejected["frames"] += 1
+            if frames:
+                self._send_nowait(
+                    frames[0],
+                    Error(
+                        0,
+                        ErrorCode.PROTOCOL,
+                        "ProtocolError",
+                        f"a request is one frame, got {len(frames) - 1}",
+                        "",
+                    ),
+                )
+            return
+        identity, frame = frames
+        stats.bytes_in += len(frame)
+        try:
+            envelope = decode(frame)
+        except ProtocolError as exc:
+            stats.rejected["malformed"] += 1
+            self._send_nowait(identity, Error(0, ErrorCode.PROTOCOL, "ProtocolError", str(exc), ""))
+            return
+        kind = type(envelope)
+        if kind is Call or kind is Cast or kind is Fanout:
+            self._start(identity, envelope, handlers)  # type: ignore[arg-type]
+        elif kind is Cancel:
+            flight = self.flights.get((identity, envelope.id))
+            if flight is not None:
+                flight.stop_reason = "caller"
+                flight.scope.cancel()
+        else:
+            stats.rejected["unexpected_kind"] += 1
+            self._send_nowait(
+                identity,
+                Error(
+                    getattr(envelope, "id", 0),
+                    ErrorCode.PROTOCOL,
+                    "ProtocolError",
+                    f"a service does not accept {kind.__name__} messages",
+                    "",
+                ),
+            )
+
+    def _start(
+        self, identity: bytes, request: Call | Cast | Fanout, handlers: trio.Nursery
+    ) -> None:
+        kind = _KIND_NAMES[type(request)]
+        self.stats.received[kind] += 1
+        method = self.methods.get(request.method)
+        if method is None:
+            message = f"{self.topic} has no method {request.method!r}"
+            self._refuse(identity, request, ErrorCode.NO_SUCH_METHOD, "NoSuchMethod", message)
+            return
+        try:
+            args = method.bind(request.args)
+        except ArgumentError as exc:
+            self._refuse(identity, request, ErrorCode.BAD_ARGUMENTS, "BadArguments", str(exc))
+            return
+        timeout = request.timeout if isinstance(request, Call) else None
+        deadline = math.inf if timeout is None else trio.current_time() + timeout
+        ctx = Context(
+            request.id,
+            kind,
+            request.topic,
+            request.method,
+            self.host,
+            identity.decode("utf-8", "replace"),
+            deadline,
+            request.context,
+        )
+        flight = _Flight(trio.CancelScope(deadline=deadline))
+        self.flights[(identity, request.id)] = flight
+        self.stats.in_flight += 1
+        handlers.start_soon(self._run, identity, request, method, args, ctx, flight)
+
+    async def _run(
+        self,
+        identity: bytes,
+        request: Call | Cast | Fanout,
+        method: Method,
+        args: dict[str, Any],
+        ctx: Context,
+        flight: _Flight,
+    ) -> None:
+        started = time.monotonic()
+        reply: Envelope
+        # Shielded: stopping the service does not cut handlers short; the grace
+        # period does, through the flight's own scope.
+        with trio.CancelScope(shield=True):
+            with flight.scope:
+                try:
+                    if method.is_async:
+                        result = await method.func(ctx, **args)
+                    else:
+                        call = functools.partial(method.func, ctx, **args)
+                        result = await trio.to_thread.run_sync(
+                            call, limiter=self.threads, abandon_on_cancel=True
+                        )
+                    reply = Reply(request.id, converter.unstructure(result))
+                except Exception as exc:
+                    reply = Error(request.id, *error_fields(exc))
+            if flight.scope.cancelled_caught:
+                reply = self._stopped(request.id, flight.stop_reason)
+            self._finish(identity, request, flight, reply, time.monotonic() - started)
+            if isinstance(request, Call) and flight.stop_reason != "caller":
+                await self._reply(identity, reply)
+            elif isinstance(reply, Error):
+                logger.warning(
+                    "%s.%s: %s %s failed: %s: %s",
+                    self.topic,
+                    self.host,
+                    ctx.kind,
+                    request.method,
+                    reply.type_name,
+                    reply.message,
+                )
+
+    def _stopped(self, id: int, reason: str | None) -> Error:
+        if reason == "shutdown":
+            return Error(
+                id,
+                ErrorCode.SHUTDOWN,
+                "ServiceShutdown",
+                "the service stopped before the handler finished",
+                "",
+            )
+        if reason == "caller":
+            self.stats.cancelled += 1
+            return Error(id, ErrorCode.DEADLINE, "Cancelled", "cancelled by the caller", "")
+        self.stats.timeouts += 1
+        return Error(id, ErrorCode.DEADLINE, "CallTimeout", "the call's deadline passed", "")
+
+    def _finish(
+        self, identity: bytes, request: Envelope, flight: _Flight, reply: Envelope, latency: float
+    ) -> None:
+        del self.flights[(identity, request.id)]
+        self.stats.in_flight -= 1
+        self.stats.latency.add(time.monotonic(), latency)
+        if isinstance(reply, Error) and reply.code == ErrorCode.EXCEPTION:
+            self.stats.errors[reply.type_name] += 1
+        if self._room is not None and len(self.flights) < self.max_concurrency:
+            self._room.set()
+            self._room = None
+
+    def _refuse(
+        self, identity: bytes, request: Envelope, code: str, type_name: str, message: str
+    ) -> None:
+        """Answer a call with an error without running it; count a refused cast."""
+        self.stats.rejected[code] += 1
+        if isinstance(request, Call):
+            self._send_nowait(identity, Error(request.id, code, type_name, message, ""))
+        else:
+            logger.warning("%s.%s: %s refused: %s", self.topic, self.host, request, message)
+
+    def _encode(self, reply: Envelope) -> bytes:
+        try:
+            return encode(reply)
+        except Exception as exc:
+            # A result msgpack cannot carry is the handler's error, not the service's.
+            return encode(
+                Error(
+                    reply.id,
+                    ErrorCode.EXCEPTION,
+                    "TypeError",
+                    f"the result cannot be encoded: {exc}",
+                    "",
+                )
+            )
+
+    def _count_out(self, reply: Envelope, frame: bytes) -> None:
+        self.stats.sent["reply" if isinstance(reply, Reply) else "error"] += 1
+        self.stats.bytes_out += len(frame)
+
+    async def _reply(self, identity: bytes, reply: Envelope) -> None:
+        frame = self._encode(reply)
+        try:
+            with trio.move_on_after(_REPLY_SEND_TIMEOUT) as scope:
+                await self.sock.send([identity, frame])
+        except Unroutable:
+            self.stats.rejected["caller_gone"] += 1
+            return
+        except trio.ClosedResourceError:
+            self.stats.rejected["closed"] += 1
+            return
+        if scope.cancelled_caught:
+            self.stats.rejected["reply_blocked"] += 1
+            return
+        self._count_out(reply, frame)
+
+    def _send_nowait(self, identity: bytes, reply: Envelope) -> None:
+        frame = self._encode(reply)
+        try:
+            sent = self.sock.send_nowait([identity, frame])
+        except Unroutable:
+            sent = False
+        if sent:
+            self._count_out(reply, frame)
+        else:
+            self.stats.rejected["reply_blocked"] += 1
