@@ -16,6 +16,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
+from ._cli_rpc import add_rpc_parsers
 from ._errors import RingError
 from ._ring import Ring, parse_resolve
 
@@ -145,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_ring_parser(commands)
+    add_rpc_parsers(commands, add_resolve_option)
     return parser
 
 

@@ -1,0 +1,243 @@
+"""`trizmq serve`, `call`, `cast` and `fanout`: the RPC core from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import importlib
+import json
+import math
+import signal
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import trio
+
+from ._client import open_client
+from ._errors import CallTimeout, RemoteError, RingError
+from ._ring import Ring, parse_resolve
+from ._service import DEFAULT_GRACE_PERIOD, DEFAULT_MAX_CONCURRENCY, serve
+
+EXIT_REMOTE_ERROR = 1
+EXIT_TIMEOUT = 3
+
+
+def load_app(spec: str) -> dict[str, object]:
+    """Import `MODULE:ATTR` and return its topic -> endpoint mapping.
+
+    ATTR (dotted for nested attributes) is a mapping of topic to endpoint, or
+    a zero-argument callable returning one. An endpoint given as a class is
+    instantiated with no arguments.
+
+    Raises:
+        RingError: The spec is malformed or does not name such a mapping.
+    """
+    module_name, colon, attr = spec.partition(":")
+    if not colon or not module_name or not attr:
+        raise RingError(f"--app {spec!r}: expected MODULE:ATTR, e.g. myapp.rpc:SERVICES")
+    if "" not in sys.path:
+        sys.path.insert(0, "")  # like `python -m`: the current directory is importable
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise RingError(f"--app {spec!r}: {exc}") from None
+    if callable(target) and not isinstance(target, Mapping):
+        target = target()
+    if not isinstance(target, Mapping):
+        raise RingError(f"--app {spec!r}: expected a mapping of topic to endpoint")
+    # An endpoint given as a class is instantiated, so one app module can be shared.
+    return {
+        str(topic): endpoint() if isinstance(endpoint, type) else endpoint
+        for topic, endpoint in target.items()
+    }
+
+
+async def _serve_app(args: argparse.Namespace, resolve: dict[str, str]) -> None:
+    ring = Ring.load(args.ring)
+    endpoints = load_app(args.app)
+    wanted = set(args.topic) if args.topic else None
+    if wanted is not None and (unknown := wanted - endpoints.keys()):
+        raise RingError(f"--topic {', '.join(sorted(unknown))}: not provided by {args.app}")
+    listed = {s.topic for s in ring.services_of(args.host)}
+    for topic in endpoints:
+        if topic not in listed and (wanted is None or topic in wanted):
+            raise RingError(
+                f"{ring.source}: {args.app} provides {topic!r}, "
+                f"which the ring does not list on host {args.host!r}"
+            )
+    topics = [t for t in endpoints if wanted is None or t in wanted]
+    if not topics:
+        raise RingError(f"{args.app}: provides none of the topics of host {args.host!r}")
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            for topic in topics:
+                url = await nursery.start(
+                    lambda task_status, topic=topic: serve(
+                        ring,
+                        topic,
+                        endpoints[topic],
+                        args.host,
+                        resolve,
+                        bind=args.bind,
+                        max_concurrency=args.max_concurrency,
+                        grace_period=args.grace,
+                        task_status=task_status,
+                    )
+                )
+                print(f"trizmq: {topic}.{args.host} serving on {url}", file=sys.stderr, flush=True)
+            async for signum in signals:
+                print(
+                    f"trizmq: {signal.Signals(signum).name}, stopping", file=sys.stderr, flush=True
+                )
+                nursery.cancel_scope.cancel()
+                break
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    trio.run(_serve_app, args, parse_resolve(args.resolve))
+    return 0
+
+
+def _parse_args(items: list[str]) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    for item in items:
+        name, equals, text = item.partition("=")
+        if not equals or not name:
+            raise RingError(f"--arg {item!r}: expected NAME=JSON, e.g. x=1 or name='\"vm\"'")
+        try:
+            args[name] = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RingError(f"--arg {item!r}: the value is not JSON: {exc}") from None
+    return args
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, bytes):
+        return {"$bytes": base64.b64encode(value).decode()}
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+async def _send(args: argparse.Namespace, resolve: dict[str, str]) -> int:
+    ring = Ring.load(args.ring)
+    kwargs = _parse_args(args.arg)
+    context = json.loads(args.context) if args.context else None
+    async with open_client(ring, resolve=resolve, name="trizmq-cli") as client:
+        if args.command == "call":
+            timeout = math.inf if args.timeout == 0 else args.timeout
+            try:
+                result = await client.call(
+                    args.target, args.method, timeout=timeout, context=context, **kwargs
+                )
+            except CallTimeout as exc:
+                print(f"trizmq: timeout: {exc}", file=sys.stderr)
+                return EXIT_TIMEOUT
+            except RemoteError as exc:
+                print(f"{exc.type_name}: {exc.message}", file=sys.stderr)
+                if args.traceback and exc.remote_traceback:
+                    print(exc.remote_traceback, file=sys.stderr, end="")
+                return EXIT_REMOTE_ERROR
+            print(json.dumps(result, default=_json_default))
+        elif args.command == "cast":
+            await client.cast(args.target, args.method, context=context, **kwargs)
+        else:
+            await client.fanout(args.target, args.method, context=context, **kwargs)
+    return 0
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    code: int = trio.run(_send, args, parse_resolve(args.resolve))
+    return code
+
+
+def add_rpc_parsers(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    add_resolve: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    """Register `serve`, `call`, `cast` and `fanout`."""
+    p = commands.add_parser(
+        "serve",
+        help="serve the topics of one host",
+        description=(
+            "Serve, in one process, every topic that the ring lists for HOST and that the "
+            "app provides. Logs one line per bound port; stops on SIGINT or SIGTERM."
+        ),
+    )
+    p.add_argument("ring", metavar="RING", help="the JSON ring file")
+    p.add_argument("--host", required=True, metavar="NAME", help="the ring host this process is")
+    p.add_argument(
+        "--app",
+        required=True,
+        metavar="MODULE:ATTR",
+        help="a mapping of topic to endpoint (or to a zero-argument factory)",
+    )
+    p.add_argument(
+        "--topic",
+        action="append",
+        default=[],
+        metavar="TOPIC",
+        help="serve only this topic of the app (repeatable)",
+    )
+    p.add_argument(
+        "--bind",
+        metavar="ADDR",
+        default=None,
+        help="bind ADDR ('*' for all interfaces) instead of the host's address",
+    )
+    p.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=DEFAULT_MAX_CONCURRENCY,
+        metavar="N",
+        help="handlers run at once per topic (default %(default)s)",
+    )
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=DEFAULT_GRACE_PERIOD,
+        metavar="S",
+        help="seconds in-flight handlers may finish in at shutdown (default %(default)s)",
+    )
+    add_resolve(p)
+    p.set_defaults(func=_cmd_serve)
+
+    for name, what in (
+        ("call", "call a method and print its result as JSON"),
+        ("cast", "send a one-way request to one host of a topic"),
+        ("fanout", "send a one-way request to every host of a topic"),
+    ):
+        p = commands.add_parser(name, help=what, description=what.capitalize() + ".")
+        p.add_argument("ring", metavar="RING", help="the JSON ring file")
+        p.add_argument("target", metavar="TARGET", help="'topic' or 'topic.host'")
+        p.add_argument("method", metavar="METHOD", help="the method to run")
+        p.add_argument(
+            "--arg",
+            action="append",
+            default=[],
+            metavar="NAME=JSON",
+            help="an argument, its value in JSON (repeatable)",
+        )
+        p.add_argument(
+            "--context",
+            metavar="JSON",
+            default=None,
+            help="a JSON object the handler sees as ctx.values",
+        )
+        if name == "call":
+            p.add_argument(
+                "--timeout",
+                type=float,
+                default=60.0,
+                metavar="S",
+                help="seconds to wait for the reply; 0 waits forever "
+                "(default %(default)s). Exit 3 on timeout, 1 on a remote error",
+            )
+            p.add_argument(
+                "--traceback",
+                action="store_true",
+                help="print the remote traceback of a remote error",
+            )
+        add_resolve(p)
+        p.set_defaults(func=_cmd_send)
