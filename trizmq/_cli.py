@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ._cli_rpc import add_rpc_parsers
+from ._cli_stats import add_stats_parser
 from ._errors import RingError
 from ._ring import Ring, parse_resolve
 
@@ -147,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_ring_parser(commands)
     add_rpc_parsers(commands, add_resolve_option)
+    add_stats_parser(commands, add_resolve_option)
     return parser
 
 

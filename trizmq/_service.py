@@ -16,8 +16,8 @@ from ._context import Context
 from ._dispatch import ArgumentError, Method, error_fields, expose
 from ._errors import ProtocolError, RingError
 from ._ring import Ring, resolve_address
-from ._stats import ServiceStats
-from ._transport import AsyncSocket, Unroutable, open_socket
+from ._stats import ServiceStats, Subscriptions
+from ._transport import AsyncSocket, Unroutable, open_socket, watch_events
 from ._wire import (
     Call,
     Cancel,
@@ -27,6 +27,8 @@ from ._wire import (
     ErrorCode,
     Fanout,
     Reply,
+    Stats,
+    StatsSubscribe,
     converter,
     decode,
     encode,
@@ -43,6 +45,7 @@ DEFAULT_THREAD_LIMIT = 16
 #: Seconds a reply may wait for room in the caller's queue before it is dropped.
 _REPLY_SEND_TIMEOUT = 5.0
 
+_PEER_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
 _KIND_NAMES = {Call: "call", Cast: "cast", Fanout: "fanout"}
 
 
@@ -133,9 +136,29 @@ class _Runner:
         self.threads = trio.CapacityLimiter(DEFAULT_THREAD_LIMIT)
         self.flights: dict[tuple[bytes, int], _Flight] = {}
         self._room: trio.Event | None = None
+        self.subscribers = Subscriptions()
+        self._subscribers_changed = trio.Event()
+
+    def _count_peer(self, event: int) -> None:
+        self.stats.peers += 1 if event == zmq.EVENT_ACCEPTED else -1
+
+    async def _publish_stats(self) -> NoReturn:
+        # Sleeps while nobody subscribes: stats cost the data path nothing then.
+        while True:
+            for identity, id in self.subscribers.due(trio.current_time()):
+                frame = encode(Stats(id, self.stats.snapshot()))
+                try:
+                    self.sock.send_nowait([identity, frame])
+                except Unroutable:
+                    self.subscribers.drop(identity)
+            with trio.move_on_at(self.subscribers.next_due()):
+                await self._subscribers_changed.wait()
+                self._subscribers_changed = trio.Event()
 
     async def run(self, url: str, task_status: trio.TaskStatus[str]) -> NoReturn:
         async with trio.open_nursery() as handlers:
+            handlers.start_soon(self._publish_stats)
+            handlers.start_soon(watch_events, self.sock, _PEER_EVENTS, self._count_peer)
             task_status.started(url)
             try:
                 await self._receive_loop(handlers)
@@ -190,26 +213,22 @@ class _Runner:
             stats.rejected["malformed"] += 1
             self._send_nowait(identity, Error(0, ErrorCode.PROTOCOL, "ProtocolError", str(exc), ""))
             return
-        kind = type(envelope)
-        if kind is Call or kind is Cast or kind is Fanout:
-            self._start(identity, envelope, handlers)  # type: ignore[arg-type]
-        elif kind is Cancel:
+        if isinstance(envelope, Call | Cast | Fanout):
+            self._start(identity, envelope, handlers)
+        elif isinstance(envelope, Cancel):
             flight = self.flights.get((identity, envelope.id))
             if flight is not None:
                 flight.stop_reason = "caller"
                 flight.scope.cancel()
+        elif isinstance(envelope, StatsSubscribe):
+            now = trio.current_time()
+            self.subscribers.add(identity, envelope.id, envelope.interval, envelope.lease, now)
+            self._subscribers_changed.set()
         else:
             stats.rejected["unexpected_kind"] += 1
-            self._send_nowait(
-                identity,
-                Error(
-                    getattr(envelope, "id", 0),
-                    ErrorCode.PROTOCOL,
-                    "ProtocolError",
-                    f"a service does not accept {kind.__name__} messages",
-                    "",
-                ),
-            )
+            message = f"a service does not accept {type(envelope).__name__} messages"
+            error = Error(envelope.id, ErrorCode.PROTOCOL, "ProtocolError", message, "")
+            self._send_nowait(identity, error)
 
     def _start(
         self, identity: bytes, request: Call | Cast | Fanout, handlers: trio.Nursery

@@ -7,9 +7,17 @@ someone asked for stats.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter, deque
 from typing import Any
+
+#: Kinds counted in `received` and `sent`.
+RECEIVED_KINDS = ("call", "cast", "fanout")
+SENT_KINDS = ("reply", "error")
+#: Bounds on what a subscriber may ask for, in seconds.
+MIN_INTERVAL = 0.1
+MAX_LEASE = 60.0
 
 #: Seconds of handler latencies the percentiles are computed over.
 LATENCY_WINDOW = 10.0
@@ -53,8 +61,9 @@ class ServiceStats:
         self.port = port
         self.started = time.time()
         self._started_monotonic = time.monotonic()
-        self.received: Counter[str] = Counter()
-        self.sent: Counter[str] = Counter()
+        # The kinds are always present, so a reader can rely on the keys.
+        self.received: Counter[str] = Counter(dict.fromkeys(RECEIVED_KINDS, 0))
+        self.sent: Counter[str] = Counter(dict.fromkeys(SENT_KINDS, 0))
         self.bytes_in = 0
         self.bytes_out = 0
         self.in_flight = 0
@@ -86,3 +95,42 @@ class ServiceStats:
             "peers": self.peers,
             "latency_ms": self.latency.summary(now),
         }
+
+
+class Subscriptions:
+    """Who wants stats pushed, how often, and until when (monotonic seconds).
+
+    A subscriber renews its lease by subscribing again; one that stops renewing
+    (it quit, or its node died) is forgotten when the lease ends.
+    """
+
+    def __init__(self) -> None:
+        # identity -> [subscription id, interval, next due, lease end]
+        self._subs: dict[bytes, list[Any]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._subs)
+
+    def add(self, identity: bytes, id: int, interval: float, lease: float, now: float) -> None:
+        """Subscribe, or renew: the first push is due now."""
+        interval = max(MIN_INTERVAL, interval)
+        self._subs[identity] = [id, interval, now, now + min(max(lease, interval), MAX_LEASE)]
+
+    def drop(self, identity: bytes) -> None:
+        """Forget a subscriber (it cannot be reached)."""
+        self._subs.pop(identity, None)
+
+    def due(self, now: float) -> list[tuple[bytes, int]]:
+        """The (identity, subscription id) to push to now; expired leases are dropped."""
+        result = []
+        for identity, sub in list(self._subs.items()):
+            if sub[3] < now:
+                del self._subs[identity]
+            elif sub[2] <= now:
+                sub[2] = now + sub[1]
+                result.append((identity, sub[0]))
+        return result
+
+    def next_due(self) -> float:
+        """The monotonic time of the next push or expiry (`math.inf` with no subscriber)."""
+        return min((min(sub[2], sub[3]) for sub in self._subs.values()), default=math.inf)

@@ -17,12 +17,13 @@ a cancelled receive or send never loses or duplicates a message.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import cast
 
 import trio
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 _POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
@@ -214,3 +215,20 @@ def open_socket(socket_type: int, *, linger_ms: int = DEFAULT_LINGER_MS) -> Asyn
     """
     sock: zmq.Socket[bytes] = zmq.Context.instance().socket(socket_type)
     return AsyncSocket(sock, linger_ms=linger_ms)
+
+
+async def watch_events(sock: AsyncSocket, events: int, on_event: Callable[[int], None]) -> None:
+    """Call `on_event(event)` for each zmq socket monitor event in `events`, until cancelled.
+
+    ZeroMQ reports connections as they are accepted and lost; this is how a
+    ROUTER, which has no list of its peers, can count them.
+    """
+    monitor = AsyncSocket(sock.zmq.get_monitor_socket(events), linger_ms=0)
+    try:
+        while True:
+            frames = await monitor.receive()
+            on_event(int(parse_monitor_message(frames)["event"]))
+    finally:
+        if not sock.closed:
+            sock.zmq.disable_monitor()
+        monitor.close()
