@@ -7,6 +7,7 @@ from ._client import open_client as open_client
 from ._context import Context as Context
 from ._errors import BadArguments as BadArguments
 from ._errors import CallTimeout as CallTimeout
+from ._errors import MessageTooLarge as MessageTooLarge
 from ._errors import NoSuchMethod as NoSuchMethod
 from ._errors import Overloaded as Overloaded
 from ._errors import PeerLost as PeerLost

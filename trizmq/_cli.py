@@ -16,8 +16,10 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
+from ._bench import add_bench_parser
 from ._cli_rpc import add_rpc_parsers
 from ._cli_stats import add_stats_parser
+from ._demo import add_demo_parser
 from ._errors import RingError
 from ._ring import Ring, parse_resolve
 
@@ -148,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_ring_parser(commands)
     add_rpc_parsers(commands, add_resolve_option)
+    add_bench_parser(commands)
     add_stats_parser(commands, add_resolve_option)
+    add_demo_parser(commands, add_resolve_option)
     return parser
 
 

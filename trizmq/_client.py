@@ -7,6 +7,7 @@ import itertools
 import math
 import os
 import secrets
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar, overload
@@ -18,15 +19,19 @@ import zmq
 from ._errors import (
     BadArguments,
     CallTimeout,
+    MessageTooLarge,
     NoSuchMethod,
     Overloaded,
+    PeerLost,
     ProtocolError,
     RemoteError,
     ServiceShutdown,
 )
+from ._nursery import open_nursery
 from ._ring import Ring, resolve_address
-from ._transport import AsyncSocket, open_socket
+from ._transport import DEFAULT_HEARTBEAT, AsyncSocket, open_socket, watch_events
 from ._wire import (
+    DEFAULT_MAX_MESSAGE_SIZE,
     Call,
     Cancel,
     Cast,
@@ -45,6 +50,8 @@ T = TypeVar("T")
 #: Seconds a call waits for its reply unless told otherwise (oslo.messaging's default).
 DEFAULT_TIMEOUT = 60.0
 
+_PEER_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
+
 _REMOTE_ERRORS: dict[str, type[RemoteError]] = {
     ErrorCode.NO_SUCH_METHOD: NoSuchMethod,
     ErrorCode.BAD_ARGUMENTS: BadArguments,
@@ -60,19 +67,20 @@ class _Pending:
 
     def __init__(self) -> None:
         self.task: trio.lowlevel.Task | None = None
-        self.result: Envelope | None = None
+        self.result: outcome.Outcome[Envelope] | None = None
 
 
 class _Peer:
-    """One service port of one host: a DEALER and the task that reads it."""
+    """One service port of one host: a DEALER, the task that reads it, and its state."""
 
-    def __init__(self, topic: str, host: str, url: str, sock: AsyncSocket) -> None:
+    def __init__(self, topic: str, host: str, url: str, sock: AsyncSocket, down: set[str]) -> None:
         self.topic = topic
         self.host = host
         self.url = url
         self.sock = sock
         self.pending: dict[int, _Pending] = {}
-        self.unmatched = 0
+        self.counts: Counter[str] = Counter()
+        self._down = down  # the hosts of this topic known to be down, shared by its peers
 
     async def read_replies(self) -> None:
         pending = self.pending
@@ -83,22 +91,44 @@ class _Peer:
                 return
             for frames in batch:
                 try:
-                    envelope = decode(frames[0]) if len(frames) == 1 else None
+                    envelope = decode(frames[-1])
                 except ProtocolError:
-                    envelope = None
-                waiter = pending.pop(envelope.id, None) if envelope is not None else None
+                    self.counts["malformed"] += 1
+                    continue
+                waiter = pending.pop(envelope.id, None)
                 if waiter is None:
-                    # A reply to a call that gave up, or garbage: counted, not raised.
-                    self.unmatched += 1
-                elif waiter.task is not None:
-                    trio.lowlevel.reschedule(waiter.task, outcome.Value(envelope))
+                    # A reply to a call that gave up: counted, not raised.
+                    self.counts["unmatched"] += 1
                 else:
-                    waiter.result = envelope
+                    self._settle(waiter, outcome.Value(envelope))
+
+    def on_event(self, event: int) -> None:
+        """A socket monitor event: the connection came up or went down."""
+        if event == zmq.EVENT_CONNECTED:
+            self._down.discard(self.host)
+            return
+        self._down.add(self.host)
+        # Calls in flight on a lost connection will never be answered on it.
+        lost = PeerLost(
+            "PeerLost", f"connection to {self.url} lost", host=self.host, topic=self.topic
+        )
+        waiting = list(self.pending.values())
+        self.pending.clear()
+        self.counts["lost"] += len(waiting)
+        for waiter in waiting:
+            self._settle(waiter, outcome.Error(lost))
+
+    @staticmethod
+    def _settle(waiter: _Pending, result: outcome.Outcome[Envelope]) -> None:
+        if waiter.task is not None:
+            trio.lowlevel.reschedule(waiter.task, result)
+        else:
+            waiter.result = result
 
     async def wait_reply(self, id: int, waiter: _Pending) -> Envelope:
         if waiter.result is not None:
             await trio.lowlevel.checkpoint()
-            return waiter.result
+            return waiter.result.unwrap()
         waiter.task = trio.lowlevel.current_task()
 
         def abort(_: Any) -> trio.lowlevel.Abort:
@@ -125,6 +155,8 @@ class Client:
         context: Mapping[str, Any] | None,
         timeout: float | None,
         name: str,
+        heartbeat: float,
+        max_message_size: int,
     ) -> None:
         self.ring = ring
         self._nursery = nursery
@@ -132,7 +164,10 @@ class Client:
         self._context = dict(context or {})
         self._timeout = timeout
         self._identity = f"{name}/{os.getpid()}/{secrets.token_hex(4)}".encode()
+        self._heartbeat = heartbeat
+        self._max_message_size = max_message_size
         self._peers: dict[tuple[str, str], _Peer] = {}
+        self._down: dict[str, set[str]] = {}
         self._ids = itertools.count(1)
 
     @property
@@ -221,30 +256,34 @@ class Client:
         peer = self._peer(target)
         id = next(self._ids)
         wire_timeout = None if seconds is None or seconds == math.inf else float(seconds)
-        frame = encode(
+        frame = self._encode(
             Call(id, peer.topic, method, _unstructure(args), self._merge(context), wire_timeout)
         )
         waiter = _Pending()
         peer.pending[id] = waiter
-        answered = False
         try:
             with trio.move_on_after(math.inf if seconds is None else seconds) as scope:
                 await peer.sock.send([frame])
+                peer.counts["call"] += 1
                 envelope = await peer.wait_reply(id, waiter)
-                answered = True
-        finally:
-            if not answered:
-                # Timed out or cancelled: the service stops the handler too.
-                peer.pending.pop(id, None)
-                self._tell_cancel(peer, id)
+        except PeerLost:
+            raise
+        except BaseException:
+            # The caller was cancelled: the service stops the handler too.
+            self._give_up(peer, id)
+            raise
         if scope.cancelled_caught:
+            self._give_up(peer, id)
+            peer.counts["timeout"] += 1
             raise CallTimeout(
                 peer.topic, peer.host, method, math.inf if seconds is None else seconds
             )
         if isinstance(envelope, Reply):
+            peer.counts["reply"] += 1
             if returns is None:
                 return envelope.result
             return converter.structure(envelope.result, returns)
+        peer.counts["error"] += 1
         raise _remote_error(peer, method, envelope, seconds)
 
     async def cast(
@@ -265,10 +304,11 @@ class Client:
             RingError: The target is not in the ring.
         """
         peer = self._peer(target)
-        frame = encode(
+        frame = self._encode(
             Cast(next(self._ids), peer.topic, method, _unstructure(args), self._merge(context))
         )
         await peer.sock.send([frame])
+        peer.counts["cast"] += 1
 
     async def fanout(
         self,
@@ -290,7 +330,10 @@ class Client:
         values = self._merge(context)
         for host in hosts:
             peer = self._peer_of(topic, host)
-            await peer.sock.send([encode(Fanout(next(self._ids), topic, method, payload, values))])
+            await peer.sock.send(
+                [self._encode(Fanout(next(self._ids), topic, method, payload, values))]
+            )
+            peer.counts["fanout"] += 1
 
     def _merge(self, context: Mapping[str, Any] | None) -> dict[str, Any]:
         if not context:
@@ -299,7 +342,9 @@ class Client:
 
     def _peer(self, target: str) -> _Peer:
         topic, host = self.ring.resolve_target(target)
-        return self._peer_of(topic, host if host is not None else self.ring.next_host(topic))
+        if host is None:
+            host = self.ring.next_host(topic, skip=self._down.get(topic))
+        return self._peer_of(topic, host)
 
     def _peer_of(self, topic: str, host: str) -> _Peer:
         peer = self._peers.get((topic, host))
@@ -307,14 +352,37 @@ class Client:
             url = f"tcp://{resolve_address(host, self._resolve)}:{self.ring.port(topic)}"
             sock = open_socket(zmq.DEALER)
             sock.zmq.setsockopt(zmq.ROUTING_ID, self._identity)
-            sock.zmq.connect(url)
-            peer = self._peers[(topic, host)] = _Peer(topic, host, url, sock)
+            # ZMTP heartbeats: libzmq's I/O thread answers them, so a service busy
+            # in a long handler still answers; a dead or unreachable one does not.
+            window = int(self._heartbeat * 1000)
+            sock.zmq.setsockopt(zmq.HEARTBEAT_IVL, max(1, window // 3))
+            sock.zmq.setsockopt(zmq.HEARTBEAT_TIMEOUT, window)
+            sock.zmq.setsockopt(zmq.HEARTBEAT_TTL, window)
+            sock.zmq.setsockopt(zmq.MAXMSGSIZE, self._max_message_size)
+            down = self._down.setdefault(topic, set())
+            peer = self._peers[(topic, host)] = _Peer(topic, host, url, sock, down)
+            self._nursery.start_soon(watch_events, sock, _PEER_EVENTS, peer.on_event)
             self._nursery.start_soon(peer.read_replies)
+            sock.zmq.connect(url)
         return peer
 
-    def _tell_cancel(self, peer: _Peer, id: int) -> None:
+    def stats(self) -> dict[str, dict[str, int]]:
+        """The client's side, per `topic.host`: calls, casts, fanouts sent; replies,
+        errors, timeouts and lost calls; unmatched replies (to calls that gave up)."""
+        return {f"{p.topic}.{p.host}": dict(p.counts) for p in self._peers.values()}
+
+    def _give_up(self, peer: _Peer, id: int) -> None:
+        peer.pending.pop(id, None)
         with contextlib.suppress(trio.ClosedResourceError):
             peer.sock.send_nowait([encode(Cancel(id))])
+
+    def _encode(self, envelope: Envelope) -> bytes:
+        frame = encode(envelope)
+        if len(frame) > self._max_message_size:
+            raise MessageTooLarge(
+                f"the message is {len(frame)} bytes, over the limit of {self._max_message_size}"
+            )
+        return frame
 
     def _close(self) -> None:
         for peer in self._peers.values():
@@ -381,6 +449,8 @@ async def open_client(
     context: Mapping[str, Any] | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
     name: str = "client",
+    heartbeat: float = DEFAULT_HEARTBEAT,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
 ) -> AsyncIterator[Client]:
     """Open a client of the ring's services, for the `async with` block.
 
@@ -393,12 +463,23 @@ async def open_client(
         context: Default context dict sent with every message.
         timeout: Default call timeout in seconds (`None` or `math.inf`: none).
         name: Prefix of the caller name services see as `ctx.caller`.
+        heartbeat: Seconds without a sign of life (ZMTP heartbeats) after which
+            a connection is lost: calls in flight on it fail with `PeerLost`,
+            and round-robin skips the host until it is back.
+        max_message_size: Largest message, in bytes, sent or accepted.
     """
     client: Client | None = None
     try:
-        async with trio.open_nursery() as nursery:
+        async with open_nursery() as nursery:
             client = Client(
-                ring, nursery, resolve=resolve, context=context, timeout=timeout, name=name
+                ring,
+                nursery,
+                resolve=resolve,
+                context=context,
+                timeout=timeout,
+                name=name,
+                heartbeat=heartbeat,
+                max_message_size=max_message_size,
             )
             yield client
             nursery.cancel_scope.cancel()

@@ -5,6 +5,7 @@ TrizmqError
 ├── RingError            the ring file, or a target, is not valid
 ├── ProtocolError        bytes that are not a valid trizmq envelope
 ├── CallTimeout          no reply before the call's deadline (also a TimeoutError)
+├── MessageTooLarge      a message over the size limit was not sent (also a ValueError)
 └── RemoteError          the service answered with an error
     ├── NoSuchMethod     the method is not exposed by the endpoint
     ├── BadArguments     missing, unexpected or wrongly typed arguments
@@ -48,6 +49,10 @@ class CallTimeout(TrizmqError, TimeoutError):
         self.host = host
         self.method = method
         self.timeout = timeout
+
+
+class MessageTooLarge(TrizmqError, ValueError):
+    """A message is larger than the configured maximum size; it was not sent."""
 
 
 class RemoteError(TrizmqError):

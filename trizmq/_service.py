@@ -15,10 +15,12 @@ import zmq
 from ._context import Context
 from ._dispatch import ArgumentError, Method, error_fields, expose
 from ._errors import ProtocolError, RingError
+from ._nursery import open_nursery
 from ._ring import Ring, resolve_address
 from ._stats import ServiceStats, Subscriptions
-from ._transport import AsyncSocket, Unroutable, open_socket, watch_events
+from ._transport import DEFAULT_HEARTBEAT, AsyncSocket, Unroutable, open_socket, watch_events
 from ._wire import (
+    DEFAULT_MAX_MESSAGE_SIZE,
     Call,
     Cancel,
     Cast,
@@ -68,6 +70,8 @@ async def serve(
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     grace_period: float = DEFAULT_GRACE_PERIOD,
     thread_limit: int = DEFAULT_THREAD_LIMIT,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    heartbeat: float = DEFAULT_HEARTBEAT,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve one topic of the ring as `host`, until cancelled.
@@ -89,6 +93,9 @@ async def serve(
         grace_period: Seconds in-flight handlers may finish in after cancellation;
             the ones still running then are cancelled and their callers told.
         thread_limit: Synchronous handlers run at once in worker threads.
+        max_message_size: Largest request accepted, in bytes; a larger one is
+            answered with an error (far larger ones are cut off by ZeroMQ).
+        heartbeat: Seconds of silence after which a caller's connection is dropped.
         task_status: Given by `nursery.start`.
 
     Raises:
@@ -104,6 +111,12 @@ async def serve(
     with open_socket(zmq.ROUTER) as sock:
         # Fail loudly when a reply's caller is gone instead of dropping it unseen.
         sock.zmq.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        window = int(heartbeat * 1000)
+        sock.zmq.setsockopt(zmq.HEARTBEAT_IVL, max(1, window // 3))
+        sock.zmq.setsockopt(zmq.HEARTBEAT_TIMEOUT, window)
+        # Up to twice the limit a request is read and refused with a clear error;
+        # past that ZeroMQ drops the connection before the message takes memory.
+        sock.zmq.setsockopt(zmq.MAXMSGSIZE, 2 * max_message_size)
         url = f"tcp://{address}:{port}"
         try:
             sock.zmq.bind(url)
@@ -111,6 +124,7 @@ async def serve(
             raise OSError(exc.errno, f"{topic}.{host}: cannot bind {url}: {exc}") from None
         runner = _Runner(sock, methods, host, topic, ServiceStats(host, topic, port))
         runner.max_concurrency = max_concurrency
+        runner.max_message_size = max_message_size
         runner.grace_period = grace_period
         runner.threads = trio.CapacityLimiter(thread_limit)
         logger.info("%s.%s serving on %s", topic, host, url)
@@ -132,6 +146,7 @@ class _Runner:
         self.topic = topic
         self.stats = stats
         self.max_concurrency = DEFAULT_MAX_CONCURRENCY
+        self.max_message_size = DEFAULT_MAX_MESSAGE_SIZE
         self.grace_period = DEFAULT_GRACE_PERIOD
         self.threads = trio.CapacityLimiter(DEFAULT_THREAD_LIMIT)
         self.flights: dict[tuple[bytes, int], _Flight] = {}
@@ -156,7 +171,7 @@ class _Runner:
                 self._subscribers_changed = trio.Event()
 
     async def run(self, url: str, task_status: trio.TaskStatus[str]) -> NoReturn:
-        async with trio.open_nursery() as handlers:
+        async with open_nursery() as handlers:
             handlers.start_soon(self._publish_stats)
             handlers.start_soon(watch_events, self.sock, _PEER_EVENTS, self._count_peer)
             task_status.started(url)
@@ -207,6 +222,13 @@ class _Runner:
             return
         identity, frame = frames
         stats.bytes_in += len(frame)
+        if len(frame) > self.max_message_size:
+            stats.rejected["too_large"] += 1
+            message = f"a {len(frame)}-byte request is over the limit of {self.max_message_size}"
+            self._send_nowait(
+                identity, Error(0, ErrorCode.PROTOCOL, "MessageTooLarge", message, "")
+            )
+            return
         try:
             envelope = decode(frame)
         except ProtocolError as exc:

@@ -31,6 +31,8 @@ _NOBLOCK = int(zmq.NOBLOCK)
 
 #: Milliseconds a closing socket may spend flushing queued messages.
 DEFAULT_LINGER_MS = 1000
+#: Seconds of silence (no ZMTP heartbeat answered) after which a connection is lost.
+DEFAULT_HEARTBEAT = 3.0
 
 
 class Unroutable(Exception):

@@ -23,6 +23,8 @@ from ._errors import ProtocolError
 
 #: The protocol version this build speaks; a peer with another version is refused.
 VERSION: Final = 1
+#: Largest message, in bytes, a client sends and a service accepts, unless configured.
+DEFAULT_MAX_MESSAGE_SIZE: Final = 16 * 1024 * 1024
 
 
 class Kind(enum.IntEnum):

@@ -1,0 +1,878 @@
+"""`trizmq bench`: trizmq against raw pyzmq, client and server in separate processes.
+
+Every benchmark has a baseline written with blocking pyzmq and a trizmq
+counterpart doing the same work. Each round runs, for each benchmark, the
+baseline and then trizmq (A B A B ...), so that a machine getting slower or
+faster during the run affects both alike; the report gives the median of each
+number over the rounds. The server side of every measurement is a fresh
+``python -m trizmq._bench_worker`` process (`trizmq._bench_worker`); the
+memory benchmarks measure a fresh client process too. Workers live in their
+own process group, which is killed when a measurement ends.
+
+Everything runs on loopback addresses of the bench's own block,
+``127.77.<pid % 250>.K``, with ports chosen by the OS, so that a bench never
+collides with tests or a demo cluster on the same machine. Linux only: the
+memory and descriptor counts read ``/proc/self``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import select
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import attrs
+import msgpack
+import trio
+import zmq
+
+from ._bench_worker import PAYLOAD
+from ._client import Client, open_client
+from ._ring import Ring
+from ._service import DEFAULT_MAX_CONCURRENCY
+from ._transport import open_socket
+
+__all__ = ["Settings", "add_bench_parser", "format_table", "main", "run_benchmarks"]
+
+#: Calls in flight in the pipelining benchmark.
+WINDOW = 100
+#: Services a fanout reaches.
+FANOUT_HOSTS = 8
+_TIMES = "\N{MULTIPLICATION SIGN}"
+
+#: Bytes of one message of the adapter burst.
+BURST_MESSAGE_BYTES = 50
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+# Seconds to wait for a worker's line: its start, or the end of one measurement.
+_START_TIMEOUT = 30.0
+_MEASURE_TIMEOUT = 300.0
+
+_DEFAULT_COUNTS = {
+    "calls": 5_000,
+    "pipelined": 20_000,
+    "casts": 30_000,
+    "fanouts": 3_000,
+    "in_flight": 10_000,
+    "peers": 200,
+    "burst": 100_000,
+    "warmup": 300,
+}
+_QUICK_COUNTS = {
+    "calls": 300,
+    "pipelined": 2_000,
+    "casts": 2_000,
+    "fanouts": 200,
+    "in_flight": 2_000,
+    "peers": 20,
+    "burst": 5_000,
+    "warmup": 50,
+}
+
+
+class BenchError(Exception):
+    """A benchmark could not run: a worker failed, or did not answer in time."""
+
+
+@attrs.frozen
+class Settings:
+    """What one `trizmq bench` run does.
+
+    Attributes:
+        rounds: Times every benchmark runs (raw, then trizmq); medians are reported.
+        calls: Sequential calls of the latency benchmark.
+        pipelined: Calls of the pipelining benchmark, `WINDOW` in flight.
+        casts: One-way messages of the cast benchmark.
+        fanouts: Fanouts to `FANOUT_HOSTS` services.
+        in_flight: Calls held in flight at once for the memory benchmark.
+        peers: Service ports one client talks to in the peers benchmark.
+        burst: Messages of the adapter burst.
+        warmup: Unmeasured calls or messages before each measurement.
+        only: The benchmarks to run (names of `BENCHMARKS`).
+        prefix: The first three octets of the bench's loopback block.
+    """
+
+    rounds: int = 3
+    calls: int = _DEFAULT_COUNTS["calls"]
+    pipelined: int = _DEFAULT_COUNTS["pipelined"]
+    casts: int = _DEFAULT_COUNTS["casts"]
+    fanouts: int = _DEFAULT_COUNTS["fanouts"]
+    in_flight: int = _DEFAULT_COUNTS["in_flight"]
+    peers: int = _DEFAULT_COUNTS["peers"]
+    burst: int = _DEFAULT_COUNTS["burst"]
+    warmup: int = _DEFAULT_COUNTS["warmup"]
+    only: tuple[str, ...] = ()
+    prefix: str = attrs.field(factory=lambda: f"127.77.{os.getpid() % 250}")
+
+    def address(self, k: int) -> str:
+        """The bench's `k`-th loopback address (1-based)."""
+        return f"{self.prefix}.{k}"
+
+
+@attrs.frozen
+class Metric:
+    """One row of the report.
+
+    Attributes:
+        key: The name in the JSON results.
+        label: What is measured; formatted with the `Settings` fields.
+        unit: The unit of both columns.
+        higher_is_better: Throughput (True) or a cost (False).
+        target: The ratio trizmq / raw to reach, when there is one: at most
+            this for a cost, at least this for throughput.
+        digits: Decimals shown in the table.
+    """
+
+    key: str
+    label: str
+    unit: str
+    higher_is_better: bool
+    target: float | None = None
+    digits: int = 0
+
+    def describe(self, settings: Settings) -> str:
+        """The row's label with its unit, e.g. ``call latency, median (µs)``."""
+        return f"{self.label.format(**attrs.asdict(settings))} ({self.unit})"
+
+    def met(self, ratio: float) -> bool | None:
+        """Whether a trizmq / raw ratio reaches the target (None without one)."""
+        if self.target is None or math.isnan(ratio):
+            return None
+        return ratio >= self.target if self.higher_is_better else ratio <= self.target
+
+    def target_text(self) -> str:
+        """The target as the table shows it, e.g. ``≤ 1.5× raw``."""  # noqa: RUF002
+        if self.target is None:
+            return ""
+        return f"{'≥' if self.higher_is_better else '≤'} {self.target:g}{_TIMES} raw"
+
+
+#: Every row of the report, in order.
+METRICS: tuple[Metric, ...] = (
+    Metric("latency_median", "sequential call latency, median", "µs", False, 1.5),
+    Metric("latency_p99", "sequential call latency, p99", "µs", False),
+    Metric("pipelined", "pipelined calls, {pipelined:,} with 100 in flight", "calls/s", True, 0.75),
+    Metric("casts", "casts counted at the receiver, {casts:,}", "msgs/s", True, 0.3),
+    Metric("fanout", "fanout to 8 services, {fanouts:,}", "fanouts/s", True),
+    Metric("in_flight_client", "{in_flight:,} calls in flight, client", "B/call", False),
+    Metric("in_flight_server", "{in_flight:,} calls in flight, server", "B/call", False),
+    Metric("peer_fds", "{peers} service ports, descriptors", "fds/peer", False, digits=2),
+    Metric("peer_memory", "{peers} service ports, client memory", "KiB/peer", False, digits=1),
+    Metric("burst", "adapter burst, {burst:,} msgs of 50 B DEALER→ROUTER", "msgs/s", True),
+)
+
+
+# -- worker processes ------------------------------------------------------------
+
+
+class _Worker:
+    """A `trizmq._bench_worker` process in its own process group.
+
+    Entering reads its first line (kept in `ready`): a server's endpoints, or
+    a measuring client's result. Leaving kills the group. Its standard input
+    stays open while the bench runs: the worker exits by itself when it
+    closes, whatever happens to the bench.
+    """
+
+    def __init__(
+        self, role: str, config: dict[str, Any], *, start_timeout: float = _START_TIMEOUT
+    ) -> None:
+        self.role = role
+        self.ready: dict[str, Any] = {}
+        self._start_timeout = start_timeout
+        self._buffer = b""
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "trizmq._bench_worker", role, json.dumps(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+
+    def read(self, timeout: float = _MEASURE_TIMEOUT) -> dict[str, Any]:
+        """The worker's next JSON line.
+
+        Raises:
+            BenchError: The worker exited or said nothing for `timeout` seconds.
+        """
+        assert self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BenchError(f"bench worker {self.role}: no answer within {timeout:g} s")
+            readable, _, _ = select.select([fd], [], [], left)
+            if readable:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    code = self._proc.wait()
+                    raise BenchError(f"bench worker {self.role} exited with code {code}")
+                self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+    def close(self) -> None:
+        """Kill the worker's process group and reap the worker."""
+        if self._proc.poll() is None:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._proc.pid, sig)
+                try:
+                    self._proc.wait(timeout=2.0)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        for pipe in (self._proc.stdin, self._proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+    def __enter__(self) -> _Worker:
+        try:
+            self.ready = self.read(self._start_timeout)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _serve(settings: Settings, *, hosts: int = 1, topics: int = 1, concurrency: int = 0) -> _Worker:
+    return _Worker(
+        "trizmq-serve",
+        {
+            "prefix": settings.prefix,
+            "hosts": hosts,
+            "topics": topics,
+            "max_concurrency": concurrency or DEFAULT_MAX_CONCURRENCY,
+        },
+    )
+
+
+def _measured(role: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Run a measuring client role in a fresh process; what it measured."""
+    with _Worker(role, config, start_timeout=_MEASURE_TIMEOUT) as client:
+        return client.ready
+
+
+def _ring_of(worker: _Worker) -> tuple[Ring, dict[str, str]]:
+    resolve: dict[str, str] = worker.ready["resolve"]
+    return Ring.from_mapping(worker.ready["ring"]), resolve
+
+
+@contextlib.contextmanager
+def _raw_sockets(kind: int, endpoints: Sequence[str]) -> Iterator[list[zmq.Socket[bytes]]]:
+    """Blocking pyzmq sockets of `kind`, one connected to each endpoint, on a fresh context."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    socks: list[zmq.Socket[bytes]] = []
+    try:
+        for endpoint in endpoints:
+            sock = ctx.socket(kind)
+            socks.append(sock)
+            sock.connect(endpoint)
+        yield socks
+    finally:
+        for sock in socks:
+            sock.close(linger=0)
+        ctx.term()
+
+
+# -- 1. sequential call latency ----------------------------------------------------
+
+
+@contextlib.contextmanager
+def _raw_echo(settings: Settings) -> Iterator[list[zmq.Socket[bytes]]]:
+    """A blocking DEALER connected to a ``raw-echo`` worker."""
+    with (
+        _Worker("raw-echo", {"address": settings.address(1)}) as server,
+        _raw_sockets(zmq.DEALER, server.ready["endpoints"]) as socks,
+    ):
+        yield socks
+
+
+def _latency(samples_ns: list[int]) -> dict[str, float]:
+    ordered = sorted(samples_ns)
+    p99 = ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
+    return {"latency_median": statistics.median(ordered) / 1000, "latency_p99": p99 / 1000}
+
+
+def _raw_latency(settings: Settings) -> dict[str, float]:
+    with _raw_echo(settings) as (sock,):
+        packb, unpackb, clock = msgpack.packb, msgpack.unpackb, time.perf_counter_ns
+        for _ in range(settings.warmup):
+            sock.send(packb(PAYLOAD))
+            unpackb(sock.recv())
+        samples = []
+        for _ in range(settings.calls):
+            start = clock()
+            sock.send(packb(PAYLOAD))
+            unpackb(sock.recv())
+            samples.append(clock() - start)
+    return _latency(samples)
+
+
+def _trizmq_latency(settings: Settings) -> dict[str, float]:
+    async def measure(ring: Ring, resolve: dict[str, str]) -> list[int]:
+        async with open_client(ring, resolve=resolve, name="bench") as client:
+            for _ in range(settings.warmup):
+                await client.call("t000", "echo", x=PAYLOAD)
+            clock = time.perf_counter_ns
+            samples = []
+            for _ in range(settings.calls):
+                start = clock()
+                await client.call("t000", "echo", x=PAYLOAD)
+                samples.append(clock() - start)
+            return samples
+
+    with _serve(settings) as server:
+        return _latency(trio.run(measure, *_ring_of(server)))
+
+
+# -- 2. pipelined calls -------------------------------------------------------------
+
+
+def _raw_window(sock: zmq.Socket[bytes], total: int) -> None:
+    """`total` request/reply pairs on a blocking DEALER, keeping `WINDOW` outstanding."""
+    packb, unpackb = msgpack.packb, msgpack.unpackb
+    sent = 0
+    while sent < min(WINDOW, total):
+        sock.send(packb(PAYLOAD))
+        sent += 1
+    for _ in range(total):
+        unpackb(sock.recv())
+        if sent < total:
+            sock.send(packb(PAYLOAD))
+            sent += 1
+
+
+def _raw_pipelined(settings: Settings) -> dict[str, float]:
+    with _raw_echo(settings) as (sock,):
+        _raw_window(sock, settings.warmup * 5)
+        start = time.perf_counter()
+        _raw_window(sock, settings.pipelined)
+        elapsed = time.perf_counter() - start
+    return {"pipelined": settings.pipelined / elapsed}
+
+
+async def pipeline_calls(client: Client, target: str, total: int, window: int = WINDOW) -> None:
+    """Make `total` calls of ``echo`` from `window` concurrent tasks.
+
+    Args:
+        client: The client to call with.
+        target: The topic served by `BenchEndpoint`.
+        total: Calls in all.
+        window: Tasks calling at once.
+    """
+    share, extra = divmod(total, window)
+
+    async def caller(count: int) -> None:
+        for _ in range(count):
+            await client.call(target, "echo", x=PAYLOAD)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(window):
+            nursery.start_soon(caller, share + (1 if i < extra else 0))
+
+
+def _trizmq_pipelined(settings: Settings) -> dict[str, float]:
+    async def measure(ring: Ring, resolve: dict[str, str]) -> float:
+        async with open_client(ring, resolve=resolve, name="bench") as client:
+            await pipeline_calls(client, "t000", settings.warmup * 5)
+            start = time.perf_counter()
+            await pipeline_calls(client, "t000", settings.pipelined)
+            return time.perf_counter() - start
+
+    with _serve(settings) as server:
+        elapsed = trio.run(measure, *_ring_of(server))
+    return {"pipelined": settings.pipelined / elapsed}
+
+
+# -- 3. casts and 4. fanouts, counted at the receiver ------------------------------------
+
+
+def _raw_pushes(settings: Settings, hosts: int, count: int) -> float:
+    """Messages/s from one PUSH per host to PULL sockets, measured at the receivers."""
+    addresses = [settings.address(k) for k in range(1, hosts + 1)]
+    config = {"type": "PULL", "addresses": addresses, "phases": [settings.warmup, count]}
+    with (
+        _Worker("raw-sink", config) as sink,
+        _raw_sockets(zmq.PUSH, sink.ready["endpoints"]) as socks,
+    ):
+        packb = msgpack.packb
+        for _ in range(settings.warmup):
+            frame = packb(PAYLOAD)
+            for sock in socks:
+                sock.send(frame)
+        sink.read()
+        start = time.monotonic()
+        for _ in range(count):
+            frame = packb(PAYLOAD)
+            for sock in socks:
+                sock.send(frame)
+        last: float = sink.read()["last"]
+    return count / (last - start)
+
+
+def _raw_casts(settings: Settings) -> dict[str, float]:
+    return {"casts": _raw_pushes(settings, 1, settings.casts)}
+
+
+def _raw_fanout(settings: Settings) -> dict[str, float]:
+    return {"fanout": _raw_pushes(settings, FANOUT_HOSTS, settings.fanouts)}
+
+
+async def _counted(client: Client, ring: Ring, count: int) -> float:
+    """Wait until every service of ``t000`` counted `count` hits; the last hit's time."""
+    lasts: list[float] = []
+    for host in ring.hosts_of("t000"):
+        got = await client.call(f"t000.{host}", "count", n=count)
+        lasts.append(got["last"])
+    return max(lasts)
+
+
+async def _reset(client: Client, ring: Ring) -> None:
+    for host in ring.hosts_of("t000"):
+        await client.call(f"t000.{host}", "reset")
+
+
+def _trizmq_sends(settings: Settings, hosts: int, count: int, fanout: bool) -> float:
+    async def measure(ring: Ring, resolve: dict[str, str]) -> float:
+        async with open_client(ring, resolve=resolve, name="bench") as client:
+            send = client.fanout if fanout else client.cast
+            for _ in range(settings.warmup):
+                await send("t000", "hit", x=PAYLOAD)
+            await _counted(client, ring, settings.warmup)
+            await _reset(client, ring)
+            start = time.monotonic()
+            for _ in range(count):
+                await send("t000", "hit", x=PAYLOAD)
+            return count / (await _counted(client, ring, count) - start)
+
+    with _serve(settings, hosts=hosts) as server:
+        return trio.run(measure, *_ring_of(server))
+
+
+def _trizmq_casts(settings: Settings) -> dict[str, float]:
+    return {"casts": _trizmq_sends(settings, 1, settings.casts, fanout=False)}
+
+
+def _trizmq_fanout(settings: Settings) -> dict[str, float]:
+    return {"fanout": _trizmq_sends(settings, FANOUT_HOSTS, settings.fanouts, fanout=True)}
+
+
+# -- 5. memory of calls in flight ------------------------------------------------------
+
+
+def _in_flight(client: dict[str, Any], server_before: int, server_during: int) -> dict[str, float]:
+    n: int = client["n"]
+    return {
+        "in_flight_client": (client["rss_during"] - client["rss_before"]) / n,
+        "in_flight_server": (server_during - server_before) / n,
+    }
+
+
+def _raw_in_flight(settings: Settings) -> dict[str, float]:
+    n = settings.in_flight
+    with _Worker("raw-hold", {"address": settings.address(1), "n": n}) as server:
+        got = _measured("mem-raw", {"endpoint": server.ready["endpoints"][0], "n": n})
+        held = server.read()
+    return _in_flight(got, held["rss_before"], held["rss_during"])
+
+
+def _trizmq_in_flight(settings: Settings) -> dict[str, float]:
+    n = settings.in_flight
+    with _serve(settings, concurrency=n + 100) as server:
+        got = _measured("mem-trizmq", {**server.ready, "n": n})
+    return _in_flight(got, got["server_rss_before"], got["server_rss_during"])
+
+
+# -- 6. one client, many service ports ---------------------------------------------------
+
+
+def _per_peer(got: dict[str, Any]) -> dict[str, float]:
+    peers: int = got["peers"]
+    return {
+        "peer_fds": (got["fds_after"] - got["fds_before"]) / peers,
+        "peer_memory": (got["rss_after"] - got["rss_before"]) / 1024 / peers,
+    }
+
+
+def _raw_peers(settings: Settings) -> dict[str, float]:
+    config = {"address": settings.address(1), "sockets": settings.peers + 1}
+    with _Worker("raw-echo", config) as server:
+        return _per_peer(_measured("peers-raw", server.ready))
+
+
+def _trizmq_peers(settings: Settings) -> dict[str, float]:
+    with _serve(settings, topics=settings.peers + 1) as server:
+        return _per_peer(_measured("peers-trizmq", server.ready))
+
+
+# -- 7. the adapter's burst ------------------------------------------------------------------
+
+
+def _burst_sink(settings: Settings, role: str) -> _Worker:
+    config = {
+        "type": "ROUTER",
+        "address": settings.address(1),
+        "addresses": [settings.address(1)],
+        "phases": [settings.warmup * 10, settings.burst],
+    }
+    return _Worker(role, config)
+
+
+def _raw_burst(settings: Settings) -> dict[str, float]:
+    message = b"x" * BURST_MESSAGE_BYTES
+    with (
+        _burst_sink(settings, "raw-sink") as sink,
+        _raw_sockets(zmq.DEALER, sink.ready["endpoints"]) as (sock,),
+    ):
+        for _ in range(settings.warmup * 10):
+            sock.send(message)
+        sink.read()
+        start = time.monotonic()
+        for _ in range(settings.burst):
+            sock.send(message)
+        last: float = sink.read()["last"]
+    return {"burst": settings.burst / (last - start)}
+
+
+def _adapter_burst(settings: Settings) -> dict[str, float]:
+    message = [b"x" * BURST_MESSAGE_BYTES]
+
+    async def measure(sink: _Worker) -> float:
+        with open_socket(zmq.DEALER) as sock:
+            sock.zmq.connect(sink.ready["endpoints"][0])
+            for _ in range(settings.warmup * 10):
+                await sock.send(message)
+            await trio.to_thread.run_sync(sink.read)
+            start = time.monotonic()
+            for _ in range(settings.burst):
+                await sock.send(message)
+            report = await trio.to_thread.run_sync(sink.read)
+            last: float = report["last"]
+            return settings.burst / (last - start)
+
+    with _burst_sink(settings, "adapter-sink") as sink:
+        return {"burst": trio.run(measure, sink)}
+
+
+# -- running and reporting -------------------------------------------------------------------
+
+
+@attrs.frozen
+class Benchmark:
+    """One benchmark: its baseline and its trizmq side, each giving metric values."""
+
+    name: str
+    raw: Callable[[Settings], dict[str, float]]
+    trizmq: Callable[[Settings], dict[str, float]]
+
+
+#: Every benchmark, in the order a round runs them.
+BENCHMARKS: tuple[Benchmark, ...] = (
+    Benchmark("latency", _raw_latency, _trizmq_latency),
+    Benchmark("pipelined", _raw_pipelined, _trizmq_pipelined),
+    Benchmark("casts", _raw_casts, _trizmq_casts),
+    Benchmark("fanout", _raw_fanout, _trizmq_fanout),
+    Benchmark("in-flight", _raw_in_flight, _trizmq_in_flight),
+    Benchmark("peers", _raw_peers, _trizmq_peers),
+    Benchmark("burst", _raw_burst, _adapter_burst),
+)
+_SIDES = ("raw", "trizmq")
+
+
+def run_benchmarks(
+    settings: Settings, progress: Callable[[str], None] = lambda _: None
+) -> dict[str, dict[str, list[float]]]:
+    """Run every selected benchmark `settings.rounds` times, raw then trizmq.
+
+    Args:
+        settings: What to run, and how much.
+        progress: Called with a line of text after each measurement.
+
+    Returns:
+        ``{metric key: {"raw": [one value a round], "trizmq": [...]}}``.
+
+    Raises:
+        BenchError: A worker failed or did not answer in time.
+    """
+    values: dict[str, dict[str, list[float]]] = {}
+    selected = [b for b in BENCHMARKS if not settings.only or b.name in settings.only]
+    for round_ in range(1, settings.rounds + 1):
+        for bench in selected:
+            for side in _SIDES:
+                measure = bench.raw if side == "raw" else bench.trizmq
+                got = measure(settings)
+                for key, value in got.items():
+                    values.setdefault(key, {s: [] for s in _SIDES})[side].append(value)
+                shown = ", ".join(f"{key} {value:,.1f}" for key, value in got.items())
+                progress(f"round {round_}/{settings.rounds}  {bench.name:<9} {side:<6}  {shown}")
+    return values
+
+
+def summarize(
+    settings: Settings, values: dict[str, dict[str, list[float]]]
+) -> dict[str, dict[str, Any]]:
+    """Medians over the rounds, the trizmq / raw ratio and whether the target is met.
+
+    Args:
+        settings: The settings of the run.
+        values: What `run_benchmarks` returned.
+
+    Returns:
+        One entry per measured metric, keyed like `METRICS`.
+    """
+    summary: dict[str, dict[str, Any]] = {}
+    for metric in METRICS:
+        if metric.key not in values:
+            continue
+        rounds = values[metric.key]
+        trizmq, raw = statistics.median(rounds["trizmq"]), statistics.median(rounds["raw"])
+        ratio = trizmq / raw if raw else math.nan
+        summary[metric.key] = {
+            "label": metric.describe(settings),
+            "unit": metric.unit,
+            "trizmq": trizmq,
+            "raw": raw,
+            "ratio": ratio,
+            "target": metric.target_text() or None,
+            "met": metric.met(ratio),
+            "rounds": rounds,
+        }
+    return summary
+
+
+def format_table(summary: dict[str, dict[str, Any]]) -> str:
+    """Render the summary as a text table: benchmark, trizmq, raw pyzmq, ratio, target, met.
+
+    Args:
+        summary: What `summarize` returned.
+
+    Returns:
+        The table, followed by a line counting the targets met.
+    """
+    rows = [("benchmark", "trizmq", "raw pyzmq", "ratio", "target", "met")]
+    digits = {m.key: m.digits for m in METRICS}
+    for key, entry in summary.items():
+        d = digits[key]
+        met = {True: "yes", False: "NO", None: ""}[entry["met"]]
+        rows.append(
+            (
+                entry["label"],
+                f"{entry['trizmq']:,.{d}f}",
+                f"{entry['raw']:,.{d}f}",
+                f"{entry['ratio']:.2f}{_TIMES}",
+                entry["target"] or "",
+                met,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [row[0].ljust(widths[0])]
+        cells += [cell.rjust(width) for cell, width in zip(row[1:4], widths[1:4], strict=True)]
+        cells += [row[4].ljust(widths[4]), row[5]]
+        lines.append("  ".join(cells).rstrip())
+    judged = [e["met"] for e in summary.values() if e["met"] is not None]
+    lines.append("")
+    lines.append(f"targets met: {sum(judged)} of {len(judged)}")
+    return "\n".join(lines)
+
+
+def environment() -> dict[str, Any]:
+    """The versions and machine a run's numbers belong to."""
+    try:
+        version = importlib.metadata.version("trizmq")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    return {
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "pyzmq": zmq.__version__,
+        "libzmq": zmq.zmq_version(),
+        "trio": trio.__version__,
+        "msgpack": importlib.metadata.version("msgpack"),
+        "trizmq": version,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+    }
+
+
+# -- command line -----------------------------------------------------------------------------
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rounds",
+        type=_positive,
+        default=3,
+        metavar="N",
+        help="times every benchmark runs, raw then trizmq; medians are reported (default 3)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small counts for a smoke test: seconds, not minutes; the numbers mean little",
+    )
+    parser.add_argument(
+        "--json", metavar="FILE", type=Path, help="also write every number to FILE as JSON"
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=[b.name for b in BENCHMARKS],
+        default=[],
+        metavar="NAME",
+        help="run only this benchmark (repeatable): " + ", ".join(b.name for b in BENCHMARKS),
+    )
+    for name, what in (
+        ("calls", "sequential calls of the latency benchmark"),
+        ("pipelined", "calls of the pipelining benchmark"),
+        ("casts", "casts of the cast benchmark"),
+        ("fanouts", "fanouts to 8 services"),
+        ("in-flight", "calls held in flight at once"),
+        ("peers", "service ports one client talks to"),
+        ("burst", "messages of the adapter burst"),
+        ("warmup", "unmeasured calls or messages before each measurement"),
+    ):
+        key = name.replace("-", "_")
+        parser.add_argument(
+            f"--{name}",
+            type=_positive,
+            default=None,
+            metavar="N",
+            help=f"{what} (default {_DEFAULT_COUNTS[key]:,}; --quick {_QUICK_COUNTS[key]:,})",
+        )
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text.replace("_", "").replace(",", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 1 or more")
+    return value
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The `Settings` of parsed ``trizmq bench`` arguments.
+
+    Args:
+        args: Parsed by a parser set up like ``trizmq bench``'s.
+
+    Returns:
+        The settings: counts given on the command line, else `--quick`'s or the defaults.
+    """
+    preset = _QUICK_COUNTS if args.quick else _DEFAULT_COUNTS
+
+    def count(key: str) -> int:
+        given: int | None = getattr(args, key)
+        return given or preset[key]
+
+    return Settings(
+        rounds=args.rounds,
+        calls=count("calls"),
+        pipelined=count("pipelined"),
+        casts=count("casts"),
+        fanouts=count("fanouts"),
+        in_flight=count("in_flight"),
+        peers=count("peers"),
+        burst=count("burst"),
+        warmup=count("warmup"),
+        only=tuple(args.only),
+    )
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    started = datetime.datetime.now(datetime.UTC)
+    load_before = os.getloadavg()
+    print(
+        f"trizmq bench: {settings.rounds} round(s), client and servers on {settings.prefix}.*",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        values = run_benchmarks(settings, lambda line: print(line, file=sys.stderr, flush=True))
+    except BenchError as exc:
+        print(f"trizmq bench: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    summary = summarize(settings, values)
+    print(format_table(summary))
+    if args.json is not None:
+        document = {
+            "date": started.isoformat(timespec="seconds"),
+            "seconds": round((datetime.datetime.now(datetime.UTC) - started).total_seconds(), 1),
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "environment": environment(),
+            # Other work on the machine skews every number: the 1-minute load, before and after.
+            "load_average": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+            "settings": attrs.asdict(settings),
+            "results": summary,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    return EXIT_OK
+
+
+_DESCRIPTION = (
+    "Measure trizmq against raw blocking pyzmq doing the same work, client and server in "
+    "separate processes: call latency, pipelined calls, casts, fanout, memory of calls in "
+    "flight, cost per peer and the adapter's burst rate. Each round runs every benchmark's "
+    "baseline, then trizmq; the table shows medians over the rounds and the targets."
+)
+
+
+def add_bench_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``trizmq bench``.
+
+    Args:
+        commands: The ``trizmq`` command's subparsers.
+    """
+    parser = commands.add_parser(
+        "bench", help="measure trizmq against raw pyzmq", description=_DESCRIPTION
+    )
+    _add_arguments(parser)
+    parser.set_defaults(func=_cmd_bench)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmarks as ``trizmq bench`` does, for ``bench/run.py``.
+
+    Args:
+        argv: The arguments, without the program name; None means ``sys.argv[1:]``.
+
+    Returns:
+        The exit code: 0, or 1 when a benchmark could not run.
+    """
+    parser = argparse.ArgumentParser(prog="bench/run.py", description=_DESCRIPTION)
+    _add_arguments(parser)
+    return _cmd_bench(parser.parse_args(argv))
