@@ -18,6 +18,8 @@ from ._client import open_client
 from ._errors import CallTimeout, RemoteError, RingError
 from ._ring import Ring, parse_resolve
 from ._service import DEFAULT_GRACE_PERIOD, DEFAULT_MAX_CONCURRENCY, serve
+from ._transport import DEFAULT_HEARTBEAT
+from ._wire import DEFAULT_MAX_MESSAGE_SIZE
 
 EXIT_REMOTE_ERROR = 1
 EXIT_TIMEOUT = 3
@@ -199,6 +201,20 @@ def add_rpc_parsers(
         default=DEFAULT_GRACE_PERIOD,
         metavar="S",
         help="seconds in-flight handlers may finish in at shutdown (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-message-size",
+        type=int,
+        default=DEFAULT_MAX_MESSAGE_SIZE,
+        metavar="B",
+        help="largest request accepted, in bytes (default %(default)s)",
+    )
+    p.add_argument(
+        "--heartbeat",
+        type=float,
+        default=DEFAULT_HEARTBEAT,
+        metavar="S",
+        help="seconds of silence before a caller's connection is dropped (default %(default)s)",
     )
     add_resolve(p)
     p.set_defaults(func=_cmd_serve)
