@@ -5,6 +5,8 @@ from ._client import BoundTarget as BoundTarget
 from ._client import Client as Client
 from ._client import open_client as open_client
 from ._context import Context as Context
+from ._curve import Curve as Curve
+from ._errors import AuthenticationFailed as AuthenticationFailed
 from ._errors import BadArguments as BadArguments
 from ._errors import CallTimeout as CallTimeout
 from ._errors import MessageTooLarge as MessageTooLarge

@@ -17,10 +17,11 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ._bench import add_bench_parser
+from ._cli_curve import add_keys_parser
 from ._cli_rpc import add_rpc_parsers
 from ._cli_stats import add_stats_parser
 from ._demo import add_demo_parser
-from ._errors import RingError
+from ._errors import RingError, TrizmqError
 from ._ring import Ring, parse_resolve
 
 __all__ = ["add_resolve_option", "build_parser", "format_ring_table", "main", "resolve_map"]
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_ring_parser(commands)
     add_rpc_parsers(commands, add_resolve_option)
+    add_keys_parser(commands)
     add_bench_parser(commands)
     add_stats_parser(commands, add_resolve_option)
     add_demo_parser(commands, add_resolve_option)
@@ -172,8 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Command = args.func
     try:
         return func(args)
-    except RingError as exc:
-        # A configuration problem, not a bug: one line, no traceback.
+    except (TrizmqError, OSError) as exc:
+        # A configuration problem (ring, keys, an address in use): one line, no traceback.
         print(f"trizmq: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
 

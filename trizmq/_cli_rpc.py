@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import importlib
 import json
 import math
@@ -14,6 +15,12 @@ from typing import Any
 
 import trio
 
+from ._cli_curve import (
+    add_client_curve_options,
+    add_service_curve_options,
+    client_curve,
+    service_curve,
+)
 from ._client import open_client
 from ._errors import CallTimeout, RemoteError, RingError
 from ._ring import Ring, parse_resolve
@@ -71,13 +78,15 @@ async def _serve_app(args: argparse.Namespace, resolve: dict[str, str]) -> None:
                 f"which the ring does not list on host {args.host!r}"
             )
     topics = [t for t in endpoints if wanted is None or t in wanted]
+    curve = service_curve(args)
     if not topics:
         raise RingError(f"{args.app}: provides none of the topics of host {args.host!r}")
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             for topic in topics:
                 url = await nursery.start(
-                    lambda task_status, topic=topic: serve(
+                    functools.partial(
+                        serve,
                         ring,
                         topic,
                         endpoints[topic],
@@ -86,7 +95,9 @@ async def _serve_app(args: argparse.Namespace, resolve: dict[str, str]) -> None:
                         bind=args.bind,
                         max_concurrency=args.max_concurrency,
                         grace_period=args.grace,
-                        task_status=task_status,
+                        max_message_size=args.max_message_size,
+                        heartbeat=args.heartbeat,
+                        curve=curve,
                     )
                 )
                 print(f"trizmq: {topic}.{args.host} serving on {url}", file=sys.stderr, flush=True)
@@ -126,7 +137,8 @@ async def _send(args: argparse.Namespace, resolve: dict[str, str]) -> int:
     ring = Ring.load(args.ring)
     kwargs = _parse_args(args.arg)
     context = json.loads(args.context) if args.context else None
-    async with open_client(ring, resolve=resolve, name="trizmq-cli") as client:
+    curve = client_curve(args)
+    async with open_client(ring, resolve=resolve, name="trizmq-cli", curve=curve) as client:
         if args.command == "call":
             timeout = math.inf if args.timeout == 0 else args.timeout
             try:
@@ -217,6 +229,7 @@ def add_rpc_parsers(
         help="seconds of silence before a caller's connection is dropped (default %(default)s)",
     )
     add_resolve(p)
+    add_service_curve_options(p)
     p.set_defaults(func=_cmd_serve)
 
     for name, what in (
@@ -256,4 +269,5 @@ def add_rpc_parsers(
                 help="print the remote traceback of a remote error",
             )
         add_resolve(p)
+        add_client_curve_options(p)
         p.set_defaults(func=_cmd_send)

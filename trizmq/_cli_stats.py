@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from typing import Any
 
 import trio
 
+from ._cli_curve import add_client_curve_options, client_curve
 from ._feed import StatsBoard, watch_ring
 from ._ring import Ring, parse_resolve
 
@@ -71,7 +73,7 @@ def _int(value: Any) -> str:
 async def _stats(args: argparse.Namespace) -> None:
     board = StatsBoard(Ring.load(args.ring), parse_resolve(args.resolve))
     async with trio.open_nursery() as nursery:
-        await nursery.start(watch_ring, board)
+        await nursery.start(functools.partial(watch_ring, board, curve=client_curve(args)))
         with trio.move_on_after(SNAPSHOT_WAIT):
             # The board is plain data filled by the feed's tasks: look, don't wait on it.
             while not board.answered():  # noqa: ASYNC110
@@ -121,4 +123,5 @@ def add_stats_parser(
         help="seconds between two prints with --watch (default %(default)s)",
     )
     add_resolve(p)
+    add_client_curve_options(p)
     p.set_defaults(func=_cmd_stats)

@@ -16,7 +16,9 @@ import outcome
 import trio
 import zmq
 
+from ._curve import Curve
 from ._errors import (
+    AuthenticationFailed,
     BadArguments,
     CallTimeout,
     MessageTooLarge,
@@ -29,7 +31,7 @@ from ._errors import (
 )
 from ._nursery import open_nursery
 from ._ring import Ring, resolve_address
-from ._transport import DEFAULT_HEARTBEAT, AsyncSocket, open_socket, watch_events
+from ._transport import DEFAULT_HEARTBEAT, AsyncSocket, open_monitor, open_socket, watch_events
 from ._wire import (
     DEFAULT_MAX_MESSAGE_SIZE,
     Call,
@@ -50,7 +52,13 @@ T = TypeVar("T")
 #: Seconds a call waits for its reply unless told otherwise (oslo.messaging's default).
 DEFAULT_TIMEOUT = 60.0
 
-_PEER_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
+_PEER_EVENTS = (
+    zmq.EVENT_CONNECTED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+)
 
 _REMOTE_ERRORS: dict[str, type[RemoteError]] = {
     ErrorCode.NO_SUCH_METHOD: NoSuchMethod,
@@ -81,6 +89,8 @@ class _Peer:
         self.pending: dict[int, _Pending] = {}
         self.counts: Counter[str] = Counter()
         self._down = down  # the hosts of this topic known to be down, shared by its peers
+        self.refused: AuthenticationFailed | None = None  # set while handshakes fail
+        self._handshaken = False
 
     async def read_replies(self) -> None:
         pending = self.pending
@@ -103,20 +113,39 @@ class _Peer:
                     self._settle(waiter, outcome.Value(envelope))
 
     def on_event(self, event: int) -> None:
-        """A socket monitor event: the connection came up or went down."""
+        """A socket monitor event: the connection came up, went down, or was refused."""
         if event == zmq.EVENT_CONNECTED:
             self._down.discard(self.host)
+            self._handshaken = False
             return
-        self._down.add(self.host)
-        # Calls in flight on a lost connection will never be answered on it.
-        lost = PeerLost(
-            "PeerLost", f"connection to {self.url} lost", host=self.host, topic=self.topic
-        )
+        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self._handshaken = True
+            self.refused = None
+            return
+        failure: Exception
+        if event == zmq.EVENT_DISCONNECTED and self._handshaken:
+            self._down.add(self.host)
+            failure = PeerLost(
+                "PeerLost", f"connection to {self.url} lost", host=self.host, topic=self.topic
+            )
+        else:
+            # A connection closed before its handshake succeeded was refused too: the
+            # side that detects a mismatch may close without telling the other why.
+            why = (
+                "refused this client's key"
+                if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                else "refused the security handshake (CURVE on one side only, or a key it"
+                " does not allow?)"
+            )
+            failure = self.refused = AuthenticationFailed(
+                f"{self.topic}.{self.host} at {self.url} {why}"
+            )
+        # Calls in flight on a lost or refused connection will never be answered on it.
         waiting = list(self.pending.values())
         self.pending.clear()
         self.counts["lost"] += len(waiting)
         for waiter in waiting:
-            self._settle(waiter, outcome.Error(lost))
+            self._settle(waiter, outcome.Error(failure))
 
     @staticmethod
     def _settle(waiter: _Pending, result: outcome.Outcome[Envelope]) -> None:
@@ -157,6 +186,7 @@ class Client:
         name: str,
         heartbeat: float,
         max_message_size: int,
+        curve: Curve | None,
     ) -> None:
         self.ring = ring
         self._nursery = nursery
@@ -165,6 +195,7 @@ class Client:
         self._timeout = timeout
         self._identity = f"{name}/{os.getpid()}/{secrets.token_hex(4)}".encode()
         self._heartbeat = heartbeat
+        self._curve = curve
         self._max_message_size = max_message_size
         self._peers: dict[tuple[str, str], _Peer] = {}
         self._down: dict[str, set[str]] = {}
@@ -266,8 +297,8 @@ class Client:
                 await peer.sock.send([frame])
                 peer.counts["call"] += 1
                 envelope = await peer.wait_reply(id, waiter)
-        except PeerLost:
-            raise
+        except (PeerLost, AuthenticationFailed):
+            raise  # the connection is gone: nobody to tell
         except BaseException:
             # The caller was cancelled: the service stops the handler too.
             self._give_up(peer, id)
@@ -347,23 +378,29 @@ class Client:
         return self._peer_of(topic, host)
 
     def _peer_of(self, topic: str, host: str) -> _Peer:
-        peer = self._peers.get((topic, host))
-        if peer is None:
-            url = f"tcp://{resolve_address(host, self._resolve)}:{self.ring.port(topic)}"
-            sock = open_socket(zmq.DEALER)
-            sock.zmq.setsockopt(zmq.ROUTING_ID, self._identity)
-            # ZMTP heartbeats: libzmq's I/O thread answers them, so a service busy
-            # in a long handler still answers; a dead or unreachable one does not.
-            window = int(self._heartbeat * 1000)
-            sock.zmq.setsockopt(zmq.HEARTBEAT_IVL, max(1, window // 3))
-            sock.zmq.setsockopt(zmq.HEARTBEAT_TIMEOUT, window)
-            sock.zmq.setsockopt(zmq.HEARTBEAT_TTL, window)
-            sock.zmq.setsockopt(zmq.MAXMSGSIZE, self._max_message_size)
-            down = self._down.setdefault(topic, set())
-            peer = self._peers[(topic, host)] = _Peer(topic, host, url, sock, down)
-            self._nursery.start_soon(watch_events, sock, _PEER_EVENTS, peer.on_event)
-            self._nursery.start_soon(peer.read_replies)
-            sock.zmq.connect(url)
+        peer = self._peers.get((topic, host)) or self._connect(topic, host)
+        if peer.refused is not None:
+            raise peer.refused
+        return peer
+
+    def _connect(self, topic: str, host: str) -> _Peer:
+        url = f"tcp://{resolve_address(host, self._resolve)}:{self.ring.port(topic)}"
+        sock = open_socket(zmq.DEALER)
+        sock.zmq.setsockopt(zmq.ROUTING_ID, self._identity)
+        # ZMTP heartbeats: libzmq's I/O thread answers them, so a service busy
+        # in a long handler still answers; a dead or unreachable one does not.
+        window = int(self._heartbeat * 1000)
+        sock.zmq.setsockopt(zmq.HEARTBEAT_IVL, max(1, window // 3))
+        sock.zmq.setsockopt(zmq.HEARTBEAT_TIMEOUT, window)
+        sock.zmq.setsockopt(zmq.HEARTBEAT_TTL, window)
+        sock.zmq.setsockopt(zmq.MAXMSGSIZE, self._max_message_size)
+        if self._curve is not None:
+            self._curve.apply(sock.zmq)
+        down = self._down.setdefault(topic, set())
+        peer = self._peers[(topic, host)] = _Peer(topic, host, url, sock, down)
+        self._nursery.start_soon(watch_events, open_monitor(sock, _PEER_EVENTS), peer.on_event)
+        self._nursery.start_soon(peer.read_replies)
+        sock.zmq.connect(url)
         return peer
 
     def stats(self) -> dict[str, dict[str, int]]:
@@ -451,6 +488,7 @@ async def open_client(
     name: str = "client",
     heartbeat: float = DEFAULT_HEARTBEAT,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    curve: Curve | None = None,
 ) -> AsyncIterator[Client]:
     """Open a client of the ring's services, for the `async with` block.
 
@@ -467,6 +505,8 @@ async def open_client(
             a connection is lost: calls in flight on it fail with `PeerLost`,
             and round-robin skips the host until it is back.
         max_message_size: Largest message, in bytes, sent or accepted.
+        curve: The client's CURVE keys (`Curve.client`), for services that
+            require them; a refused handshake raises `AuthenticationFailed`.
     """
     client: Client | None = None
     try:
@@ -480,6 +520,7 @@ async def open_client(
                 name=name,
                 heartbeat=heartbeat,
                 max_message_size=max_message_size,
+                curve=curve,
             )
             yield client
             nursery.cancel_scope.cancel()

@@ -6,6 +6,7 @@ TrizmqError
 ├── ProtocolError        bytes that are not a valid trizmq envelope
 ├── CallTimeout          no reply before the call's deadline (also a TimeoutError)
 ├── MessageTooLarge      a message over the size limit was not sent (also a ValueError)
+├── AuthenticationFailed the service refused this client's CURVE handshake
 └── RemoteError          the service answered with an error
     ├── NoSuchMethod     the method is not exposed by the endpoint
     ├── BadArguments     missing, unexpected or wrongly typed arguments
@@ -53,6 +54,14 @@ class CallTimeout(TrizmqError, TimeoutError):
 
 class MessageTooLarge(TrizmqError, ValueError):
     """A message is larger than the configured maximum size; it was not sent."""
+
+
+class AuthenticationFailed(TrizmqError):
+    """The service refused the connection's security handshake.
+
+    Its key is not allowed, or one side uses CURVE and the other does not.
+    Nothing is sent to that service until a handshake succeeds.
+    """
 
 
 class RemoteError(TrizmqError):

@@ -17,6 +17,7 @@ import attrs
 import trio
 import zmq
 
+from ._curve import Curve
 from ._errors import ProtocolError
 from ._ring import Ring, Service, resolve_address
 from ._transport import open_socket
@@ -136,23 +137,29 @@ async def watch_ring(
     board: StatsBoard,
     *,
     interval: float = DEFAULT_INTERVAL,
+    curve: Curve | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Subscribe to every port of the board's ring and keep the board fresh, until cancelled.
 
     A port that goes down is retried in the background and comes back by
-    itself when its service returns.
+    itself when its service returns. `curve` (`Curve.client`) reaches CURVE
+    services.
     """
     async with trio.open_nursery() as nursery:
         for view in board.ports.values():
-            nursery.start_soon(_watch_port, board, view, interval)
+            nursery.start_soon(_watch_port, board, view, interval, curve)
         task_status.started()
         await trio.sleep_forever()
     raise AssertionError("unreachable")
 
 
-async def _watch_port(board: StatsBoard, view: PortView, interval: float) -> None:
+async def _watch_port(
+    board: StatsBoard, view: PortView, interval: float, curve: Curve | None
+) -> None:
     sock = open_socket(zmq.DEALER, linger_ms=0)
+    if curve is not None:
+        curve.apply(sock.zmq)
     # Queue nothing for a port that is down: a subscription is only sent on a
     # live connection, and reconnection is tried often so a return shows fast.
     sock.zmq.setsockopt(zmq.IMMEDIATE, 1)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
 import time
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import attrs
@@ -13,12 +15,20 @@ import trio
 import zmq
 
 from ._context import Context
+from ._curve import Authenticator, Curve
 from ._dispatch import ArgumentError, Method, error_fields, expose
 from ._errors import ProtocolError, RingError
 from ._nursery import open_nursery
 from ._ring import Ring, resolve_address
 from ._stats import ServiceStats, Subscriptions
-from ._transport import DEFAULT_HEARTBEAT, AsyncSocket, Unroutable, open_socket, watch_events
+from ._transport import (
+    DEFAULT_HEARTBEAT,
+    AsyncSocket,
+    Unroutable,
+    open_monitor,
+    open_socket,
+    watch_events,
+)
 from ._wire import (
     DEFAULT_MAX_MESSAGE_SIZE,
     Call,
@@ -47,7 +57,12 @@ DEFAULT_THREAD_LIMIT = 16
 #: Seconds a reply may wait for room in the caller's queue before it is dropped.
 _REPLY_SEND_TIMEOUT = 5.0
 
-_PEER_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
+_PEER_EVENTS = (
+    zmq.EVENT_ACCEPTED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+)
 _KIND_NAMES = {Call: "call", Cast: "cast", Fanout: "fanout"}
 
 
@@ -72,6 +87,7 @@ async def serve(
     thread_limit: int = DEFAULT_THREAD_LIMIT,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     heartbeat: float = DEFAULT_HEARTBEAT,
+    curve: Curve | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve one topic of the ring as `host`, until cancelled.
@@ -96,6 +112,8 @@ async def serve(
         max_message_size: Largest request accepted, in bytes; a larger one is
             answered with an error (far larger ones are cut off by ZeroMQ).
         heartbeat: Seconds of silence after which a caller's connection is dropped.
+        curve: The service's CURVE keys (`Curve.server`): only allowed clients
+            connect, and everything is encrypted.
         task_status: Given by `nursery.start`.
 
     Raises:
@@ -108,7 +126,14 @@ async def serve(
     port = ring.port(topic)
     address = bind if bind is not None else resolve_address(host, resolve)
     methods = expose(endpoint)
-    with open_socket(zmq.ROUTER) as sock:
+    if curve is not None and curve.allowed_clients is None:
+        raise TypeError("serve() needs a service's keys: use Curve.server(...)")
+    with (
+        open_socket(zmq.ROUTER) as sock,
+        # Opened before the port takes connections, so no peer event is missed.
+        open_monitor(sock, _PEER_EVENTS) as monitor,
+        _authenticating(curve, f"{topic}.{host}", sock),
+    ):
         # Fail loudly when a reply's caller is gone instead of dropping it unseen.
         sock.zmq.setsockopt(zmq.ROUTER_MANDATORY, 1)
         window = int(heartbeat * 1000)
@@ -122,7 +147,7 @@ async def serve(
             sock.zmq.bind(url)
         except zmq.ZMQError as exc:
             raise OSError(exc.errno, f"{topic}.{host}: cannot bind {url}: {exc}") from None
-        runner = _Runner(sock, methods, host, topic, ServiceStats(host, topic, port))
+        runner = _Runner(sock, monitor, methods, host, topic, ServiceStats(host, topic, port))
         runner.max_concurrency = max_concurrency
         runner.max_message_size = max_message_size
         runner.grace_period = grace_period
@@ -131,16 +156,31 @@ async def serve(
         await runner.run(url, task_status)
 
 
+@contextlib.contextmanager
+def _authenticating(curve: Curve | None, domain: str, sock: AsyncSocket) -> Iterator[None]:
+    if curve is None or curve.allowed_clients is None:
+        yield
+        return
+    curve.apply(sock.zmq, domain)
+    Authenticator.acquire(domain, curve.allowed_clients)
+    try:
+        yield
+    finally:
+        Authenticator.release()
+
+
 class _Runner:
     def __init__(
         self,
         sock: AsyncSocket,
+        monitor: AsyncSocket,
         methods: dict[str, Method],
         host: str,
         topic: str,
         stats: ServiceStats,
     ) -> None:
         self.sock = sock
+        self.monitor = monitor
         self.methods = methods
         self.host = host
         self.topic = topic
@@ -155,7 +195,12 @@ class _Runner:
         self._subscribers_changed = trio.Event()
 
     def _count_peer(self, event: int) -> None:
-        self.stats.peers += 1 if event == zmq.EVENT_ACCEPTED else -1
+        if event == zmq.EVENT_ACCEPTED:
+            self.stats.peers += 1
+        elif event == zmq.EVENT_DISCONNECTED:
+            self.stats.peers -= 1
+        else:
+            self.stats.rejected["handshake"] += 1
 
     async def _publish_stats(self) -> NoReturn:
         # Sleeps while nobody subscribes: stats cost the data path nothing then.
@@ -173,7 +218,7 @@ class _Runner:
     async def run(self, url: str, task_status: trio.TaskStatus[str]) -> NoReturn:
         async with open_nursery() as handlers:
             handlers.start_soon(self._publish_stats)
-            handlers.start_soon(watch_events, self.sock, _PEER_EVENTS, self._count_peer)
+            handlers.start_soon(watch_events, self.monitor, self._count_peer)
             task_status.started(url)
             try:
                 await self._receive_loop(handlers)

@@ -219,18 +219,26 @@ def open_socket(socket_type: int, *, linger_ms: int = DEFAULT_LINGER_MS) -> Asyn
     return AsyncSocket(sock, linger_ms=linger_ms)
 
 
-async def watch_events(sock: AsyncSocket, events: int, on_event: Callable[[int], None]) -> None:
-    """Call `on_event(event)` for each zmq socket monitor event in `events`, until cancelled.
+def open_monitor(sock: AsyncSocket, events: int) -> AsyncSocket:
+    """A socket receiving `sock`'s monitor events, opened before `sock` connects.
 
-    ZeroMQ reports connections as they are accepted and lost; this is how a
-    ROUTER, which has no list of its peers, can count them.
+    ZeroMQ reports connections as they are made, lost or refused; this is how
+    a ROUTER, which has no list of its peers, can count them, and how a client
+    learns its service is gone. Read it with `watch_events`.
     """
-    monitor = AsyncSocket(sock.zmq.get_monitor_socket(events), linger_ms=0)
-    try:
+    return AsyncSocket(sock.zmq.get_monitor_socket(events), linger_ms=0)
+
+
+async def watch_events(monitor: AsyncSocket, on_event: Callable[[int], None]) -> None:
+    """Call `on_event(event)` for each event of a monitor socket, until it or its
+    socket is closed, or the task is cancelled; the monitor is closed on the way out."""
+    with monitor:
         while True:
-            frames = await monitor.receive()
-            on_event(int(parse_monitor_message(frames)["event"]))
-    finally:
-        if not sock.closed:
-            sock.zmq.disable_monitor()
-        monitor.close()
+            try:
+                frames = await monitor.receive()
+            except trio.ClosedResourceError:
+                return
+            event = int(parse_monitor_message(frames)["event"])
+            if event == zmq.EVENT_MONITOR_STOPPED:
+                return
+            on_event(event)
