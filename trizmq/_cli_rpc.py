@@ -23,6 +23,7 @@ from ._cli_curve import (
 )
 from ._client import open_client
 from ._errors import CallTimeout, RemoteError, RingError
+from ._nursery import open_nursery
 from ._ring import Ring, parse_resolve
 from ._service import DEFAULT_GRACE_PERIOD, DEFAULT_MAX_CONCURRENCY, serve
 from ._transport import DEFAULT_HEARTBEAT
@@ -82,7 +83,7 @@ async def _serve_app(args: argparse.Namespace, resolve: dict[str, str]) -> None:
     if not topics:
         raise RingError(f"{args.app}: provides none of the topics of host {args.host!r}")
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
+        async with open_nursery() as nursery:
             for topic in topics:
                 url = await nursery.start(
                     functools.partial(

@@ -324,7 +324,9 @@ class _Runner:
             deadline,
             request.context,
         )
-        flight = _Flight(trio.CancelScope(deadline=deadline))
+        # Shielded: stopping the service does not cut a handler short; the grace
+        # period does, through this scope's deadline. One scope serves both.
+        flight = _Flight(trio.CancelScope(deadline=deadline, shield=True))
         self.flights[(identity, request.id)] = flight
         self.stats.in_flight += 1
         handlers.start_soon(self._run, identity, request, method, args, ctx, flight)
@@ -340,36 +342,34 @@ class _Runner:
     ) -> None:
         started = time.monotonic()
         reply: Envelope
-        # Shielded: stopping the service does not cut handlers short; the grace
-        # period does, through the flight's own scope.
-        with trio.CancelScope(shield=True):
-            with flight.scope:
-                try:
-                    if method.is_async:
-                        result = await method.func(ctx, **args)
-                    else:
-                        call = functools.partial(method.func, ctx, **args)
-                        result = await trio.to_thread.run_sync(
-                            call, limiter=self.threads, abandon_on_cancel=True
-                        )
-                    reply = Reply(request.id, converter.unstructure(result))
-                except Exception as exc:
-                    reply = Error(request.id, *error_fields(exc))
-            if flight.scope.cancelled_caught:
-                reply = self._stopped(request.id, flight.stop_reason)
-            self._finish(identity, request, flight, reply, time.monotonic() - started)
-            if isinstance(request, Call) and flight.stop_reason != "caller":
+        with flight.scope:
+            try:
+                if method.is_async:
+                    result = await method.func(ctx, **args)
+                else:
+                    call = functools.partial(method.func, ctx, **args)
+                    result = await trio.to_thread.run_sync(
+                        call, limiter=self.threads, abandon_on_cancel=True
+                    )
+                reply = Reply(request.id, converter.unstructure(result))
+            except Exception as exc:
+                reply = Error(request.id, *error_fields(exc))
+        if flight.scope.cancelled_caught:
+            reply = self._stopped(request.id, flight.stop_reason)
+        self._finish(identity, request, flight, reply, time.monotonic() - started)
+        if isinstance(request, Call):
+            if flight.stop_reason != "caller":  # a caller that gave up wants no answer
                 await self._reply(identity, reply)
-            elif isinstance(reply, Error):
-                logger.warning(
-                    "%s.%s: %s %s failed: %s: %s",
-                    self.topic,
-                    self.host,
-                    ctx.kind,
-                    request.method,
-                    reply.type_name,
-                    reply.message,
-                )
+        elif isinstance(reply, Error):  # nobody to answer for a cast: the log is its trace
+            logger.warning(
+                "%s.%s: %s %s failed: %s: %s",
+                self.topic,
+                self.host,
+                ctx.kind,
+                request.method,
+                reply.type_name,
+                reply.message,
+            )
 
     def _stopped(self, id: int, reason: str | None) -> Error:
         if reason == "shutdown":
@@ -430,16 +430,20 @@ class _Runner:
     async def _reply(self, identity: bytes, reply: Envelope) -> None:
         frame = self._encode(reply)
         try:
-            with trio.move_on_after(_REPLY_SEND_TIMEOUT) as scope:
-                await self.sock.send([identity, frame])
+            if not self.sock.send_nowait([identity, frame]):
+                # The caller's queue is full. Shielded, so a reply being
+                # delivered at shutdown is not cut off, but bounded.
+                with trio.CancelScope(shield=True), trio.move_on_after(_REPLY_SEND_TIMEOUT):
+                    await self.sock.send([identity, frame])
+                    self._count_out(reply, frame)
+                    return
+                self.stats.rejected["reply_blocked"] += 1
+                return
         except Unroutable:
             self.stats.rejected["caller_gone"] += 1
             return
         except trio.ClosedResourceError:
             self.stats.rejected["closed"] += 1
-            return
-        if scope.cancelled_caught:
-            self.stats.rejected["reply_blocked"] += 1
             return
         self._count_out(reply, frame)
 

@@ -79,6 +79,15 @@ class AsyncSocket:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
 
+    async def send_soon(self, frames: Sequence[bytes]) -> None:
+        """Send one multipart message: at once when zmq takes it, else wait for room.
+
+        Unlike `send`, no schedule point when zmq takes the message at once:
+        for callers that reach one right after (a call waiting for its reply).
+        """
+        if not self.send_nowait(frames):
+            await self.send(frames)
+
     def send_nowait(self, frames: Sequence[bytes]) -> bool:
         """Send one multipart message if zmq takes it at once.
 

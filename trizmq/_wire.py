@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from typing import Any, Final, TypeAlias
 
 import attrs
@@ -220,12 +221,60 @@ def decode(frame: bytes) -> Envelope:
     names = _FIELDS_OF[cls]
     if len(fields) != len(names):
         raise ProtocolError(f"a {cls.__name__} message has {len(names)} fields, got {len(fields)}")
+    for check, value in zip(_CHECKS[cls], fields, strict=True):
+        if not check(value):
+            break
+    else:
+        try:
+            envelope: Envelope = cls(*fields)
+            return envelope
+        except Exception:
+            pass  # the converter below says what is wrong
     try:
-        envelope: Envelope = converter.structure(dict(zip(names, fields, strict=True)), cls)
+        envelope = converter.structure(dict(zip(names, fields, strict=True)), cls)
     except Exception as exc:
         problems = "; ".join(_flatten(exc))
         raise ProtocolError(f"invalid {cls.__name__} message: {problems}") from None
     return envelope
+
+
+def _is_int(value: object) -> bool:
+    return type(value) is int
+
+
+def _is_str(value: object) -> bool:
+    return type(value) is str
+
+
+def _is_number(value: object) -> bool:
+    return type(value) is float or type(value) is int
+
+
+def _is_optional_number(value: object) -> bool:
+    return value is None or type(value) is float or type(value) is int
+
+
+def _is_str_dict(value: object) -> bool:
+    return type(value) is dict and (not value or all(map(_is_str, value)))
+
+
+def _is_any(value: object) -> bool:
+    return True
+
+
+# The fast path of `decode`: the types the strict converter accepts, checked
+# directly. A message that fails them goes through the converter, whose
+# detailed errors say what is wrong.
+_CHECKS: Final[dict[type[Any], tuple[Callable[[object], bool], ...]]] = {
+    Call: (_is_int, _is_str, _is_str, _is_str_dict, _is_str_dict, _is_optional_number),
+    Cast: (_is_int, _is_str, _is_str, _is_str_dict, _is_str_dict),
+    Fanout: (_is_int, _is_str, _is_str, _is_str_dict, _is_str_dict),
+    Reply: (_is_int, _is_any),
+    Error: (_is_int, _is_str, _is_str, _is_str, _is_str),
+    Cancel: (_is_int,),
+    StatsSubscribe: (_is_int, _is_number, _is_number),
+    Stats: (_is_int, _is_str_dict),
+}
 
 
 def _flatten(exc: BaseException) -> list[str]:
