@@ -60,16 +60,17 @@ BURST_MESSAGE_BYTES = 50
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
 
 # Seconds to wait for a worker's line: its start, or the end of one measurement.
 _START_TIMEOUT = 30.0
 _MEASURE_TIMEOUT = 300.0
 
 _DEFAULT_COUNTS = {
-    "calls": 5_000,
-    "pipelined": 20_000,
-    "casts": 30_000,
-    "fanouts": 3_000,
+    "calls": 10_000,
+    "pipelined": 30_000,
+    "casts": 50_000,
+    "fanouts": 5_000,
     "in_flight": 10_000,
     "peers": 200,
     "burst": 100_000,
@@ -151,9 +152,9 @@ class Metric:
         """The row's label with its unit, e.g. ``call latency, median (µs)``."""
         return f"{self.label.format(**attrs.asdict(settings))} ({self.unit})"
 
-    def met(self, ratio: float) -> bool | None:
+    def met(self, ratio: float | None) -> bool | None:
         """Whether a trizmq / raw ratio reaches the target (None without one)."""
-        if self.target is None or math.isnan(ratio):
+        if self.target is None or ratio is None:
             return None
         return ratio >= self.target if self.higher_is_better else ratio <= self.target
 
@@ -627,7 +628,11 @@ def run_benchmarks(
         for bench in selected:
             for side in _SIDES:
                 measure = bench.raw if side == "raw" else bench.trizmq
-                got = measure(settings)
+                try:
+                    got = measure(settings)
+                except Exception as exc:
+                    exc.add_note(f"trizmq bench: while measuring {bench.name}, {side} side")
+                    raise
                 for key, value in got.items():
                     values.setdefault(key, {s: [] for s in _SIDES})[side].append(value)
                 shown = ", ".join(f"{key} {value:,.1f}" for key, value in got.items())
@@ -653,7 +658,7 @@ def summarize(
             continue
         rounds = values[metric.key]
         trizmq, raw = statistics.median(rounds["trizmq"]), statistics.median(rounds["raw"])
-        ratio = trizmq / raw if raw else math.nan
+        ratio = trizmq / raw if raw > 0 else None
         summary[metric.key] = {
             "label": metric.describe(settings),
             "unit": metric.unit,
@@ -686,7 +691,7 @@ def format_table(summary: dict[str, dict[str, Any]]) -> str:
                 entry["label"],
                 f"{entry['trizmq']:,.{d}f}",
                 f"{entry['raw']:,.{d}f}",
-                f"{entry['ratio']:.2f}{_TIMES}",
+                "—" if entry["ratio"] is None else f"{entry['ratio']:.2f}{_TIMES}",
                 entry["target"] or "",
                 met,
             )
@@ -825,6 +830,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     except BenchError as exc:
         print(f"trizmq bench: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("trizmq bench: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     summary = summarize(settings, values)
     print(format_table(summary))
     if args.json is not None:
@@ -871,7 +879,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: The arguments, without the program name; None means ``sys.argv[1:]``.
 
     Returns:
-        The exit code: 0, or 1 when a benchmark could not run.
+        The exit code: 0, 1 when a benchmark could not run, 130 when interrupted.
     """
     parser = argparse.ArgumentParser(prog="bench/run.py", description=_DESCRIPTION)
     _add_arguments(parser)

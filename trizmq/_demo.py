@@ -312,8 +312,6 @@ class _Children:
         self.all: list[_Child] = []
         self._nursery = nursery
         self._events = events
-        #: Copy the services' unexpected output to stderr (not while the monitor draws).
-        self.echo = True
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str], *, service: bool) -> _Child:
         """Start a child: a service in its own process group, its output piped here.
@@ -354,7 +352,11 @@ class _Children:
         return child
 
     async def _follow_output(self, child: _Child, fd: int) -> None:
-        """Read a service's output: spot ``serving on``, keep a tail, echo the unexpected."""
+        """Read a service's output: spot ``serving on``, and keep the tail that says why it ended.
+
+        The rest is not shown: the services' warnings about the demo's own
+        timeouts and errors are expected, and the summaries say them better.
+        """
         pending = b""
         try:
             async with trio.lowlevel.FdStream(fd) as stream:
@@ -372,8 +374,6 @@ class _Children:
         if child.url is None and (match := _SERVING.search(text)):
             child.url = match.group(1)
             self._events.send_nowait(("serving", child))
-        elif self.echo and child.url is not None and not child.stopping:
-            print(f"[{child.name}] {text}", file=sys.stderr, flush=True)
 
     async def _follow_exit(self, child: _Child) -> None:
         await child.wait()
@@ -397,7 +397,7 @@ class _Children:
         for child in alive:
             child.stopping = True
             child.send_signal(child.stop_signal)
-        with trio.move_on_after(STOP_TIMEOUT) as waiting:
+        with trio.move_on_after(0 if state.hurried else STOP_TIMEOUT) as waiting:
             state.hurry = waiting
             for child in alive:
                 await child.exited.wait()
@@ -408,9 +408,8 @@ class _Children:
         with trio.move_on_after(KILL_TIMEOUT):
             for child in stubborn:
                 await child.exited.wait()
-        if stubborn:
-            names = ", ".join(c.name for c in stubborn)
-            print(f"trizmq demo: killed {names}: not stopped in time", file=sys.stderr, flush=True)
+        if stubborn and not state.hurried:
+            _warn(f"killed {', '.join(c.name for c in stubborn)}: not stopped in time")
 
     def kill_now(self) -> None:
         """Last resort, without Trio: SIGKILL every child still running and reap it."""
@@ -436,6 +435,7 @@ class _State:
     code: int = EXIT_OK
     #: The wait of `_Children.stop`, cut short by a second stop signal.
     hurry: trio.CancelScope | None = None
+    hurried: bool = False
     #: Services that ended by themselves, reported at the end under the monitor.
     lost: list[_Child] = attrs.field(factory=list)
     monitor: _Child | None = None
@@ -503,8 +503,11 @@ async def _demo(plan: DemoPlan, options: _Options, state: _State, spawned: list[
                         stopping.cancel_scope.cancel()
                     watchers.cancel_scope.cancel()
         children.close()
-    if state.monitor is not None and (state.monitor.returncode or 0) < 0:
+    monitor = state.monitor
+    if monitor is not None and (monitor.returncode or 0) < 0:
         _restore_terminal(state.terminal)  # killed, it could not restore it itself
+    if monitor is not None and monitor.returncode != 0 and not monitor.stopping:
+        _warn(f"trizmq-monitor {monitor.describe_exit()}")
     for child in state.lost:
         _warn(f"{child.name} (pid {child.pid}) {child.describe_exit()}: {child.reason()}")
     if state.final is not None:
@@ -526,6 +529,7 @@ async def _stop_on_signal(
 async def _kill_on_signal(signals: AsyncIterator[int], state: _State) -> None:
     async for signum in signals:
         _warn(f"{signal.Signals(signum).name} again: killing")
+        state.hurried = True
         if state.hurry is not None:
             state.hurry.cancel()
 
@@ -555,7 +559,6 @@ async def _run(
         + ("" if options.monitor else "; Ctrl-C stops everything")
     )
     if options.monitor:
-        children.echo = False
         state.terminal = _save_terminal()
         state.monitor = children.spawn("trizmq-monitor", plan.monitor_command(), env, service=False)
     else:
@@ -606,10 +609,8 @@ async def _watch_children(events: trio.MemoryReceiveChannel[_ChildEvent], state:
         if kind != "exited" or child.stopping:
             continue
         if child is state.monitor:
-            if child.returncode != 0:
-                _warn(f"trizmq-monitor {child.describe_exit()}")
-                return EXIT_FAILED
-            return EXIT_OK
+            # Said at the end, once the terminal is ours again.
+            return EXIT_OK if child.returncode == 0 else EXIT_FAILED
         if state.monitor is not None:
             state.lost.append(child)  # said after the monitor, which owns the screen now
         else:
@@ -635,11 +636,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     overrides = parse_resolve(args.resolve)
     packaged = importlib.resources.files("trizmq") / "seed_ring.json"
     with importlib.resources.as_file(packaged) as seed_ring:
-        plan = plan_demo(args.ring or str(seed_ring), overrides)
+        plan = plan_demo(os.path.abspath(args.ring or seed_ring), overrides)
         state = _State()
         spawned: list[_Children] = []
         try:
             trio.run(_demo, plan, options, state, spawned)
+        except KeyboardInterrupt:
+            # Ctrl-C in the instants before the demo listens for it, or after.
+            state.code = 130
         finally:
             # Only does anything if the run broke before its own cleanup finished.
             for children in spawned:

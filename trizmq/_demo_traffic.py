@@ -30,7 +30,7 @@ from ._demo_app import Instance, RequestSpec, Volume
 from ._errors import CallTimeout, RemoteError
 from ._ring import Ring
 
-__all__ = ["FLOWS", "Flow", "Tally", "nominal_rate", "run_traffic"]
+__all__ = ["FLOWS", "Flow", "Tally", "flows_for", "nominal_rate", "run_traffic"]
 
 #: Requests the generator keeps in flight at most; past it, requests are skipped.
 MAX_IN_FLIGHT = 200
