@@ -17,6 +17,7 @@ a cancelled receive or send never loses or duplicates a message.
 
 from __future__ import annotations
 
+import atexit
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import cast
@@ -224,8 +225,21 @@ def open_socket(socket_type: int, *, linger_ms: int = DEFAULT_LINGER_MS) -> Asyn
     One context serves the whole process, so that ZAP authentication (CURVE)
     and every socket share its I/O thread.
     """
-    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(socket_type)
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    if not _flush_at_exit:
+        _flush_at_exit.append(context)
+        atexit.register(_flush, context)
+    sock: zmq.Socket[bytes] = context.socket(socket_type)
     return AsyncSocket(sock, linger_ms=linger_ms)
+
+
+_flush_at_exit: list[zmq.Context[zmq.Socket[bytes]]] = []
+
+
+def _flush(context: zmq.Context[zmq.Socket[bytes]]) -> None:
+    # A process exiting right after a cast must not drop it: terminating the
+    # context sends what closed sockets still hold, for at most their linger.
+    context.destroy(linger=DEFAULT_LINGER_MS)
 
 
 def open_monitor(sock: AsyncSocket, events: int) -> AsyncSocket:
