@@ -52,6 +52,9 @@ T = TypeVar("T")
 #: Seconds a call waits for its reply unless told otherwise (oslo.messaging's default).
 DEFAULT_TIMEOUT = 60.0
 
+#: Seconds replies may still arrive after ZeroMQ reported their connection closed.
+_SETTLE = 0.05
+
 _PEER_EVENTS = (
     zmq.EVENT_CONNECTED
     | zmq.EVENT_DISCONNECTED
@@ -81,7 +84,15 @@ class _Pending:
 class _Peer:
     """One service port of one host: a DEALER, the task that reads it, and its state."""
 
-    def __init__(self, topic: str, host: str, url: str, sock: AsyncSocket, down: set[str]) -> None:
+    def __init__(
+        self,
+        topic: str,
+        host: str,
+        url: str,
+        sock: AsyncSocket,
+        down: set[str],
+        nursery: trio.Nursery,
+    ) -> None:
         self.topic = topic
         self.host = host
         self.url = url
@@ -91,6 +102,7 @@ class _Peer:
         self._down = down  # the hosts of this topic known to be down, shared by its peers
         self.refused: AuthenticationFailed | None = None  # set while handshakes fail
         self._handshaken = False
+        self._nursery = nursery
 
     async def read_replies(self) -> None:
         pending = self.pending
@@ -122,30 +134,46 @@ class _Peer:
             self._handshaken = True
             self.refused = None
             return
-        failure: Exception
+        pending = list(self.pending)
         if event == zmq.EVENT_DISCONNECTED and self._handshaken:
             self._down.add(self.host)
-            failure = PeerLost(
+            lost = PeerLost(
                 "PeerLost", f"connection to {self.url} lost", host=self.host, topic=self.topic
             )
-        else:
-            # A connection closed before its handshake succeeded was refused too: the
-            # side that detects a mismatch may close without telling the other why.
+            self._nursery.start_soon(self._fail, pending, lost)
+            return
+        # A connection closed before its handshake succeeded was refused too: the
+        # side that detects a mismatch may close without telling the other why,
+        # and the reason, when given, may come after the close.
+        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            why = "refused this client's key"
+        elif self.refused is None:
             why = (
-                "refused this client's key"
-                if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH
-                else "refused the security handshake (CURVE on one side only, or a key it"
-                " does not allow?)"
+                "refused the security handshake"
+                " (CURVE on one side only, or a key it does not allow?)"
             )
-            failure = self.refused = AuthenticationFailed(
-                f"{self.topic}.{self.host} at {self.url} {why}"
-            )
-        # Calls in flight on a lost or refused connection will never be answered on it.
-        waiting = list(self.pending.values())
-        self.pending.clear()
-        self.counts["lost"] += len(waiting)
-        for waiter in waiting:
-            self._settle(waiter, outcome.Error(failure))
+        else:
+            return
+        self.refused = AuthenticationFailed(f"{self.topic}.{self.host} at {self.url} {why}")
+        self._nursery.start_soon(self._fail, pending, None)
+
+    async def _fail(self, ids: list[int], failure: Exception | None) -> None:
+        """Fail calls in flight on a lost (or, with None, refused) connection.
+
+        Replies a service sent just before closing (ServiceShutdown at the end
+        of its grace period) may still be on their way through ZeroMQ, which
+        reports the closed connection on another path: the reader takes them
+        first. A refusal is the latest reason known then, if still refused.
+        """
+        await trio.sleep(_SETTLE)
+        error = failure if failure is not None else self.refused
+        if error is None:
+            return
+        for id in ids:
+            waiter = self.pending.pop(id, None)
+            if waiter is not None:
+                self.counts["lost"] += 1
+                self._settle(waiter, outcome.Error(error))
 
     @staticmethod
     def _settle(waiter: _Pending, result: outcome.Outcome[Envelope]) -> None:
@@ -431,8 +459,9 @@ class Client:
         if self._curve is not None:
             self._curve.apply(sock.zmq)
         down = self._down.setdefault(topic, set())
-        peer = self._peers[(topic, host)] = _Peer(topic, host, url, sock, down)
-        self._nursery.start_soon(watch_events, open_monitor(sock, _PEER_EVENTS), peer.on_event)
+        peer = self._peers[(topic, host)] = _Peer(topic, host, url, sock, down, self._nursery)
+        monitor = open_monitor(sock, _PEER_EVENTS)
+        self._nursery.start_soon(watch_events, sock, monitor, peer.on_event)
         self._nursery.start_soon(peer.read_replies)
         sock.zmq.connect(url)
         return peer

@@ -218,7 +218,7 @@ class _Runner:
     async def run(self, url: str, task_status: trio.TaskStatus[str]) -> NoReturn:
         async with open_nursery() as handlers:
             handlers.start_soon(self._publish_stats)
-            handlers.start_soon(watch_events, self.monitor, self._count_peer)
+            handlers.start_soon(watch_events, self.sock, self.monitor, self._count_peer)
             task_status.started(url)
             try:
                 await self._receive_loop(handlers)

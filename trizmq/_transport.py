@@ -18,6 +18,7 @@ a cancelled receive or send never loses or duplicates a message.
 from __future__ import annotations
 
 import atexit
+import itertools
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import cast
@@ -249,13 +250,26 @@ def open_monitor(sock: AsyncSocket, events: int) -> AsyncSocket:
     a ROUTER, which has no list of its peers, can count them, and how a client
     learns its service is gone. Read it with `watch_events`.
     """
-    return AsyncSocket(sock.zmq.get_monitor_socket(events), linger_ms=0)
+    # pyzmq names the endpoint after the socket's fd, and fds are reused while a
+    # closed socket lingers: a name of our own keeps each monitor to its socket.
+    address = f"inproc://trizmq-monitor-{next(_monitor_ids)}"
+    return AsyncSocket(sock.zmq.get_monitor_socket(events, address), linger_ms=0)
 
 
-async def watch_events(monitor: AsyncSocket, on_event: Callable[[int], None]) -> None:
-    """Call `on_event(event)` for each event of a monitor socket, until it or its
-    socket is closed, or the task is cancelled; the monitor is closed on the way out."""
-    with monitor:
+_monitor_ids = itertools.count()
+
+
+async def watch_events(
+    sock: AsyncSocket, monitor: AsyncSocket, on_event: Callable[[int], None]
+) -> None:
+    """Call `on_event(event)` for each event `monitor` reports on `sock`, until
+    either is closed or the task is cancelled.
+
+    On the way out monitoring stops before the monitor closes: libzmq's I/O
+    thread sends events in blocking mode, and an event with nobody to take it
+    would stall every socket of the process.
+    """
+    try:
         while True:
             try:
                 frames = await monitor.receive()
@@ -265,3 +279,7 @@ async def watch_events(monitor: AsyncSocket, on_event: Callable[[int], None]) ->
             if event == zmq.EVENT_MONITOR_STOPPED:
                 return
             on_event(event)
+    finally:
+        if not sock.closed:
+            sock.zmq.disable_monitor()
+        monitor.close()
