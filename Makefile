@@ -19,8 +19,8 @@ demo: $(STAMP)
 test: lint typecheck pytest docs-build
 
 lint: $(STAMP)
-	$(BIN)/ruff check trizmq monitor tests bench
-	$(BIN)/ruff format --check trizmq monitor tests bench
+	$(BIN)/ruff check trizmq monitor tests bench docs/hooks.py docs/examples
+	$(BIN)/ruff format --check trizmq monitor tests bench docs/hooks.py docs/examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict trizmq
