@@ -207,6 +207,24 @@ def test_duration_ends_the_demo(tmp_path: Path, resolve: dict[str, str]) -> None
     assert f"stopped {SEED_SERVICES} services" in demo.output()
 
 
+def test_a_curve_demo_carries_its_traffic_encrypted(
+    tmp_path: Path, resolve: dict[str, str]
+) -> None:
+    demo = Demo(tmp_path, resolve, "--curve", "--duration", "2")
+    try:
+        assert demo.proc.wait(TRAFFIC_DEADLINE + EXIT_DEADLINE) == 0, demo.output()
+    finally:
+        if demo.proc.poll() is None:
+            demo.proc.kill()
+            demo.proc.wait()
+    output = demo.output()
+    replies = re.search(r"(\d+) replies", output)
+    assert replies is not None and int(replies.group(1)) > 0, output
+    assert "--curve-secret" in output  # the stats hint carries the run's client keys
+    assert "AuthenticationFailed" not in output
+    assert not wait_gone(resolve, 0), output
+
+
 def test_a_service_that_cannot_start_fails_the_demo_by_name(
     tmp_path: Path, resolve: dict[str, str]
 ) -> None:

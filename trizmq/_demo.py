@@ -33,16 +33,19 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, NoReturn
 
 import attrs
 import trio
 
 from ._client import open_client
-from ._demo_app import RESOLVE_ENV, RING_ENV, SERVICES
+from ._curve import Curve, generate_keys
+from ._demo_app import KEYS_ENV, RESOLVE_ENV, RING_ENV, SERVICES
 from ._demo_traffic import CALL_TIMEOUT, Tally, nominal_rate, run_traffic
 from ._errors import RingError
 from ._ring import Ring, Service, parse_resolve
@@ -98,6 +101,35 @@ class DemoPlan:
     resolve: dict[str, str]
     services: tuple[Service, ...]
     unserved: tuple[str, ...]
+    keys: Path | None = None
+
+    def curve_service_args(self) -> list[str]:
+        """CURVE options of every service, with --curve."""
+        if self.keys is None:
+            return []
+        return [
+            "--curve-secret",
+            str(self.keys / "server.key_secret"),
+            "--curve-allow",
+            str(self.keys / "clients"),
+        ]
+
+    def curve_client_args(self) -> list[str]:
+        """CURVE options of every client (monitor, stats), with --curve."""
+        if self.keys is None:
+            return []
+        return [
+            "--curve-secret",
+            str(self.keys / "clients" / "demo.key_secret"),
+            "--curve-server",
+            str(self.keys / "server.key"),
+        ]
+
+    def client_curve(self) -> Curve | None:
+        """The keys the demo's own clients use, with --curve."""
+        if self.keys is None:
+            return None
+        return Curve.client(self.keys / "clients" / "demo.key_secret", self.keys / "server.key")
 
     def resolve_args(self) -> list[str]:
         """``--resolve NAME=ADDR`` for every host, as command-line arguments."""
@@ -122,11 +154,19 @@ class DemoPlan:
             "--grace",
             str(SERVICE_GRACE),
             *self.resolve_args(),
+            *self.curve_service_args(),
         ]
 
     def monitor_command(self) -> list[str]:
         """The command line of ``trizmq-monitor`` on this ring."""
-        return [sys.executable, "-m", "trizmq_monitor.app", self.ring_path, *self.resolve_args()]
+        return [
+            sys.executable,
+            "-m",
+            "trizmq_monitor.app",
+            self.ring_path,
+            *self.resolve_args(),
+            *self.curve_client_args(),
+        ]
 
     def child_env(self) -> dict[str, str]:
         """The environment of every child: the demo's, plus what onward messages need."""
@@ -134,11 +174,21 @@ class DemoPlan:
         env[RING_ENV] = self.ring_path
         env[RESOLVE_ENV] = ",".join(f"{name}={addr}" for name, addr in self.resolve.items())
         env["PYTHONUNBUFFERED"] = "1"
+        if self.keys is not None:
+            env[KEYS_ENV] = str(self.keys)
         return env
 
     def stats_hint(self) -> str:
         """The ``trizmq stats`` command that watches this demo."""
-        return " ".join(["trizmq stats", self.ring_path, "--watch", *self.resolve_args()])
+        return " ".join(
+            [
+                "trizmq stats",
+                self.ring_path,
+                "--watch",
+                *self.resolve_args(),
+                *self.curve_client_args(),
+            ]
+        )
 
 
 def demo_addresses(hosts: Iterable[str], overrides: Mapping[str, str]) -> dict[str, str]:
@@ -565,7 +615,11 @@ async def _run(
         _say(f"  watch it: {plan.stats_hint()}")
     code = EXIT_OK
     async with open_client(
-        plan.ring, resolve=plan.resolve, timeout=CALL_TIMEOUT, name="demo-traffic"
+        plan.ring,
+        resolve=plan.resolve,
+        timeout=CALL_TIMEOUT,
+        name="demo-traffic",
+        curve=plan.client_curve(),
     ) as client:
         tally = Tally()
         try:
@@ -635,8 +689,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     options = _Options(args.monitor, args.duration, args.rate)
     overrides = parse_resolve(args.resolve)
     packaged = importlib.resources.files("trizmq") / "seed_ring.json"
-    with importlib.resources.as_file(packaged) as seed_ring:
+    with (
+        importlib.resources.as_file(packaged) as seed_ring,
+        tempfile.TemporaryDirectory(prefix="trizmq-demo-keys-") as keys,
+    ):
         plan = plan_demo(os.path.abspath(args.ring or seed_ring), overrides)
+        if args.curve:
+            # One key pair for the services, one allowed client pair for the rest.
+            generate_keys(keys, "server")
+            generate_keys(Path(keys) / "clients", "demo")
+            plan = attrs.evolve(plan, keys=Path(keys))
         state = _State()
         spawned: list[_Children] = []
         try:
@@ -670,6 +732,11 @@ def add_demo_parser(
         ),
     )
     p.add_argument("--monitor", action="store_true", help="watch the traffic in trizmq-monitor")
+    p.add_argument(
+        "--curve",
+        action="store_true",
+        help="encrypt and authenticate everything with CurveZMQ keys made for this run",
+    )
     p.add_argument(
         "--ring",
         metavar="FILE",

@@ -26,6 +26,7 @@ import random
 import secrets
 import time
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -33,6 +34,7 @@ import trio
 
 from ._client import Client, open_client
 from ._context import Context
+from ._curve import Curve
 from ._errors import TrizmqError
 from ._ring import Ring, parse_resolve
 
@@ -62,6 +64,8 @@ logger = logging.getLogger("trizmq.demo")
 RING_ENV = "TRIZMQ_DEMO_RING"
 #: The environment variable with the host addresses, as ``NAME=ADDR,NAME=ADDR``.
 RESOLVE_ENV = "TRIZMQ_DEMO_RESOLVE"
+#: With `trizmq demo --curve`: the folder of the run's keys, for onward calls.
+KEYS_ENV = "TRIZMQ_DEMO_KEYS"
 
 #: How often the handlers that can fail do (a few per cent, as the demo promises).
 NO_VALID_HOST_RATE = 0.03
@@ -202,8 +206,13 @@ class _Onward:
         assert ring is not None and self._ready is not None
         try:
             resolve = parse_resolve(filter(None, os.environ.get(RESOLVE_ENV, "").split(",")))
+            keys = os.environ.get(KEYS_ENV)
+            curve = None
+            if keys:
+                secret = Path(keys) / "clients" / "demo.key_secret"
+                curve = Curve.client(secret, Path(keys) / "server.key")
             async with open_client(
-                ring, resolve=resolve, timeout=_ONWARD_TIMEOUT, name="demo-onward"
+                ring, resolve=resolve, timeout=_ONWARD_TIMEOUT, name="demo-onward", curve=curve
             ) as client:
                 self._client = client
                 self._ready.set()
