@@ -1,1 +1,10 @@
-"""trizmq-monitor: a live terminal dashboard of every service port in a ring."""
+"""trizmq-monitor: a live terminal dashboard of every service port in a ring.
+
+Installed as `trizmq_monitor`; run it as `trizmq-monitor RING` (see `app.main`).
+
+- `app`: `MonitorApp`, the Textual app, and `main`, the command.
+- `feed`: `GuestFeed`, the stats feed run by Trio as a guest in Textual's asyncio loop.
+- `model`: `PortRow` and the sorting, filtering, totals and number formats the widgets use.
+- One widget per module: `port_table`, `node_totals`, `rate_graph`, `port_detail`,
+  `filter_bar`, `help_screen`. The layout is in `monitor.tcss`.
+"""

@@ -32,6 +32,7 @@ DOWN_AFTER = 2.5
 LEASE = 3.0
 HISTORY = 120
 _RETRY = 0.2
+_MIN_RATE_SPAN = 0.1
 
 
 @attrs.define
@@ -65,8 +66,12 @@ class PortView:
     def update(self, data: dict[str, Any], now: float) -> None:
         """Take a new snapshot and derive the rates from the previous one."""
         previous = self.data
-        if previous is not None and data.get("uptime", 0) > previous.get("uptime", 0):
-            elapsed = data["uptime"] - previous["uptime"]
+        elapsed = data.get("uptime", 0) - (previous or {}).get("uptime", 0)
+        if previous is not None and 0 < elapsed < _MIN_RATE_SPAN:
+            # Too close to the last one for a rate that means anything.
+            self.data, self.last_seen = data, now
+            return
+        if previous is not None and elapsed > 0:
             self.rate_in = (_total(data, "received") - _total(previous, "received")) / elapsed
             self.rate_out = (_total(data, "sent") - _total(previous, "sent")) / elapsed
         else:

@@ -112,9 +112,14 @@ class Subscriptions:
         return bool(self._subs)
 
     def add(self, identity: bytes, id: int, interval: float, lease: float, now: float) -> None:
-        """Subscribe, or renew: the first push is due now."""
+        """Subscribe (the first push is due now), or renew a lease on the same schedule."""
         interval = max(MIN_INTERVAL, interval)
-        self._subs[identity] = [id, interval, now, now + min(max(lease, interval), MAX_LEASE)]
+        end = now + min(max(lease, interval), MAX_LEASE)
+        sub = self._subs.get(identity)
+        if sub is not None and sub[0] == id and sub[1] == interval:
+            sub[3] = end  # a renewal must not push early: rates are per interval
+        else:
+            self._subs[identity] = [id, interval, now, end]
 
     def drop(self, identity: bytes) -> None:
         """Forget a subscriber (it cannot be reached)."""

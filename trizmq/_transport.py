@@ -68,17 +68,19 @@ class AsyncSocket:
     async def send(self, frames: Sequence[bytes]) -> None:
         """Send one multipart message, waiting while the high-water mark is reached."""
         await trio.lowlevel.checkpoint_if_cancelled()
+        yielded = False
         while True:
             self._check_open()
             try:
                 self.zmq.send_multipart(frames, _NOBLOCK)
             except zmq.Again:
-                await self._wait(_POLLOUT)
+                yielded |= await self._wait(_POLLOUT)
                 continue
             except zmq.ZMQError as exc:
                 raise _translate(exc) from None
             self._after_io()
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            if not yielded:
+                await trio.lowlevel.cancel_shielded_checkpoint()
             return
 
     async def send_soon(self, frames: Sequence[bytes]) -> None:
@@ -109,15 +111,17 @@ class AsyncSocket:
     async def receive(self) -> list[bytes]:
         """Receive one multipart message."""
         await trio.lowlevel.checkpoint_if_cancelled()
+        yielded = False
         while True:
             self._check_open()
             try:
                 frames = self.zmq.recv_multipart(_NOBLOCK)
             except zmq.Again:
-                await self._wait(_POLLIN)
+                yielded |= await self._wait(_POLLIN)
                 continue
             self._after_io()
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            if not yielded:
+                await trio.lowlevel.cancel_shielded_checkpoint()
             return frames
 
     async def receive_batch(self, max_messages: int = 256) -> list[list[bytes]]:
@@ -127,12 +131,14 @@ class AsyncSocket:
         is what keeps the receive loop from paying a task switch per message.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
+        yielded = False
         while True:
             batch = self.receive_available(max_messages)
             if batch:
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                if not yielded:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 return batch
-            await self._wait(_POLLIN)
+            yielded |= await self._wait(_POLLIN)
 
     def receive_available(self, max_messages: int = 256) -> list[list[bytes]]:
         """Receive what is queued now without waiting (possibly nothing)."""
@@ -185,17 +191,24 @@ class AsyncSocket:
         if self._events() & wanted:
             waiter.cancel()
 
-    async def _wait(self, flag: int) -> None:
-        """Return once ZMQ_EVENTS shows `flag` (callers retry their operation)."""
+    async def _wait(self, flag: int) -> bool:
+        """Return once ZMQ_EVENTS shows `flag` (callers retry their operation).
+
+        Returns:
+            Whether it yielded to the scheduler: a caller that waited has had
+            its schedule point and needs no second one.
+        """
         if flag == _POLLIN:
             self._want_in += 1
         else:
             self._want_out += 1
+        yielded = False
         try:
             while True:
                 self._check_open()
                 if self._events() & flag:
-                    return
+                    return yielded
+                yielded = True
                 if self._fd_waiter is not None:
                     await self._parked.park()
                     continue
