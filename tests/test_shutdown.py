@@ -123,3 +123,28 @@ async def test_cancelling_serve_lets_a_short_handler_finish_and_stops_a_long_one
     assert isinstance(outcomes["long"], trizmq.ServiceShutdown)
     assert endpoint.states == {"short": "finished", "long": "cancelled"}
     assert GRACE * 0.9 <= waited < GRACE + 3
+
+
+async def test_a_call_arriving_in_the_grace_period_is_refused_at_once() -> None:
+    resolve = unique_resolve(["node"])
+    ring = trizmq.Ring.from_mapping({"compute:9601": ["node"]})
+    endpoint = Endpoint()
+    with trio.fail_after(15):
+        async with (
+            serving(ring, "compute", endpoint, "node", resolve, grace_period=GRACE) as service,
+            trizmq.open_client(ring, resolve=resolve) as client,
+            trio.open_nursery() as nursery,
+        ):
+
+            async def long_call() -> None:
+                with pytest.raises(trizmq.ServiceShutdown):
+                    await client.call("compute", "sleep", seconds=30, tag="long", timeout=30)
+
+            nursery.start_soon(long_call)
+            await eventually(lambda: endpoint.states.get("long") == "started")
+            service.cancel()
+            await trio.sleep(0.1)  # the service is now in its grace period
+            asked = trio.current_time()
+            with pytest.raises(trizmq.ServiceShutdown, match="stopping"):
+                await client.call("compute", "ping", x=1, timeout=30)
+            assert trio.current_time() - asked < GRACE / 2

@@ -105,24 +105,27 @@ class _Peer:
         self._nursery = nursery
 
     async def read_replies(self) -> None:
-        pending = self.pending
         while True:
             try:
                 batch = await self.sock.receive_batch()
             except trio.ClosedResourceError:
                 return
-            for frames in batch:
-                try:
-                    envelope = decode(frames[-1])
-                except ProtocolError:
-                    self.counts["malformed"] += 1
-                    continue
-                waiter = pending.pop(envelope.id, None)
-                if waiter is None:
-                    # A reply to a call that gave up: counted, not raised.
-                    self.counts["unmatched"] += 1
-                else:
-                    self._settle(waiter, outcome.Value(envelope))
+            self._dispatch(batch)
+
+    def _dispatch(self, batch: list[list[bytes]]) -> None:
+        pending = self.pending
+        for frames in batch:
+            try:
+                envelope = decode(frames[-1])
+            except ProtocolError:
+                self.counts["malformed"] += 1
+                continue
+            waiter = pending.pop(envelope.id, None)
+            if waiter is None:
+                # A reply to a call that gave up: counted, not raised.
+                self.counts["unmatched"] += 1
+            else:
+                self._settle(waiter, outcome.Value(envelope))
 
     def on_event(self, event: int) -> None:
         """A socket monitor event: the connection came up, went down, or was refused."""
@@ -166,6 +169,8 @@ class _Peer:
         first. A refusal is the latest reason known then, if still refused.
         """
         await trio.sleep(_SETTLE)
+        if not self.sock.closed:
+            self._dispatch(self.sock.receive_available())
         error = failure if failure is not None else self.refused
         if error is None:
             return

@@ -192,6 +192,8 @@ class _Runner:
         self.flights: dict[tuple[bytes, int], _Flight] = {}
         self._room: trio.Event | None = None
         self.subscribers = Subscriptions()
+        self.stopping = False
+        self._draining: trio.CancelScope | None = None
         self._subscribers_changed = trio.Event()
 
     def _count_peer(self, event: int) -> None:
@@ -223,7 +225,7 @@ class _Runner:
             try:
                 await self._receive_loop(handlers)
             finally:
-                self._shut_down()
+                self._shut_down(handlers)
 
     async def _receive_loop(self, handlers: trio.Nursery) -> NoReturn:
         while True:
@@ -233,21 +235,26 @@ class _Runner:
                 self._room = trio.Event()
                 await self._room.wait()
 
-    def _shut_down(self) -> None:
-        # Requests zmq already holds are refused now, so no caller waits in vain.
+    def _shut_down(self, handlers: trio.Nursery) -> None:
+        # From now on requests are refused, so no caller waits in vain: the ones
+        # ZeroMQ already holds now, the ones arriving in the grace period as they come.
+        self.stopping = True
         for frames in self.sock.receive_available(max_messages=1_000_000):
-            try:
-                identity, request = frames[0], decode(frames[1])
-            except (IndexError, ProtocolError):
-                self.stats.rejected["malformed"] += 1
-                continue
-            self._refuse(
-                identity, request, ErrorCode.SHUTDOWN, "ServiceShutdown", "the service is stopping"
-            )
+            self._handle(frames, handlers)
         deadline = trio.current_time() + self.grace_period
         for flight in self.flights.values():
             flight.stop_reason = flight.stop_reason or "shutdown"
             flight.scope.deadline = min(flight.scope.deadline, deadline)
+        if self.flights:
+            handlers.start_soon(self._refuse_until_idle, handlers)
+
+    async def _refuse_until_idle(self, handlers: trio.Nursery) -> None:
+        with trio.CancelScope(shield=True) as self._draining:
+            if not self.flights:
+                return
+            while True:
+                for frames in await self.sock.receive_batch():
+                    self._handle(frames, handlers)
 
     def _handle(self, frames: list[bytes], handlers: trio.Nursery) -> None:
         stats = self.stats
@@ -302,6 +309,10 @@ class _Runner:
     ) -> None:
         kind = _KIND_NAMES[type(request)]
         self.stats.received[kind] += 1
+        if self.stopping:
+            message = "the service is stopping"
+            self._refuse(identity, request, ErrorCode.SHUTDOWN, "ServiceShutdown", message)
+            return
         method = self.methods.get(request.method)
         if method is None:
             message = f"{self.topic} has no method {request.method!r}"
@@ -394,6 +405,8 @@ class _Runner:
         self.stats.latency.add(time.monotonic(), latency)
         if isinstance(reply, Error) and reply.code == ErrorCode.EXCEPTION:
             self.stats.errors[reply.type_name] += 1
+        if self._draining is not None and not self.flights:
+            self._draining.cancel()  # the last handler is done: nothing left to wait for
         if self._room is not None and len(self.flights) < self.max_concurrency:
             self._room.set()
             self._room = None
