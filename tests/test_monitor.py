@@ -75,7 +75,7 @@ def run_app(app: MonitorApp, scenario: Scenario, size: tuple[int, int] = SIZE) -
 
 
 async def until(
-    pilot: Pilot[None], check: Callable[[], object], timeout: float = 5.0, what: str = ""
+    pilot: Pilot[None], check: Callable[[], object], timeout: float = 10.0, what: str = ""
 ) -> float:
     """Wait until `check()` is true; return the seconds it took."""
     start = time.monotonic()

@@ -145,7 +145,8 @@ async def test_a_frozen_service_is_lost_within_the_heartbeat_window(
             started = trio.current_time()
             with trio.fail_after(10), pytest.raises(trizmq.PeerLost):
                 await client.call("compute.computenodex", "ping", x=1, timeout=60)
-            assert trio.current_time() - started < 3.0
+            # The window, and the 50 ms left to replies already on their way.
+            assert trio.current_time() - started < 1.0 + 0.3
         finally:
             fresh_cluster.send_signal("computenodex", signal.SIGCONT)
 

@@ -31,7 +31,14 @@ from ._errors import (
 )
 from ._nursery import open_nursery
 from ._ring import Ring, resolve_address
-from ._transport import DEFAULT_HEARTBEAT, AsyncSocket, open_monitor, open_socket, watch_events
+from ._transport import (
+    DEFAULT_HEARTBEAT,
+    AsyncSocket,
+    open_monitor,
+    open_socket,
+    set_heartbeat,
+    watch_events,
+)
 from ._wire import (
     DEFAULT_MAX_MESSAGE_SIZE,
     Call,
@@ -454,12 +461,7 @@ class Client:
         url = f"tcp://{resolve_address(host, self._resolve)}:{self.ring.port(topic)}"
         sock = open_socket(zmq.DEALER)
         sock.zmq.setsockopt(zmq.ROUTING_ID, self._identity)
-        # ZMTP heartbeats: libzmq's I/O thread answers them, so a service busy
-        # in a long handler still answers; a dead or unreachable one does not.
-        window = int(self._heartbeat * 1000)
-        sock.zmq.setsockopt(zmq.HEARTBEAT_IVL, max(1, window // 3))
-        sock.zmq.setsockopt(zmq.HEARTBEAT_TIMEOUT, window)
-        sock.zmq.setsockopt(zmq.HEARTBEAT_TTL, window)
+        set_heartbeat(sock, self._heartbeat)
         sock.zmq.setsockopt(zmq.MAXMSGSIZE, self._max_message_size)
         if self._curve is not None:
             self._curve.apply(sock.zmq)

@@ -27,6 +27,7 @@ from ._transport import (
     Unroutable,
     open_monitor,
     open_socket,
+    set_heartbeat,
     watch_events,
 )
 from ._wire import (
@@ -136,9 +137,7 @@ async def serve(
     ):
         # Fail loudly when a reply's caller is gone instead of dropping it unseen.
         sock.zmq.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        window = int(heartbeat * 1000)
-        sock.zmq.setsockopt(zmq.HEARTBEAT_IVL, max(1, window // 3))
-        sock.zmq.setsockopt(zmq.HEARTBEAT_TIMEOUT, window)
+        set_heartbeat(sock, heartbeat)
         # Up to twice the limit a request is read and refused with a clear error;
         # past that ZeroMQ drops the connection before the message takes memory.
         sock.zmq.setsockopt(zmq.MAXMSGSIZE, 2 * max_message_size)

@@ -227,6 +227,20 @@ class AsyncSocket:
                 self._want_out -= 1
 
 
+def set_heartbeat(sock: AsyncSocket, seconds: float) -> None:
+    """ZMTP heartbeats: a connection silent for `seconds` is closed as lost.
+
+    libzmq's I/O thread sends and answers them, so a peer busy in a long
+    handler still answers; a dead, frozen or unreachable one does not. A ping
+    goes out every third of the window and must be answered within the rest,
+    so a silence is noticed within `seconds` at worst.
+    """
+    window = max(3, int(seconds * 1000))
+    sock.zmq.setsockopt(zmq.HEARTBEAT_IVL, window // 3)
+    sock.zmq.setsockopt(zmq.HEARTBEAT_TIMEOUT, window - window // 3)
+    sock.zmq.setsockopt(zmq.HEARTBEAT_TTL, window)
+
+
 def _translate(exc: zmq.ZMQError) -> Exception:
     if exc.errno == zmq.EHOSTUNREACH:
         return Unroutable("no connected peer has that routing id")
