@@ -150,8 +150,8 @@ class AsyncSocket:
                 batch.append(recv(_NOBLOCK))
         except zmq.Again:
             pass
-        if batch:
-            self._after_io()
+        # Even a receive that found nothing may have consumed the fd's edge.
+        self._after_io()
         return batch
 
     def close(self) -> None:
