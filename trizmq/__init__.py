@@ -11,7 +11,6 @@ from ._errors import BadArguments as BadArguments
 from ._errors import CallTimeout as CallTimeout
 from ._errors import MessageTooLarge as MessageTooLarge
 from ._errors import NoSuchMethod as NoSuchMethod
-from ._errors import Overloaded as Overloaded
 from ._errors import PeerLost as PeerLost
 from ._errors import ProtocolError as ProtocolError
 from ._errors import RemoteError as RemoteError

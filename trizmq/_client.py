@@ -23,7 +23,6 @@ from ._errors import (
     CallTimeout,
     MessageTooLarge,
     NoSuchMethod,
-    Overloaded,
     PeerLost,
     ProtocolError,
     RemoteError,
@@ -74,7 +73,6 @@ _REMOTE_ERRORS: dict[str, type[RemoteError]] = {
     ErrorCode.NO_SUCH_METHOD: NoSuchMethod,
     ErrorCode.BAD_ARGUMENTS: BadArguments,
     ErrorCode.SHUTDOWN: ServiceShutdown,
-    ErrorCode.OVERLOADED: Overloaded,
 }
 
 

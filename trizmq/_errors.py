@@ -11,7 +11,6 @@ TrizmqError
     ├── NoSuchMethod     the method is not exposed by the endpoint
     ├── BadArguments     missing, unexpected or wrongly typed arguments
     ├── ServiceShutdown  the service stopped before the handler finished
-    ├── Overloaded       the service refused the request to protect itself
     └── PeerLost         the service stopped answering heartbeats mid-call
 ```
 """
@@ -106,10 +105,6 @@ class BadArguments(RemoteError):
 
 class ServiceShutdown(RemoteError):
     """The service shut down before the handler finished."""
-
-
-class Overloaded(RemoteError):
-    """The service refused the request: a limit it enforces was reached."""
 
 
 class PeerLost(RemoteError):

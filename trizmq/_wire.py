@@ -154,7 +154,6 @@ class ErrorCode:
     PROTOCOL: Final = "protocol"
     DEADLINE: Final = "deadline"
     SHUTDOWN: Final = "shutdown"
-    OVERLOADED: Final = "overloaded"
 
 
 #: The converter of trizmq payloads, built once: attrs classes and dataclasses
