@@ -146,11 +146,18 @@ async def serve(
             sock.zmq.bind(url)
         except zmq.ZMQError as exc:
             raise OSError(exc.errno, f"{topic}.{host}: cannot bind {url}: {exc}") from None
-        runner = _Runner(sock, monitor, methods, host, topic, ServiceStats(host, topic, port))
-        runner.max_concurrency = max_concurrency
-        runner.max_message_size = max_message_size
-        runner.grace_period = grace_period
-        runner.threads = trio.CapacityLimiter(thread_limit)
+        runner = _Runner(
+            sock,
+            monitor,
+            methods,
+            host,
+            topic,
+            ServiceStats(host, topic, port),
+            max_concurrency=max_concurrency,
+            max_message_size=max_message_size,
+            grace_period=grace_period,
+            thread_limit=thread_limit,
+        )
         logger.info("%s.%s serving on %s", topic, host, url)
         await runner.run(url, task_status)
 
@@ -177,6 +184,11 @@ class _Runner:
         host: str,
         topic: str,
         stats: ServiceStats,
+        *,
+        max_concurrency: int,
+        max_message_size: int,
+        grace_period: float,
+        thread_limit: int,
     ) -> None:
         self.sock = sock
         self.monitor = monitor
@@ -184,10 +196,10 @@ class _Runner:
         self.host = host
         self.topic = topic
         self.stats = stats
-        self.max_concurrency = DEFAULT_MAX_CONCURRENCY
-        self.max_message_size = DEFAULT_MAX_MESSAGE_SIZE
-        self.grace_period = DEFAULT_GRACE_PERIOD
-        self.threads = trio.CapacityLimiter(DEFAULT_THREAD_LIMIT)
+        self.max_concurrency = max_concurrency
+        self.max_message_size = max_message_size
+        self.grace_period = grace_period
+        self.threads = trio.CapacityLimiter(thread_limit)
         self.flights: dict[tuple[bytes, int], _Flight] = {}
         self._room: trio.Event | None = None
         self.subscribers = Subscriptions()
