@@ -51,6 +51,7 @@ from ._wire import (
     converter,
     decode,
     encode,
+    unstructure,
 )
 
 T = TypeVar("T")
@@ -599,7 +600,7 @@ async def open_client(
 
 
 def _unstructure(args: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: converter.unstructure(value) for name, value in args.items()}
+    return {name: unstructure(value) for name, value in args.items()}
 
 
 def _remote_error(peer: _Peer, method: str, envelope: Envelope, seconds: float | None) -> Exception:

@@ -42,9 +42,9 @@ from ._wire import (
     Reply,
     Stats,
     StatsSubscribe,
-    converter,
     decode,
     encode,
+    unstructure,
 )
 
 logger = logging.getLogger("trizmq.service")
@@ -373,7 +373,7 @@ class _Runner:
                     result = await trio.to_thread.run_sync(
                         call, limiter=self.threads, abandon_on_cancel=True
                     )
-                reply = Reply(request.id, converter.unstructure(result))
+                reply = Reply(request.id, unstructure(result))
             except Exception as exc:
                 reply = Error(request.id, *error_fields(exc))
         if flight.scope.cancelled_caught:

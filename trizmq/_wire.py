@@ -177,6 +177,15 @@ _strict(str, (str,))
 _strict(bytes, (bytes,))
 _strict(bool, (bool,))
 
+_PLAIN: Final = frozenset({int, float, str, bytes, bool, type(None)})
+
+
+def unstructure(value: Any) -> Any:
+    """A payload value as plain data for msgpack (attrs classes, dataclasses... as maps)."""
+    # Most arguments and results are already plain: skip the converter's dispatch.
+    return value if type(value) in _PLAIN else converter.unstructure(value)
+
+
 _packer_options: Final = {"use_bin_type": True, "datetime": False}
 
 
