@@ -17,8 +17,6 @@ import attrs
 
 from ._wire import ErrorCode, converter
 
-_NO_HINT = object()
-
 
 class ArgumentError(Exception):
     """The arguments of a request do not fit the handler (sent back as bad_arguments)."""

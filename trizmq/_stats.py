@@ -108,9 +108,6 @@ class Subscriptions:
         # identity -> [subscription id, interval, next due, lease end]
         self._subs: dict[bytes, list[Any]] = {}
 
-    def __bool__(self) -> bool:
-        return bool(self._subs)
-
     def add(self, identity: bytes, id: int, interval: float, lease: float, now: float) -> None:
         """Subscribe (the first push is due now), or renew a lease on the same schedule."""
         interval = max(MIN_INTERVAL, interval)
