@@ -45,3 +45,11 @@ async def test_a_client_counts_its_side_per_target(cluster: Cluster) -> None:
     }
     assert stats["network.controller"] == {"fanout": 1}
     assert stats["network.computenodex"] == {"fanout": 1}
+
+
+async def test_a_result_that_does_not_fit_returns_is_a_type_error_naming_it(
+    cluster: Cluster,
+) -> None:
+    async with cluster.client() as client:
+        with pytest.raises(TypeError, match="does not fit returns=int"):
+            await client.call("compute.controller", "echo", value="forty-two", returns=int)

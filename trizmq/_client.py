@@ -17,6 +17,7 @@ import trio
 import zmq
 
 from ._curve import Curve
+from ._dispatch import describe
 from ._errors import (
     AuthenticationFailed,
     BadArguments,
@@ -321,6 +322,7 @@ class Client:
                 are its subclasses for calls the service refused.
             CallTimeout: No reply before the timeout.
             RingError: The target is not in the ring.
+            TypeError: The result does not fit `returns`.
         """
         seconds = self._timeout if timeout is None else timeout
         peer = self._peer(target)
@@ -352,7 +354,13 @@ class Client:
             peer.counts["reply"] += 1
             if returns is None:
                 return envelope.result
-            return converter.structure(envelope.result, returns)
+            try:
+                return converter.structure(envelope.result, returns)
+            except Exception as exc:
+                raise TypeError(
+                    f"{peer.topic}.{peer.host}: the result of {method!r} does not fit "
+                    f"returns={getattr(returns, '__name__', returns)}: {describe(exc)}"
+                ) from None
         peer.counts["error"] += 1
         raise _remote_error(peer, method, envelope, seconds)
 

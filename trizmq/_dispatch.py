@@ -61,7 +61,7 @@ class Method:
                     bound[name] = param.structure(value, param.hint)
                 except Exception as exc:
                     raise ArgumentError(
-                        f"{self.name}() argument {name!r}: {_describe(exc)}"
+                        f"{self.name}() argument {name!r}: {describe(exc)}"
                     ) from None
         missing = [p.name for p in params.values() if p.required and p.name not in bound]
         if missing:
@@ -114,10 +114,11 @@ def _method(name: str, func: Callable[..., Any]) -> Method:
     return Method(name, func, inspect.iscoroutinefunction(func), params, accepts_any)
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
+    """A converter error in one line, each nested failure with where it happened."""
     # cattrs groups nested failures, each with a note saying where it happened.
     if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(_describe(sub) for sub in exc.exceptions)
+        return "; ".join(describe(sub) for sub in exc.exceptions)
     notes = [n for n in getattr(exc, "__notes__", []) if n]
     where = f" ({'; '.join(notes)})" if notes else ""
     return f"{exc}{where}"
