@@ -452,32 +452,37 @@ class _Runner:
         self.stats.bytes_out += len(frame)
 
     async def _reply(self, identity: bytes, reply: Envelope) -> None:
+        frame = self._queue(identity, reply)
+        if frame is None:
+            return
+        # The caller's queue is full. Shielded, so a reply being delivered at
+        # shutdown is not cut off, but bounded.
+        with trio.CancelScope(shield=True), trio.move_on_after(_REPLY_SEND_TIMEOUT):
+            try:
+                await self.sock.send([identity, frame])
+            except (Unroutable, trio.ClosedResourceError) as exc:
+                self._count_undelivered(exc)
+                return
+            self._count_out(reply, frame)
+            return
+        self.stats.rejected["reply_blocked"] += 1
+
+    def _send_nowait(self, identity: bytes, reply: Envelope) -> None:
+        if self._queue(identity, reply) is not None:
+            self.stats.rejected["reply_blocked"] += 1
+
+    def _queue(self, identity: bytes, reply: Envelope) -> bytes | None:
+        """Queue a reply if ZeroMQ takes it now; return its frame if the queue is full."""
         frame = self._encode(reply)
         try:
             if not self.sock.send_nowait([identity, frame]):
-                # The caller's queue is full. Shielded, so a reply being
-                # delivered at shutdown is not cut off, but bounded.
-                with trio.CancelScope(shield=True), trio.move_on_after(_REPLY_SEND_TIMEOUT):
-                    await self.sock.send([identity, frame])
-                    self._count_out(reply, frame)
-                    return
-                self.stats.rejected["reply_blocked"] += 1
-                return
-        except Unroutable:
-            self.stats.rejected["caller_gone"] += 1
-            return
-        except trio.ClosedResourceError:
-            self.stats.rejected["closed"] += 1
-            return
+                return frame
+        except (Unroutable, trio.ClosedResourceError) as exc:
+            self._count_undelivered(exc)
+            return None
         self._count_out(reply, frame)
+        return None
 
-    def _send_nowait(self, identity: bytes, reply: Envelope) -> None:
-        frame = self._encode(reply)
-        try:
-            sent = self.sock.send_nowait([identity, frame])
-        except Unroutable:
-            sent = False
-        if sent:
-            self._count_out(reply, frame)
-        else:
-            self.stats.rejected["reply_blocked"] += 1
+    def _count_undelivered(self, exc: Exception) -> None:
+        reason = "caller_gone" if isinstance(exc, Unroutable) else "closed"
+        self.stats.rejected[reason] += 1
