@@ -518,6 +518,10 @@ class BoundTarget:
         self.timeout = timeout
         self.context = context
 
+    def _merge(self, context: Mapping[str, Any] | None) -> dict[str, Any]:
+        # The call's context over the target's; the client adds its own under both.
+        return {**self.context, **(context or {})}
+
     async def call(
         self,
         method: str,
@@ -534,7 +538,7 @@ class BoundTarget:
             method,
             timeout=self.timeout if timeout is None else timeout,
             returns=returns,
-            context={**self.context, **(context or {})},
+            context=self._merge(context),
             **args,
         )
 
@@ -542,17 +546,13 @@ class BoundTarget:
         self, method: str, /, *, context: Mapping[str, Any] | None = None, **args: Any
     ) -> None:
         """`Client.cast` on this target, with its default context."""
-        await self.client.cast(
-            self.target, method, context={**self.context, **(context or {})}, **args
-        )
+        await self.client.cast(self.target, method, context=self._merge(context), **args)
 
     async def fanout(
         self, method: str, /, *, context: Mapping[str, Any] | None = None, **args: Any
     ) -> None:
         """`Client.fanout` on this target, with its default context."""
-        await self.client.fanout(
-            self.target, method, context={**self.context, **(context or {})}, **args
-        )
+        await self.client.fanout(self.target, method, context=self._merge(context), **args)
 
 
 @asynccontextmanager
