@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import logging
@@ -18,6 +19,7 @@ from ._context import Context
 from ._curve import Authenticator, Curve
 from ._dispatch import ArgumentError, Method, error_fields, expose
 from ._errors import ProtocolError, RingError
+from ._inline import run_inline
 from ._nursery import open_nursery
 from ._ring import Ring, resolve_address
 from ._stats import ServiceStats, Subscriptions
@@ -73,6 +75,18 @@ class _Flight:
 
     scope: trio.CancelScope
     stop_reason: str | None = None  # "caller" or "shutdown" once cancelled by them
+
+
+@attrs.define(eq=False)
+class _Job:
+    """A request accepted for its handler, with everything the handler needs."""
+
+    identity: bytes
+    request: Call | Cast | Fanout
+    method: Method
+    args: dict[str, Any]
+    ctx: Context
+    flight: _Flight
 
 
 async def serve(
@@ -205,6 +219,9 @@ class _Runner:
         self.subscribers = Subscriptions()
         self.stopping = False
         self._draining: trio.CancelScope | None = None
+        # Requests read but not yet taken: a pump that hands over leaves the rest here.
+        self._backlog: collections.deque[list[bytes]] = collections.deque()
+        self._handlers: trio.Nursery
         self._subscribers_changed = trio.Event()
 
     def _count_peer(self, event: int) -> None:
@@ -230,44 +247,63 @@ class _Runner:
 
     async def run(self, url: str, task_status: trio.TaskStatus[str]) -> NoReturn:
         async with open_nursery() as handlers:
+            self._handlers = handlers
             handlers.start_soon(self._publish_stats)
             handlers.start_soon(watch_events, self.sock, self.monitor, self._count_peer)
+            handlers.start_soon(self._pump)
             task_status.started(url)
             try:
-                await self._receive_loop(handlers)
+                await trio.sleep_forever()
             finally:
                 self._shut_down(handlers)
 
-    async def _receive_loop(self, handlers: trio.Nursery) -> NoReturn:
+    async def _pump(self) -> None:
+        """Read requests and run their handlers, one after the other, in this task.
+
+        A handler that returns without waiting costs no task of its own. One
+        that waits keeps this task: a new pump takes over the reading (and
+        the rest of the batch) at its first wait, so nothing ever waits
+        behind a handler.
+        """
+        backlog = self._backlog
         while True:
-            for frames in await self.sock.receive_batch():
-                self._handle(frames, handlers)
+            if not backlog:
+                backlog.extend(await self.sock.receive_batch())
+            while backlog:
+                job = self._handle(backlog.popleft())
+                if job is not None and await run_inline(self._run(job), self._hand_over):
+                    return
             if len(self.flights) >= self.max_concurrency:
                 self._room = trio.Event()
                 await self._room.wait()
+
+    def _hand_over(self) -> None:
+        self._handlers.start_soon(self._pump)
 
     def _shut_down(self, handlers: trio.Nursery) -> None:
         # From now on requests are refused, so no caller waits in vain: the ones
         # ZeroMQ already holds now, the ones arriving in the grace period as they come.
         self.stopping = True
-        for frames in self.sock.receive_available(max_messages=1_000_000):
-            self._handle(frames, handlers)
+        self._backlog.extend(self.sock.receive_available(max_messages=1_000_000))
+        while self._backlog:
+            self._handle(self._backlog.popleft())
         deadline = trio.current_time() + self.grace_period
         for flight in self.flights.values():
             flight.stop_reason = flight.stop_reason or "shutdown"
             flight.scope.deadline = min(flight.scope.deadline, deadline)
         if self.flights:
-            handlers.start_soon(self._refuse_until_idle, handlers)
+            handlers.start_soon(self._refuse_until_idle)
 
-    async def _refuse_until_idle(self, handlers: trio.Nursery) -> None:
+    async def _refuse_until_idle(self) -> None:
         with trio.CancelScope(shield=True) as self._draining:
             if not self.flights:
                 return
             while True:
                 for frames in await self.sock.receive_batch():
-                    self._handle(frames, handlers)
+                    self._handle(frames)  # a stopping service starts no handler
 
-    def _handle(self, frames: list[bytes], handlers: trio.Nursery) -> None:
+    def _handle(self, frames: list[bytes]) -> _Job | None:
+        """Take one request: answer what is wrong with it, or return its job."""
         stats = self.stats
         if len(frames) != 2:
             stats.rejected["frames"] += 1
@@ -282,7 +318,7 @@ class _Runner:
                         "",
                     ),
                 )
-            return
+            return None
         identity, frame = frames
         stats.bytes_in += len(frame)
         if len(frame) > self.max_message_size:
@@ -291,15 +327,15 @@ class _Runner:
             self._send_nowait(
                 identity, Error(0, ErrorCode.PROTOCOL, "MessageTooLarge", message, "")
             )
-            return
+            return None
         try:
             envelope = decode(frame)
         except ProtocolError as exc:
             stats.rejected["malformed"] += 1
             self._send_nowait(identity, Error(0, ErrorCode.PROTOCOL, "ProtocolError", str(exc), ""))
-            return
+            return None
         if isinstance(envelope, Call | Cast | Fanout):
-            self._start(identity, envelope, handlers)
+            return self._start(identity, envelope)
         elif isinstance(envelope, Cancel):
             flight = self.flights.get((identity, envelope.id))
             if flight is not None:
@@ -314,26 +350,25 @@ class _Runner:
             message = f"a service does not accept {type(envelope).__name__} messages"
             error = Error(envelope.id, ErrorCode.PROTOCOL, "ProtocolError", message, "")
             self._send_nowait(identity, error)
+        return None
 
-    def _start(
-        self, identity: bytes, request: Call | Cast | Fanout, handlers: trio.Nursery
-    ) -> None:
+    def _start(self, identity: bytes, request: Call | Cast | Fanout) -> _Job | None:
         kind = _KIND_NAMES[type(request)]
         self.stats.received[kind] += 1
         if self.stopping:
             message = "the service is stopping"
             self._refuse(identity, request, ErrorCode.SHUTDOWN, "ServiceShutdown", message)
-            return
+            return None
         method = self.methods.get(request.method)
         if method is None:
             message = f"{self.topic} has no method {request.method!r}"
             self._refuse(identity, request, ErrorCode.NO_SUCH_METHOD, "NoSuchMethod", message)
-            return
+            return None
         try:
             args = method.bind(request.args)
         except ArgumentError as exc:
             self._refuse(identity, request, ErrorCode.BAD_ARGUMENTS, "BadArguments", str(exc))
-            return
+            return None
         timeout = request.timeout if isinstance(request, Call) else None
         deadline = math.inf if timeout is None else trio.current_time() + timeout
         ctx = Context(
@@ -351,43 +386,43 @@ class _Runner:
         flight = _Flight(trio.CancelScope(deadline=deadline, shield=True))
         self.flights[(identity, request.id)] = flight
         self.stats.in_flight += 1
-        handlers.start_soon(self._run, identity, request, method, args, ctx, flight)
+        return _Job(identity, request, method, args, ctx, flight)
 
-    async def _run(
-        self,
-        identity: bytes,
-        request: Call | Cast | Fanout,
-        method: Method,
-        args: dict[str, Any],
-        ctx: Context,
-        flight: _Flight,
-    ) -> None:
+    async def _run(self, job: _Job) -> None:
+        request, method, flight = job.request, job.method, job.flight
+        answer = isinstance(request, Call)
         started = time.monotonic()
-        reply: Envelope
+        reply: Reply | Error
         with flight.scope:
             try:
                 if method.is_async:
-                    result = await method.func(ctx, **args)
+                    result = await method.func(job.ctx, **job.args)
                 else:
-                    call = functools.partial(method.func, ctx, **args)
+                    call = functools.partial(method.func, job.ctx, **job.args)
                     result = await trio.to_thread.run_sync(
                         call, limiter=self.threads, abandon_on_cancel=True
                     )
-                reply = Reply(request.id, unstructure(result))
+                reply = Reply(request.id, unstructure(result) if answer else None)
             except Exception as exc:
                 reply = Error(request.id, *error_fields(exc))
         if flight.scope.cancelled_caught:
             reply = self._stopped(request.id, flight.stop_reason)
-        self._finish(identity, request, flight, reply, time.monotonic() - started)
-        if isinstance(request, Call):
-            if flight.stop_reason != "caller":  # a caller that gave up wants no answer
-                await self._reply(identity, reply)
-        elif isinstance(reply, Error):  # nobody to answer for a cast: the log is its trace
+        latency = time.monotonic() - started
+        # The reply leaves before the bookkeeping: that is not the caller's to wait for.
+        # A caller that gave up wants no answer.
+        blocked = None
+        if answer and flight.stop_reason != "caller":
+            blocked = self._queue(job.identity, reply)
+        self._finish(job.identity, request, reply, latency)
+        if blocked is not None:
+            await self._send_blocked(job.identity, reply, blocked)
+        elif isinstance(reply, Error) and not answer:
+            # Nobody to answer for a cast: the log is its trace.
             logger.warning(
                 "%s.%s: %s %s failed: %s: %s",
                 self.topic,
                 self.host,
-                ctx.kind,
+                job.ctx.kind,
                 request.method,
                 reply.type_name,
                 reply.message,
@@ -408,9 +443,7 @@ class _Runner:
         self.stats.timeouts += 1
         return Error(id, ErrorCode.DEADLINE, "CallTimeout", "the call's deadline passed", "")
 
-    def _finish(
-        self, identity: bytes, request: Envelope, flight: _Flight, reply: Envelope, latency: float
-    ) -> None:
+    def _finish(self, identity: bytes, request: Envelope, reply: Envelope, latency: float) -> None:
         del self.flights[(identity, request.id)]
         self.stats.in_flight -= 1
         self.stats.latency.add(time.monotonic(), latency)
@@ -451,12 +484,11 @@ class _Runner:
         self.stats.sent["reply" if isinstance(reply, Reply) else "error"] += 1
         self.stats.bytes_out += len(frame)
 
-    async def _reply(self, identity: bytes, reply: Envelope) -> None:
-        frame = self._queue(identity, reply)
-        if frame is None:
-            return
-        # The caller's queue is full. Shielded, so a reply being delivered at
-        # shutdown is not cut off, but bounded.
+    async def _send_blocked(self, identity: bytes, reply: Envelope, frame: bytes) -> None:
+        """Send a reply the caller's full queue did not take at once.
+
+        Shielded, so a reply being delivered at shutdown is not cut off, but bounded.
+        """
         with trio.CancelScope(shield=True), trio.move_on_after(_REPLY_SEND_TIMEOUT):
             try:
                 await self.sock.send([identity, frame])

@@ -1,0 +1,50 @@
+"""Run a coroutine in the calling task, and learn whether it had to wait.
+
+A service's receive loop runs each handler in its own task, so that nothing
+waits for anything but the socket. Yet most handlers return without ever
+waiting, and for them a new task is pure cost: a spawn, a trip through Trio's
+run loop, and the latency of both. `run_inline` lets the loop run the handler
+itself and hand its own job to a new task only at the handler's first wait
+(the leader/follower pattern): the cost of a task is paid by the handlers
+that need one.
+
+This is sound in Trio because a coroutine that suspends yields a trap that
+names the current task, and the current task is the one running the
+coroutine: the suspension is the caller's own, exactly as with `await`.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any
+
+
+@types.coroutine
+def run_inline(
+    coro: Coroutine[Any, Any, None], on_suspend: Callable[[], None]
+) -> Generator[Any, Any, bool]:
+    """Await `coro`, calling `on_suspend()` just before its first wait.
+
+    Returns:
+        Whether `coro` waited (and `on_suspend` was called).
+    """
+    try:
+        trap = coro.send(None)
+    except StopIteration:
+        return False
+    on_suspend()
+    while True:
+        # Trio resumes us with a value or an exception: pass either on.
+        try:
+            value = yield trap
+        except BaseException as exc:
+            try:
+                trap = coro.throw(exc)
+            except StopIteration:
+                return True
+        else:
+            try:
+                trap = coro.send(value)
+            except StopIteration:
+                return True
