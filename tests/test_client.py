@@ -6,6 +6,7 @@ import secrets
 
 import pytest
 import trio
+import trio.testing
 from conftest import Cluster, eventually
 
 import trizmq
@@ -53,3 +54,39 @@ async def test_a_result_that_does_not_fit_returns_is_a_type_error_naming_it(
     async with cluster.client() as client:
         with pytest.raises(TypeError, match="does not fit returns=int"):
             await client.call("compute.controller", "echo", value="forty-two", returns=int)
+
+
+async def test_calls_waiting_behind_a_call_that_times_out_still_get_their_replies(
+    cluster: Cluster,
+) -> None:
+    # The first call reads the socket for the calls after it: its timeout must
+    # pass the reading on to them.
+    answers: list[str] = []
+    async with cluster.client() as client:
+
+        async def first() -> None:
+            with pytest.raises(trizmq.CallTimeout):
+                await client.call("compute.controller", "sleep", seconds=3, tag="a", timeout=0.3)
+
+        async def next_one(tag: str) -> None:
+            answers.append(
+                await client.call("compute.controller", "sleep", seconds=0.8, tag=tag, timeout=5)
+            )
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(first)
+                await trio.testing.wait_all_tasks_blocked()
+                for i in range(5):
+                    nursery.start_soon(next_one, f"next-{i}")
+    assert sorted(answers) == [f"next-{i}" for i in range(5)]
+
+
+async def test_a_late_reply_is_counted_unmatched_by_the_next_call(cluster: Cluster) -> None:
+    async with cluster.client() as client:
+        with trio.fail_after(10):
+            with pytest.raises(trizmq.CallTimeout):
+                await client.call("compute.controller", "sleep", seconds=0.2, tag="b", timeout=0.05)
+            await trio.sleep(0.4)
+            await client.call("compute.controller", "ping", x=1)
+    assert client.stats()["compute.controller"]["unmatched"] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import secrets
@@ -402,6 +403,28 @@ async def test_a_sync_handler_does_not_block_other_calls(cluster: Cluster) -> No
                 done.append("ping")
     assert done == ["ping", "blocking"]
     assert ping_seconds < 0.5
+
+
+async def test_an_async_handler_that_waits_does_not_hold_up_the_requests_behind_it(
+    cluster: Cluster,
+) -> None:
+    tag = unique("waiting")
+    async with cluster.client() as client:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    functools.partial(
+                        client.call, "compute.controller", "sleep", seconds=2.0, tag=tag
+                    )
+                )
+                await eventually(
+                    lambda: client.call("compute.controller", "state", tag=tag),
+                    until=lambda s: s == "started",
+                )
+                answers = [await client.call("compute.controller", "ping", x=i) for i in range(20)]
+                state = await client.call("compute.controller", "state", tag=tag)
+    assert answers == list(range(1, 21))
+    assert state == "started"
 
 
 # -- context ------------------------------------------------------------------

@@ -79,17 +79,23 @@ _REMOTE_ERRORS: dict[str, type[RemoteError]] = {
 
 
 class _Pending:
-    """A call waiting for its reply; the peer's reader hands the reply over."""
+    """A call waiting for its reply."""
 
     __slots__ = ("result", "task")
 
     def __init__(self) -> None:
-        self.task: trio.lowlevel.Task | None = None
+        self.task: trio.lowlevel.Task | None = None  # set while it sleeps
         self.result: outcome.Outcome[Envelope] | None = None
 
 
 class _Peer:
-    """One service port of one host: a DEALER, the task that reads it, and its state."""
+    """One service port of one host: a DEALER and the calls waiting on it.
+
+    No task of its own reads the socket: a waiting call does (the leader),
+    hands the replies it reads to the calls they answer (the followers,
+    asleep until then), and passes the reading on when its own reply is in.
+    A lone call thus reads its own reply, with no task switch between.
+    """
 
     def __init__(
         self,
@@ -110,14 +116,55 @@ class _Peer:
         self.refused: AuthenticationFailed | None = None  # set while handshakes fail
         self._handshaken = False
         self._nursery = nursery
+        self._sleeping: dict[int, _Pending] = {}  # followers, oldest first
+        self._leader: _Pending | None = None
+        self._reading: trio.CancelScope | None = None  # the leader's, while it waits
 
-    async def read_replies(self) -> None:
-        while True:
-            try:
-                batch = await self.sock.receive_batch()
-            except trio.ClosedResourceError:
-                return
-            self._dispatch(batch)
+    async def wait_reply(self, id: int, waiter: _Pending) -> Envelope:
+        """Wait for the reply to call `id`, reading the socket while nobody else does."""
+        if waiter.result is not None:
+            await trio.lowlevel.checkpoint()
+        try:
+            while waiter.result is None:
+                if self._leader is None:
+                    self._dispatch(await self._lead(waiter))
+                else:
+                    await self._follow(id, waiter)
+        finally:
+            if self._leader is None and self._sleeping:
+                self._wake_next()
+        return waiter.result.unwrap()
+
+    async def _lead(self, waiter: _Pending) -> list[list[bytes]]:
+        self._leader = waiter
+        try:
+            with trio.CancelScope() as self._reading:
+                return await self.sock.receive_batch()
+            return []  # the reply came another way (`_settle` woke us)
+        finally:
+            self._leader = self._reading = None
+
+    async def _follow(self, id: int, waiter: _Pending) -> None:
+        waiter.task = trio.lowlevel.current_task()
+        self._sleeping[id] = waiter
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            waiter.task = None
+            del self._sleeping[id]
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _wake_next(self) -> None:
+        """Wake the oldest follower: it leads now, unless its reply is in."""
+        id = next(iter(self._sleeping))
+        self._wake(id, self._sleeping[id])
+
+    def _wake(self, id: int, waiter: _Pending) -> None:
+        del self._sleeping[id]
+        if waiter.task is not None:
+            trio.lowlevel.reschedule(waiter.task)
+            waiter.task = None
 
     def _dispatch(self, batch: list[list[bytes]]) -> None:
         pending = self.pending
@@ -132,7 +179,14 @@ class _Peer:
                 # A reply to a call that gave up: counted, not raised.
                 self.counts["unmatched"] += 1
             else:
-                self._settle(waiter, outcome.Value(envelope))
+                self._settle(envelope.id, waiter, outcome.Value(envelope))
+
+    def _settle(self, id: int, waiter: _Pending, result: outcome.Outcome[Envelope]) -> None:
+        waiter.result = result
+        if waiter.task is not None:
+            self._wake(id, waiter)
+        elif waiter is self._leader and self._reading is not None:
+            self._reading.cancel()
 
     def on_event(self, event: int) -> None:
         """A socket monitor event: the connection came up, went down, or was refused."""
@@ -172,7 +226,7 @@ class _Peer:
 
         Replies a service sent just before closing (ServiceShutdown at the end
         of its grace period) may still be on their way through ZeroMQ, which
-        reports the closed connection on another path: the reader takes them
+        reports the closed connection on another path: they are taken
         first. A refusal is the latest reason known then, if still refused.
         """
         await trio.sleep(_SETTLE)
@@ -185,28 +239,7 @@ class _Peer:
             waiter = self.pending.pop(id, None)
             if waiter is not None:
                 self.counts["lost"] += 1
-                self._settle(waiter, outcome.Error(error))
-
-    @staticmethod
-    def _settle(waiter: _Pending, result: outcome.Outcome[Envelope]) -> None:
-        if waiter.task is not None:
-            trio.lowlevel.reschedule(waiter.task, result)
-        else:
-            waiter.result = result
-
-    async def wait_reply(self, id: int, waiter: _Pending) -> Envelope:
-        if waiter.result is not None:
-            await trio.lowlevel.checkpoint()
-            return waiter.result.unwrap()
-        waiter.task = trio.lowlevel.current_task()
-
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            waiter.task = None
-            self.pending.pop(id, None)
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        envelope: Envelope = await trio.lowlevel.wait_task_rescheduled(abort)
-        return envelope
+                self._settle(id, waiter, outcome.Error(error))
 
 
 class Client:
@@ -476,7 +509,6 @@ class Client:
         peer = self._peers[(topic, host)] = _Peer(topic, host, url, sock, down, self._nursery)
         monitor = open_monitor(sock, _PEER_EVENTS)
         self._nursery.start_soon(watch_events, sock, monitor, peer.on_event)
-        self._nursery.start_soon(peer.read_replies)
         sock.zmq.connect(url)
         return peer
 
@@ -570,7 +602,7 @@ async def open_client(
     """Open a client of the ring's services, for the `async with` block.
 
     Connections are made lazily, one per (host, topic) the client talks to.
-    Leaving the block closes them and stops their reader tasks.
+    Leaving the block closes them.
 
     Args:
         ring: The ring to route by.
@@ -602,7 +634,7 @@ async def open_client(
             yield client
             nursery.cancel_scope.cancel()
     finally:
-        # After the readers stopped, so none of them sees its socket vanish.
+        # After the monitor tasks stopped, so none of them sees its socket vanish.
         if client is not None:
             client._close()
 
