@@ -7,6 +7,7 @@ import random
 import pytest
 import trio
 import trio.lowlevel
+import trio.testing
 import zmq
 from conftest import unique_resolve
 
@@ -187,3 +188,59 @@ async def test_closing_a_socket_wakes_its_waiting_receiver() -> None:
     assert len(failure) == 1
     with pytest.raises(trio.ClosedResourceError):
         await router.send([b"x"])
+
+
+async def test_interrupt_makes_the_waiting_batch_receive_return_empty() -> None:
+    router, endpoint = bound(zmq.ROUTER)
+    dealer = connected(zmq.DEALER, endpoint)
+    with router, dealer, trio.fail_after(5):
+        got: list[list[list[bytes]]] = []
+
+        async def receive() -> None:
+            got.append(await router.receive_batch())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receive)
+            await trio.testing.wait_all_tasks_blocked()
+            router.interrupt()
+        # The socket still works, and the interrupt was used up.
+        await dealer.send([b"after"])
+        after = await router.receive_batch()
+    assert got == [[]]
+    assert [frames[1] for frames in after] == [b"after"]
+
+
+async def test_an_interrupt_with_nobody_waiting_returns_the_next_batch_receive_at_once() -> None:
+    router, _ = bound(zmq.ROUTER)
+    with router, trio.fail_after(5):
+        router.interrupt()
+        assert await router.receive_batch() == []
+
+
+async def test_a_receiver_waiting_behind_a_sender_wakes_for_a_message() -> None:
+    # Two tasks wait on one socket (one on the fd, one parked): each event
+    # reaches the task that wants it, whichever of them sleeps on the fd.
+    sender, endpoint = bound(zmq.DEALER)
+    sender.zmq.setsockopt(zmq.SNDHWM, 1)
+    receiver = connected(zmq.DEALER, endpoint)
+    receiver.zmq.setsockopt(zmq.RCVHWM, 1)
+    with sender, receiver, trio.fail_after(10):
+        got: list[list[bytes]] = []
+        async with trio.open_nursery() as nursery:
+
+            async def flood() -> None:
+                for i in range(2000):
+                    await receiver.send([b"%d" % i])
+
+            async def echo_back() -> None:
+                for _ in range(2000):
+                    await sender.send(await sender.receive())
+
+            async def collect() -> None:
+                while len(got) < 2000:
+                    got.extend(await receiver.receive_batch())
+
+            nursery.start_soon(collect)
+            nursery.start_soon(flood)
+            nursery.start_soon(echo_back)
+    assert [frames[0] for frames in got] == [b"%d" % i for i in range(2000)]

@@ -118,7 +118,6 @@ class _Peer:
         self._nursery = nursery
         self._sleeping: dict[int, _Pending] = {}  # followers, oldest first
         self._leader: _Pending | None = None
-        self._reading: trio.CancelScope | None = None  # the leader's, while it waits
 
     async def wait_reply(self, id: int, waiter: _Pending) -> Envelope:
         """Wait for the reply to call `id`, reading the socket while nobody else does."""
@@ -138,11 +137,10 @@ class _Peer:
     async def _lead(self, waiter: _Pending) -> list[list[bytes]]:
         self._leader = waiter
         try:
-            with trio.CancelScope() as self._reading:
-                return await self.sock.receive_batch()
-            return []  # the reply came another way (`_settle` woke us)
+            # Empty when `_settle` interrupts it: the reply came another way.
+            return await self.sock.receive_batch()
         finally:
-            self._leader = self._reading = None
+            self._leader = None
 
     async def _follow(self, id: int, waiter: _Pending) -> None:
         waiter.task = trio.lowlevel.current_task()
@@ -185,8 +183,8 @@ class _Peer:
         waiter.result = result
         if waiter.task is not None:
             self._wake(id, waiter)
-        elif waiter is self._leader and self._reading is not None:
-            self._reading.cancel()
+        elif waiter is self._leader:
+            self.sock.interrupt()
 
     def on_event(self, event: int) -> None:
         """A socket monitor event: the connection came up, went down, or was refused."""
@@ -366,11 +364,15 @@ class Client:
         )
         waiter = _Pending()
         peer.pending[id] = waiter
+        deadline = trio.current_time() + (math.inf if seconds is None else seconds)
         try:
-            with trio.move_on_after(math.inf if seconds is None else seconds) as scope:
-                await peer.sock.send_soon([frame])  # wait_reply checkpoints
+            # The request leaves before the timeout's cancel scope is built.
+            sent = peer.sock.send_nowait([frame])
+            with trio.move_on_at(deadline) as scope:
+                if not sent:
+                    await peer.sock.send([frame])
                 peer.counts["call"] += 1
-                envelope = await peer.wait_reply(id, waiter)
+                envelope = await peer.wait_reply(id, waiter)  # a checkpoint
         except (PeerLost, AuthenticationFailed):
             raise  # the connection is gone: nobody to tell
         except BaseException:

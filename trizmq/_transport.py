@@ -10,6 +10,9 @@ ZeroMQ's `ZMQ_FD` is edge-triggered and signals "look at `ZMQ_EVENTS`", not
   the fd waiter; every other task parks until the fd fires. After each
   successful operation, if `ZMQ_EVENTS` now shows what a waiter wants, the fd
   waiter is kicked awake, because the edge it sleeps on may already be gone.
+  The kick is `trio.lowlevel.notify_closing` on the fd, which the waiter takes
+  for a kick while the socket is open: a wait needs no cancel scope of its
+  own, and a cancel scope is among the dearest things Trio has.
 
 No operation checkpoints between taking a message from zmq and returning it, so
 a cancelled receive or send never loses or duplicates a message.
@@ -54,8 +57,9 @@ class AsyncSocket:
         self._fd = cast(int, sock.getsockopt(zmq.FD))
         self._closed = False
         # Exactly one task waits on the fd; the others park here.
-        self._fd_waiter: trio.CancelScope | None = None
+        self._fd_waiting = False
         self._parked = trio.lowlevel.ParkingLot()
+        self._interrupted = False
         # How many tasks wait for each of POLLIN and POLLOUT.
         self._want_in = 0
         self._want_out = 0
@@ -129,16 +133,24 @@ class AsyncSocket:
 
         One wait and one schedule point for the whole batch: under load this
         is what keeps the receive loop from paying a task switch per message.
+        After `interrupt`, the batch may be empty.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         yielded = False
         while True:
             batch = self.receive_available(max_messages)
-            if batch:
+            if batch or self._interrupted:
+                self._interrupted = False
                 if not yielded:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 return batch
             yielded |= await self._wait(_POLLIN)
+
+    def interrupt(self) -> None:
+        """Make the `receive_batch` waiting now, or else the next one, return at once."""
+        self._interrupted = True
+        if self._fd_waiting:
+            trio.lowlevel.notify_closing(self._fd)
 
     def receive_available(self, max_messages: int = 256) -> list[list[bytes]]:
         """Receive what is queued now without waiting (possibly nothing)."""
@@ -184,12 +196,11 @@ class AsyncSocket:
     def _after_io(self) -> None:
         # The operation may have consumed the fd's edge: if a waiter's event is
         # now ready, wake the fd waiter so everyone re-reads ZMQ_EVENTS.
-        waiter = self._fd_waiter
-        if waiter is None:
+        if not self._fd_waiting:
             return
         wanted = (_POLLIN if self._want_in else 0) | (_POLLOUT if self._want_out else 0)
         if self._events() & wanted:
-            waiter.cancel()
+            trio.lowlevel.notify_closing(self._fd)
 
     async def _wait(self, flag: int) -> bool:
         """Return once ZMQ_EVENTS shows `flag` (callers retry their operation).
@@ -206,20 +217,21 @@ class AsyncSocket:
         try:
             while True:
                 self._check_open()
-                if self._events() & flag:
+                if self._events() & flag or (flag == _POLLIN and self._interrupted):
                     return yielded
                 yielded = True
-                if self._fd_waiter is not None:
+                if self._fd_waiting:
                     await self._parked.park()
                     continue
-                with trio.CancelScope() as scope:
-                    self._fd_waiter = scope
-                    try:
-                        await trio.lowlevel.wait_readable(self._fd)
-                    finally:
-                        self._fd_waiter = None
-                        # Whatever woke us, the parked tasks must look again.
-                        self._parked.unpark_all()
+                self._fd_waiting = True
+                try:
+                    await trio.lowlevel.wait_readable(self._fd)
+                except trio.ClosedResourceError:
+                    self._check_open()  # else it was a kick
+                finally:
+                    self._fd_waiting = False
+                    # Whatever woke us, the parked tasks must look again.
+                    self._parked.unpark_all()
         finally:
             if flag == _POLLIN:
                 self._want_in -= 1
