@@ -70,23 +70,19 @@ _KIND_NAMES = {Call: "call", Cast: "cast", Fanout: "fanout"}
 
 
 @attrs.define(eq=False)
-class _Flight:
-    """A request whose handler is running."""
-
-    scope: trio.CancelScope
-    stop_reason: str | None = None  # "caller" or "shutdown" once cancelled by them
-
-
-@attrs.define(eq=False)
 class _Job:
-    """A request accepted for its handler, with everything the handler needs."""
+    """A request accepted for its handler: what the handler needs, and its state."""
 
     identity: bytes
     request: Call | Cast | Fanout
     method: Method
     args: dict[str, Any]
     ctx: Context
-    flight: _Flight
+    started: float
+    # The cancel scope the handler runs in, once it has had to wait: before
+    # that it runs inline, where nothing can cancel it.
+    scope: trio.CancelScope | None = None
+    stop_reason: str | None = None  # "caller" or "shutdown" once cancelled by them
 
 
 async def serve(
@@ -214,7 +210,7 @@ class _Runner:
         self.max_message_size = max_message_size
         self.grace_period = grace_period
         self.threads = trio.CapacityLimiter(thread_limit)
-        self.flights: dict[tuple[bytes, int], _Flight] = {}
+        self.flights: dict[tuple[bytes, int], _Job] = {}
         self._room: trio.Event | None = None
         self.subscribers = Subscriptions()
         self.stopping = False
@@ -222,6 +218,7 @@ class _Runner:
         # Requests read but not yet taken: a pump that hands over leaves the rest here.
         self._backlog: collections.deque[list[bytes]] = collections.deque()
         self._handlers: trio.Nursery
+        self._pump_scope: trio.CancelScope | None = None  # the reading task's, while it reads
         self._subscribers_changed = trio.Event()
 
     def _count_peer(self, event: int) -> None:
@@ -260,37 +257,54 @@ class _Runner:
     async def _pump(self) -> None:
         """Read requests and run their handlers, one after the other, in this task.
 
-        A handler that returns without waiting costs no task of its own. One
-        that waits keeps this task: a new pump takes over the reading (and
-        the rest of the batch) at its first wait, so nothing ever waits
-        behind a handler.
+        A handler that returns without waiting costs neither a task nor a
+        cancel scope of its own. At a handler's first wait this task becomes
+        the handler's, its cancel scope the request's (deadline, caller's
+        cancel, grace period), and a new pump takes over the reading and the
+        rest of the batch: nothing ever waits behind a handler.
         """
-        backlog = self._backlog
-        while True:
-            if not backlog:
-                backlog.extend(await self.sock.receive_batch())
-            while backlog:
-                job = self._handle(backlog.popleft())
-                if job is not None and await run_inline(self._run(job), self._hand_over):
-                    return
-            if len(self.flights) >= self.max_concurrency:
-                self._room = trio.Event()
-                await self._room.wait()
+        job: _Job | None = None
+        # Shielded: stopping the service stops the reading (`_shut_down` cancels
+        # the scope of the task that reads), not a handler; the grace period does.
+        with trio.CancelScope(shield=True) as scope:
+            self._pump_scope = scope
+            backlog = self._backlog
+            while not self.stopping:
+                if not backlog:
+                    backlog.extend(await self.sock.receive_batch())
+                while backlog:
+                    job = self._handle(backlog.popleft())
+                    if job is not None:
+                        hand_over = functools.partial(self._hand_over, job, scope)
+                        if await run_inline(self._run(job), hand_over):
+                            return
+                    job = None
+                if len(self.flights) >= self.max_concurrency:
+                    self._room = trio.Event()
+                    await self._room.wait()
+        if job is not None:  # the handler this task took over was cancelled
+            await self._answer(job, self._stopped(job.request.id, job.stop_reason))
 
-    def _hand_over(self) -> None:
+    def _hand_over(self, job: _Job, scope: trio.CancelScope) -> None:
+        job.scope = scope
+        scope.deadline = job.ctx.deadline
+        self._pump_scope = None
         self._handlers.start_soon(self._pump)
 
     def _shut_down(self, handlers: trio.Nursery) -> None:
         # From now on requests are refused, so no caller waits in vain: the ones
         # ZeroMQ already holds now, the ones arriving in the grace period as they come.
         self.stopping = True
+        if self._pump_scope is not None:
+            self._pump_scope.cancel()
         self._backlog.extend(self.sock.receive_available(max_messages=1_000_000))
         while self._backlog:
             self._handle(self._backlog.popleft())
         deadline = trio.current_time() + self.grace_period
-        for flight in self.flights.values():
-            flight.stop_reason = flight.stop_reason or "shutdown"
-            flight.scope.deadline = min(flight.scope.deadline, deadline)
+        for job in self.flights.values():
+            job.stop_reason = job.stop_reason or "shutdown"
+            if job.scope is not None:  # it is: every handler not running now is waiting
+                job.scope.deadline = min(job.scope.deadline, deadline)
         if self.flights:
             handlers.start_soon(self._refuse_until_idle)
 
@@ -337,10 +351,11 @@ class _Runner:
         if isinstance(envelope, Call | Cast | Fanout):
             return self._start(identity, envelope)
         elif isinstance(envelope, Cancel):
-            flight = self.flights.get((identity, envelope.id))
-            if flight is not None:
-                flight.stop_reason = "caller"
-                flight.scope.cancel()
+            job = self.flights.get((identity, envelope.id))
+            if job is not None:
+                job.stop_reason = "caller"
+                if job.scope is not None:
+                    job.scope.cancel()
         elif isinstance(envelope, StatsSubscribe):
             now = trio.current_time()
             self.subscribers.add(identity, envelope.id, envelope.interval, envelope.lease, now)
@@ -381,42 +396,40 @@ class _Runner:
             deadline,
             request.context,
         )
-        # Shielded: stopping the service does not cut a handler short; the grace
-        # period does, through this scope's deadline. One scope serves both.
-        flight = _Flight(trio.CancelScope(deadline=deadline, shield=True))
-        self.flights[(identity, request.id)] = flight
+        job = _Job(identity, request, method, args, ctx, time.monotonic())
+        self.flights[(identity, request.id)] = job
         self.stats.in_flight += 1
-        return _Job(identity, request, method, args, ctx, flight)
+        return job
 
     async def _run(self, job: _Job) -> None:
-        request, method, flight = job.request, job.method, job.flight
-        answer = isinstance(request, Call)
-        started = time.monotonic()
+        method = job.method
         reply: Reply | Error
-        with flight.scope:
-            try:
-                if method.is_async:
-                    result = await method.func(job.ctx, **job.args)
-                else:
-                    call = functools.partial(method.func, job.ctx, **job.args)
-                    result = await trio.to_thread.run_sync(
-                        call, limiter=self.threads, abandon_on_cancel=True
-                    )
-                reply = Reply(request.id, unstructure(result) if answer else None)
-            except Exception as exc:
-                reply = Error(request.id, *error_fields(exc))
-        if flight.scope.cancelled_caught:
-            reply = self._stopped(request.id, flight.stop_reason)
-        latency = time.monotonic() - started
+        try:
+            if method.is_async:
+                result = await method.func(job.ctx, **job.args)
+            else:
+                call = functools.partial(method.func, job.ctx, **job.args)
+                result = await trio.to_thread.run_sync(
+                    call, limiter=self.threads, abandon_on_cancel=True
+                )
+            answer = isinstance(job.request, Call)
+            reply = Reply(job.request.id, unstructure(result) if answer else None)
+        except Exception as exc:
+            reply = Error(job.request.id, *error_fields(exc))
+        await self._answer(job, reply)
+
+    async def _answer(self, job: _Job, reply: Reply | Error) -> None:
+        request = job.request
+        latency = time.monotonic() - job.started
         # The reply leaves before the bookkeeping: that is not the caller's to wait for.
         # A caller that gave up wants no answer.
         blocked = None
-        if answer and flight.stop_reason != "caller":
+        if isinstance(request, Call) and job.stop_reason != "caller":
             blocked = self._queue(job.identity, reply)
         self._finish(job.identity, request, reply, latency)
         if blocked is not None:
             await self._send_blocked(job.identity, reply, blocked)
-        elif isinstance(reply, Error) and not answer:
+        elif isinstance(reply, Error) and not isinstance(request, Call):
             # Nobody to answer for a cast: the log is its trace.
             logger.warning(
                 "%s.%s: %s %s failed: %s: %s",
