@@ -12,7 +12,9 @@ ZeroMQ's `ZMQ_FD` is edge-triggered and signals "look at `ZMQ_EVENTS`", not
   waiter is kicked awake, because the edge it sleeps on may already be gone.
   The kick is `trio.lowlevel.notify_closing` on the fd, which the waiter takes
   for a kick while the socket is open: a wait needs no cancel scope of its
-  own, and a cancel scope is among the dearest things Trio has.
+  own, and a cancel scope is among the dearest things Trio has. No kick is
+  needed while the fd still signals (a `poll` of it, which consumes nothing,
+  says so): the waiter wakes by itself then.
 
 No operation checkpoints between taking a message from zmq and returning it, so
 a cancelled receive or send never loses or duplicates a message.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import select
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import cast
@@ -88,9 +91,12 @@ class AsyncSocket:
         self.zmq = sock
         sock.setsockopt(zmq.LINGER, linger_ms)
         self._fd = cast(int, sock.getsockopt(zmq.FD))
+        self._signal = select.poll()
+        self._signal.register(self._fd, select.POLLIN)
         self._closed = False
         # Exactly one task waits on the fd; the others park here.
         self._fd_waiting = False
+        self._kicked = False  # the fd waiter was kicked and has not run since
         self._parked = trio.lowlevel.ParkingLot()
         self._interrupted = False
         # How many tasks wait for each of POLLIN and POLLOUT.
@@ -182,7 +188,8 @@ class AsyncSocket:
     def interrupt(self) -> None:
         """Make the `receive_batch` waiting now, or else the next one, return at once."""
         self._interrupted = True
-        if self._fd_waiting:
+        if self._fd_waiting and not self._kicked:
+            self._kicked = True
             trio.lowlevel.notify_closing(self._fd)
 
     def receive_available(self, max_messages: int = 256) -> list[list[bytes]]:
@@ -227,12 +234,16 @@ class AsyncSocket:
         return cast(int, _get_option(self.zmq, _EVENTS))
 
     def _after_io(self) -> None:
-        # The operation may have consumed the fd's edge: if a waiter's event is
-        # now ready, wake the fd waiter so everyone re-reads ZMQ_EVENTS.
-        if not self._fd_waiting:
-            return
+        # The operation may have consumed the fd's edge, unless the fd still signals.
+        if self._fd_waiting and not self._kicked and not self._signal.poll(0):
+            self._kick_if_wanted(self._events())
+
+    def _kick_if_wanted(self, events: int) -> None:
+        """Wake the fd waiter if `events` shows what a waiting task wants, so
+        that everyone re-reads ZMQ_EVENTS."""
         wanted = (_POLLIN if self._want_in else 0) | (_POLLOUT if self._want_out else 0)
-        if self._events() & wanted:
+        if events & wanted and not self._kicked:
+            self._kicked = True
             trio.lowlevel.notify_closing(self._fd)
 
     async def _wait(self, flag: int) -> bool:
@@ -250,10 +261,14 @@ class AsyncSocket:
         try:
             while True:
                 self._check_open()
-                if self._events() & flag or (flag == _POLLIN and self._interrupted):
+                events = self._events()
+                if events & flag or (flag == _POLLIN and self._interrupted):
                     return yielded
                 yielded = True
                 if self._fd_waiting:
+                    # This read of ZMQ_EVENTS may have taken the edge the fd
+                    # waiter sleeps on, for an event another task waits for.
+                    self._kick_if_wanted(events)
                     await self._parked.park()
                     continue
                 self._fd_waiting = True
@@ -262,7 +277,7 @@ class AsyncSocket:
                 except trio.ClosedResourceError:
                     self._check_open()  # else it was a kick
                 finally:
-                    self._fd_waiting = False
+                    self._fd_waiting = self._kicked = False
                     # Whatever woke us, the parked tasks must look again.
                     self._parked.unpark_all()
         finally:
