@@ -17,6 +17,7 @@ import trio
 import zmq
 
 from ._curve import Curve
+from ._deadlines import Deadlines
 from ._dispatch import describe
 from ._errors import (
     AuthenticationFailed,
@@ -78,14 +79,25 @@ _REMOTE_ERRORS: dict[str, type[RemoteError]] = {
 }
 
 
+class _Expired(Exception):
+    """A call's timeout passed (`Client.call` raises CallTimeout)."""
+
+
 class _Pending:
     """A call waiting for its reply."""
 
-    __slots__ = ("result", "task")
+    __slots__ = ("id", "peer", "result", "task")
 
-    def __init__(self) -> None:
+    def __init__(self, peer: _Peer, id: int) -> None:
+        self.peer = peer
+        self.id = id
         self.task: trio.lowlevel.Task | None = None  # set while it sleeps
         self.result: outcome.Outcome[Envelope] | None = None
+
+    def expire(self) -> None:
+        """The call's timeout passed: it ends now, unless its reply is in."""
+        if self.peer.pending.pop(self.id, None) is self:
+            self.peer.settle(self.id, self, outcome.Error(_Expired()))
 
 
 class _Peer:
@@ -177,9 +189,10 @@ class _Peer:
                 # A reply to a call that gave up: counted, not raised.
                 self.counts["unmatched"] += 1
             else:
-                self._settle(envelope.id, waiter, outcome.Value(envelope))
+                self.settle(envelope.id, waiter, outcome.Value(envelope))
 
-    def _settle(self, id: int, waiter: _Pending, result: outcome.Outcome[Envelope]) -> None:
+    def settle(self, id: int, waiter: _Pending, result: outcome.Outcome[Envelope]) -> None:
+        """End the wait of call `id` with `result`."""
         waiter.result = result
         if waiter.task is not None:
             self._wake(id, waiter)
@@ -237,7 +250,7 @@ class _Peer:
             waiter = self.pending.pop(id, None)
             if waiter is not None:
                 self.counts["lost"] += 1
-                self._settle(id, waiter, outcome.Error(error))
+                self.settle(id, waiter, outcome.Error(error))
 
 
 class Client:
@@ -271,6 +284,8 @@ class Client:
         self._peers: dict[tuple[str, str], _Peer] = {}
         self._down: dict[str, set[str]] = {}
         self._ids = itertools.count(1)
+        self._deadlines = Deadlines()
+        nursery.start_soon(self._deadlines.run)
 
     @property
     def identity(self) -> str:
@@ -362,29 +377,35 @@ class Client:
         frame = self._encode(
             Call(id, peer.topic, method, _unstructure(args), self._merge(context), wire_timeout)
         )
-        waiter = _Pending()
+        waiter = _Pending(peer, id)
         peer.pending[id] = waiter
-        deadline = trio.current_time() + (math.inf if seconds is None else seconds)
+        deadline = math.inf
+        if wire_timeout is not None:
+            deadline = self._deadlines.add(waiter, wire_timeout, waiter.expire)
         try:
-            # The request leaves before the timeout's cancel scope is built.
-            sent = peer.sock.send_nowait([frame])
-            with trio.move_on_at(deadline) as scope:
-                if not sent:
+            if not peer.sock.send_nowait([frame]):
+                # The service's queue is full: wait for room, within the timeout.
+                with trio.move_on_at(deadline) as scope:
                     await peer.sock.send([frame])
-                peer.counts["call"] += 1
-                envelope = await peer.wait_reply(id, waiter)  # a checkpoint
+                if scope.cancelled_caught:
+                    raise _Expired()
+            peer.counts["call"] += 1
+            envelope = await peer.wait_reply(id, waiter)  # a checkpoint
+        except _Expired:
+            self._give_up(peer, id)
+            peer.counts["timeout"] += 1
+            raise CallTimeout(
+                peer.topic, peer.host, method, math.inf if seconds is None else seconds
+            ) from None
         except (PeerLost, AuthenticationFailed):
             raise  # the connection is gone: nobody to tell
         except BaseException:
             # The caller was cancelled: the service stops the handler too.
             self._give_up(peer, id)
             raise
-        if scope.cancelled_caught:
-            self._give_up(peer, id)
-            peer.counts["timeout"] += 1
-            raise CallTimeout(
-                peer.topic, peer.host, method, math.inf if seconds is None else seconds
-            )
+        finally:
+            if wire_timeout is not None:
+                self._deadlines.discard(waiter, wire_timeout)
         if isinstance(envelope, Reply):
             peer.counts["reply"] += 1
             if returns is None:
