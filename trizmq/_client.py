@@ -489,19 +489,22 @@ class Client:
     ) -> None:
         """Send a one-way request to every host of the topic `target`.
 
+        One schedule point for all the hosts, as `cast_many`.
+
         Raises:
             RingError: The topic is not in the ring.
         """
         topic, only = self.ring.resolve_target(target)
         hosts = self.ring.hosts_of(topic) if only is None else (only,)
-        payload = _unstructure(args)
-        values = self._merge(context)
+        # One frame for every host: an id need only be unique on its connection.
+        frame = self._encode(
+            Fanout(next(self._ids), topic, method, _unstructure(args), self._merge(context))
+        )
         for host in hosts:
             peer = self._peer_of(topic, host)
-            await peer.sock.send(
-                [self._encode(Fanout(next(self._ids), topic, method, payload, values))]
-            )
+            await peer.sock.send_soon([frame])
             peer.counts["fanout"] += 1
+        await trio.lowlevel.checkpoint()
 
     def _merge(self, context: Mapping[str, Any] | None) -> dict[str, Any]:
         if not context:
