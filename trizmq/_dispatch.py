@@ -39,6 +39,11 @@ class Method:
     is_async: bool
     params: Mapping[str, _Param]
     accepts_any: bool  # the handler takes **kwargs
+    required: frozenset[str] = attrs.field(init=False)
+
+    @required.default
+    def _required_params(self) -> frozenset[str]:
+        return frozenset(p.name for p in self.params.values() if p.required)
 
     def bind(self, args: Mapping[str, Any]) -> dict[str, Any]:
         """Structure wire arguments into the handler's keyword arguments.
@@ -63,8 +68,8 @@ class Method:
                     raise ArgumentError(
                         f"{self.name}() argument {name!r}: {describe(exc)}"
                     ) from None
-        missing = [p.name for p in params.values() if p.required and p.name not in bound]
-        if missing:
+        if self.required - bound.keys():
+            missing = [p.name for p in params.values() if p.required and p.name not in bound]
             names = ", ".join(repr(n) for n in missing)
             raise ArgumentError(f"{self.name}() missing required argument(s): {names}")
         return bound

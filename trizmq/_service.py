@@ -69,6 +69,11 @@ _PEER_EVENTS = (
 _KIND_NAMES = {Call: "call", Cast: "cast", Fanout: "fanout"}
 
 
+@functools.lru_cache(maxsize=4096)
+def _caller_name(identity: bytes) -> str:
+    return identity.decode("utf-8", "replace")
+
+
 @attrs.define(eq=False)
 class _Job:
     """A request accepted for its handler: what the handler needs, and its state."""
@@ -392,7 +397,7 @@ class _Runner:
             request.topic,
             request.method,
             self.host,
-            identity.decode("utf-8", "replace"),
+            _caller_name(identity),
             deadline,
             request.context,
         )
@@ -420,13 +425,13 @@ class _Runner:
 
     async def _answer(self, job: _Job, reply: Reply | Error) -> None:
         request = job.request
-        latency = time.monotonic() - job.started
+        now = time.monotonic()
         # The reply leaves before the bookkeeping: that is not the caller's to wait for.
         # A caller that gave up wants no answer.
         blocked = None
         if isinstance(request, Call) and job.stop_reason != "caller":
             blocked = self._queue(job.identity, reply)
-        self._finish(job.identity, request, reply, latency)
+        self._finish(job.identity, request, reply, now, now - job.started)
         if blocked is not None:
             await self._send_blocked(job.identity, reply, blocked)
         elif isinstance(reply, Error) and not isinstance(request, Call):
@@ -456,10 +461,12 @@ class _Runner:
         self.stats.timeouts += 1
         return Error(id, ErrorCode.DEADLINE, "CallTimeout", "the call's deadline passed", "")
 
-    def _finish(self, identity: bytes, request: Envelope, reply: Envelope, latency: float) -> None:
+    def _finish(
+        self, identity: bytes, request: Envelope, reply: Envelope, now: float, latency: float
+    ) -> None:
         del self.flights[(identity, request.id)]
         self.stats.in_flight -= 1
-        self.stats.latency.add(time.monotonic(), latency)
+        self.stats.latency.add(now, latency)
         if isinstance(reply, Error) and reply.code == ErrorCode.EXCEPTION:
             self.stats.errors[reply.type_name] += 1
         if self._draining is not None and not self.flights:
