@@ -11,7 +11,7 @@ import trio.testing
 import zmq
 from conftest import unique_resolve
 
-from trizmq._transport import AsyncSocket, open_socket
+from trizmq._transport import AsyncSocket, Unroutable, open_socket
 
 
 def bound(socket_type: int) -> tuple[AsyncSocket, str]:
@@ -244,3 +244,33 @@ async def test_a_receiver_waiting_behind_a_sender_wakes_for_a_message() -> None:
             nursery.start_soon(flood)
             nursery.start_soon(echo_back)
     assert [frames[0] for frames in got] == [b"%d" % i for i in range(2000)]
+
+
+async def test_a_receiver_still_wakes_while_another_task_sends_to_nobody() -> None:
+    # A ROUTER's failing send (no such peer) may take the edge of the fd the
+    # receiver sleeps on: the failed send must wake it all the same.
+    router, endpoint = bound(zmq.ROUTER)
+    router.zmq.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    dealer = connected(zmq.DEALER, endpoint)
+    count = 300
+    got: list[bytes] = []
+    with router, dealer, trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+
+            async def send_to_nobody() -> None:
+                while True:
+                    with pytest.raises(Unroutable):
+                        router.send_nowait([b"nobody", b"x"])
+                    await trio.sleep(0.0005)
+
+            async def produce() -> None:
+                for i in range(count):
+                    await dealer.send([b"%d" % i])
+                    await trio.sleep(0.001)
+
+            nursery.start_soon(send_to_nobody)
+            nursery.start_soon(produce)
+            while len(got) < count:
+                got.extend(frames[1] for frames in await router.receive_batch())
+            nursery.cancel_scope.cancel()
+    assert got == [b"%d" % i for i in range(count)]

@@ -119,19 +119,10 @@ class AsyncSocket:
         """Send one multipart message, waiting while the high-water mark is reached."""
         await trio.lowlevel.checkpoint_if_cancelled()
         yielded = False
-        while True:
-            self._check_open()
-            try:
-                _send_message(self.zmq, frames)
-            except zmq.Again:
-                yielded |= await self._wait(_POLLOUT)
-                continue
-            except zmq.ZMQError as exc:
-                raise _translate(exc) from None
-            self._after_io()
-            if not yielded:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-            return
+        while not self.send_nowait(frames):
+            yielded |= await self._wait(_POLLOUT)
+        if not yielded:
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def send_soon(self, frames: Sequence[bytes]) -> None:
         """Send one multipart message: at once when zmq takes it, else wait for room.
@@ -155,24 +146,20 @@ class AsyncSocket:
             return False
         except zmq.ZMQError as exc:
             raise _translate(exc) from None
-        self._after_io()
+        finally:
+            # A send that failed may have consumed the fd's edge as well.
+            self._after_io()
         return True
 
     async def receive(self) -> list[bytes]:
         """Receive one multipart message."""
         await trio.lowlevel.checkpoint_if_cancelled()
         yielded = False
-        while True:
-            self._check_open()
-            try:
-                frames = _receive_message(self.zmq, self._router)
-            except zmq.Again:
-                yielded |= await self._wait(_POLLIN)
-                continue
-            self._after_io()
-            if not yielded:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-            return frames
+        while not (batch := self.receive_available(1)):
+            yielded |= await self._wait(_POLLIN)
+        if not yielded:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return batch[0]
 
     async def receive_batch(self, max_messages: int = 256) -> list[list[bytes]]:
         """Receive every message already queued, at least one, at most `max_messages`.
@@ -209,8 +196,9 @@ class AsyncSocket:
                 batch.append(_receive_message(sock, self._router))
         except zmq.Again:
             pass
-        # Even a receive that found nothing may have consumed the fd's edge.
-        self._after_io()
+        finally:
+            # Even a receive that found nothing may have consumed the fd's edge.
+            self._after_io()
         return batch
 
     def close(self) -> None:
@@ -243,13 +231,17 @@ class AsyncSocket:
     def _after_io(self) -> None:
         # The operation may have consumed the fd's edge, unless the fd still signals.
         if self._fd_waiting and not self._kicked and not self._signal.poll(0):
-            self._kick_if_wanted(self._events())
+            self._wake_if_wanted(self._events())
 
-    def _kick_if_wanted(self, events: int) -> None:
-        """Wake the fd waiter if `events` shows what a waiting task wants, so
-        that everyone re-reads ZMQ_EVENTS."""
+    def _wake_if_wanted(self, events: int) -> None:
+        """Wake the waiting tasks if `events` shows what one of them waits for,
+        so that they re-read ZMQ_EVENTS: the fd waiter with a kick, once until
+        it runs, and the parked ones."""
         wanted = (_POLLIN if self._want_in else 0) | (_POLLOUT if self._want_out else 0)
-        if events & wanted and not self._kicked:
+        if not events & wanted:
+            return
+        self._parked.unpark_all()
+        if self._fd_waiting and not self._kicked:
             self._kicked = True
             trio.lowlevel.notify_closing(self._fd)
 
@@ -271,11 +263,11 @@ class AsyncSocket:
                 events = self._events()
                 if events & flag or (flag == _POLLIN and self._interrupted):
                     return yielded
+                # This read of ZMQ_EVENTS may have taken the edge that would
+                # have woken a task waiting for another event, now ready.
+                self._wake_if_wanted(events)
                 yielded = True
                 if self._fd_waiting:
-                    # This read of ZMQ_EVENTS may have taken the edge the fd
-                    # waiter sleeps on, for an event another task waits for.
-                    self._kick_if_wanted(events)
                     await self._parked.park()
                     continue
                 self._fd_waiting = True
