@@ -381,24 +381,6 @@ async def test_cancelling_the_caller_cancels_the_handler(cluster: Cluster) -> No
             )
 
 
-async def test_the_deadline_stops_a_handler_waiting_in_a_nursery_of_its_own(
-    cluster: Cluster,
-) -> None:
-    tag = unique("nursery-deadline")
-    call = encode(Call(1, "compute", "sleep_in_nursery", {"seconds": 30, "tag": tag}, {}, 0.3))
-    with trio.fail_after(10):
-        (reply,) = await trio.to_thread.run_sync(
-            exchange_raw, cluster.addresses["compute.computenodex"], [[call]]
-        )
-        async with cluster.client() as client:
-            state = await client.call("compute.computenodex", "state", tag=tag)
-            assert await client.call("compute.computenodex", "ping", x=1) == 2
-    error = decode(reply)
-    assert isinstance(error, Error)
-    assert (error.id, error.code, error.type_name) == (1, "deadline", "CallTimeout")
-    assert state == "cancelled"
-
-
 async def test_a_sync_handler_does_not_block_other_calls(cluster: Cluster) -> None:
     tag = unique("blocking")
     done: list[str] = []
@@ -600,19 +582,22 @@ async def test_an_infinite_timeout_waits_for_the_reply(cluster: Cluster) -> None
             assert await client.call("cert", "sleep", seconds=0.2, tag=tag) == tag
 
 
+@pytest.mark.parametrize("method", ["sleep", "sleep_in_nursery"])
 async def test_the_deadline_travels_with_the_call_and_stops_the_handler_by_itself(
-    cluster: Cluster,
+    cluster: Cluster, method: str
 ) -> None:
-    # A raw caller that never sends Cancel: only the service's own deadline can stop it.
+    # A raw caller that never sends Cancel: only the service's own deadline can
+    # stop the handler, waiting by itself or in a nursery of its own.
     tag = unique("wire-deadline")
-    call = encode(Call(1, "compute", "sleep", {"seconds": 30, "tag": tag}, {}, 0.3))
+    call = encode(Call(1, "compute", method, {"seconds": 30, "tag": tag}, {}, 0.3))
     with trio.fail_after(10):
         (reply,) = await trio.to_thread.run_sync(
             exchange_raw, cluster.addresses["compute.computenodex"], [[call]]
         )
         async with cluster.client() as client:
             state = await client.call("compute.computenodex", "state", tag=tag)
+            assert await client.call("compute.computenodex", "ping", x=1) == 2
     error = decode(reply)
     assert isinstance(error, Error)
-    assert (error.id, error.code) == (1, "deadline")
+    assert (error.id, error.code, error.type_name) == (1, "deadline", "CallTimeout")
     assert state == "cancelled"
