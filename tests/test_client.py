@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import secrets
 
 import pytest
@@ -90,3 +91,38 @@ async def test_a_late_reply_is_counted_unmatched_by_the_next_call(cluster: Clust
             await trio.sleep(0.4)
             await client.call("compute.controller", "ping", x=1)
     assert client.stats()["compute.controller"]["unmatched"] == 1
+
+
+async def test_calls_cancelled_at_random_moments_leave_every_other_call_its_own_answer(
+    cluster: Cluster,
+) -> None:
+    # Callers give up at random moments while others wait, lead or are being
+    # answered, and handlers either answer at once or wait first: every call
+    # that is not given up gets its own answer, and the client works after.
+    rng = random.Random(6)
+    answered: list[bool] = []
+    gave_up = {"impatient": 0, "patient": 0}
+    async with cluster.client() as client:
+
+        async def one(i: int) -> None:
+            seconds = rng.choice([0.0, 0.0, 0.002, 0.01])
+            patience = rng.choice([0.001, 0.005, 0.02, 10.0])
+            with trio.move_on_after(patience) as scope:
+                if seconds:
+                    tag = f"storm-{i}"
+                    got = await client.call("compute.controller", "sleep", seconds=seconds, tag=tag)
+                    answered.append(got == tag)
+                else:
+                    answered.append(await client.call("compute.controller", "echo", value=i) == i)
+            gave_up["patient" if patience == 10.0 else "impatient"] += scope.cancelled_caught
+
+        with trio.fail_after(60):
+            for _ in range(4):
+                async with trio.open_nursery() as nursery:
+                    for i in range(100):
+                        nursery.start_soon(one, i)
+            after = await client.call("compute.controller", "echo", value="after")
+    assert all(answered)
+    assert len(answered) + sum(gave_up.values()) == 400
+    assert gave_up["patient"] == 0 < gave_up["impatient"]
+    assert after == "after"
