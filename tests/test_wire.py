@@ -16,6 +16,7 @@ from trizmq._wire import (
     Call,
     Cancel,
     Cast,
+    Casts,
     Envelope,
     Error,
     Fanout,
@@ -41,6 +42,7 @@ timeouts = st.none() | st.floats(min_value=0, max_value=1e6)
 envelopes: st.SearchStrategy[Envelope] = st.one_of(
     st.builds(Call, ids, names, names, args, args, timeouts),
     st.builds(Cast, ids, names, names, args, args),
+    st.builds(Casts, ids, names, names, st.lists(args, max_size=4), args),
     st.builds(Fanout, ids, names, names, args, args),
     st.builds(Reply, ids, payload),
     st.builds(Error, ids, names, names, st.text(), st.text()),

@@ -8,7 +8,7 @@ import math
 import os
 import secrets
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar, overload
 
@@ -45,6 +45,7 @@ from ._wire import (
     Call,
     Cancel,
     Cast,
+    Casts,
     Envelope,
     Error,
     ErrorCode,
@@ -60,6 +61,9 @@ T = TypeVar("T")
 
 #: Seconds a call waits for its reply unless told otherwise (oslo.messaging's default).
 DEFAULT_TIMEOUT = 60.0
+
+#: Most casts one `CASTS` message of `Client.cast_many` carries.
+_CASTS_PER_MESSAGE = 1000
 
 #: Seconds replies may still arrive after ZeroMQ reported their connection closed.
 _SETTLE = 0.05
@@ -456,27 +460,48 @@ class Client:
         """Send one cast per item of `calls` (each a dict of arguments), in a batch.
 
         The same as casting each in turn (round-robin over the topic's hosts
-        for a `"topic"` target), with one schedule point for the whole batch
-        instead of one per message.
+        for a `"topic"` target, each host receiving its casts in order), but
+        the casts for one host travel together, as few messages as the
+        message size limit allows, with one schedule point for the whole batch.
 
         Returns:
             The number of casts sent.
 
         Raises:
             RingError: The target is not in the ring.
+            MessageTooLarge: One cast alone is over the message size limit.
         """
-        values = self._merge(context)
-        sent = 0
+        batches: dict[_Peer, list[dict[str, Any]]] = {}
         for args in calls:
-            peer = self._peer(target)
-            frame = self._encode(
-                Cast(next(self._ids), peer.topic, method, _unstructure(args), values)
-            )
-            await peer.sock.send_soon([frame])
-            peer.counts["cast"] += 1
-            sent += 1
+            batches.setdefault(self._peer(target), []).append(_unstructure(args))
+        values = self._merge(context)
+        for peer, batch in batches.items():
+            for frame, count in self._casts_frames(peer.topic, method, batch, values):
+                await peer.sock.send_soon([frame])
+                peer.counts["cast"] += count
         await trio.lowlevel.checkpoint()
-        return sent
+        return sum(map(len, batches.values()))
+
+    def _casts_frames(
+        self, topic: str, method: str, batch: list[dict[str, Any]], values: dict[str, Any]
+    ) -> Iterator[tuple[bytes, int]]:
+        """`CASTS` frames carrying `batch` in order, each within the size limit,
+        with how many casts each carries."""
+        chunks = [
+            batch[i : i + _CASTS_PER_MESSAGE] for i in range(0, len(batch), _CASTS_PER_MESSAGE)
+        ]
+        while chunks:
+            chunk = chunks.pop(0)
+            first = next(self._ids)
+            self._ids = itertools.count(first + len(chunk))  # the chunk's ids
+            frame = encode(Casts(first, topic, method, chunk, values))
+            if len(frame) <= self._max_message_size:
+                yield frame, len(chunk)
+            elif len(chunk) == 1:
+                raise self._too_large(len(frame))
+            else:
+                half = len(chunk) // 2
+                chunks[:0] = [chunk[:half], chunk[half:]]
 
     async def fanout(
         self,
@@ -551,10 +576,13 @@ class Client:
     def _encode(self, envelope: Envelope) -> bytes:
         frame = encode(envelope)
         if len(frame) > self._max_message_size:
-            raise MessageTooLarge(
-                f"the message is {len(frame)} bytes, over the limit of {self._max_message_size}"
-            )
+            raise self._too_large(len(frame))
         return frame
+
+    def _too_large(self, size: int) -> MessageTooLarge:
+        return MessageTooLarge(
+            f"the message is {size} bytes, over the limit of {self._max_message_size}"
+        )
 
     def _close(self) -> None:
         for peer in self._peers.values():

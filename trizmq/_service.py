@@ -37,6 +37,7 @@ from ._wire import (
     Call,
     Cancel,
     Cast,
+    Casts,
     Envelope,
     Error,
     ErrorCode,
@@ -57,6 +58,8 @@ DEFAULT_MAX_CONCURRENCY = 1000
 DEFAULT_GRACE_PERIOD = 5.0
 #: Synchronous handlers running at once in worker threads.
 DEFAULT_THREAD_LIMIT = 16
+#: Requests taken between two schedule points of the reading task.
+_BATCH = 256
 #: Seconds a reply may wait for room in the caller's queue before it is dropped.
 _REPLY_SEND_TIMEOUT = 5.0
 
@@ -220,8 +223,9 @@ class _Runner:
         self.subscribers = Subscriptions()
         self.stopping = False
         self._draining: trio.CancelScope | None = None
-        # Requests read but not yet taken: a pump that hands over leaves the rest here.
-        self._backlog: collections.deque[list[bytes]] = collections.deque()
+        # Requests read but not yet taken: a pump that hands over leaves the rest
+        # here, and the casts of a CASTS message wait here for their turn.
+        self._backlog: collections.deque[list[bytes] | tuple[bytes, Cast]] = collections.deque()
         self._handlers: trio.Nursery
         self._pump_scope: trio.CancelScope | None = None  # the reading task's, while it reads
         self._subscribers_changed = trio.Event()
@@ -274,15 +278,21 @@ class _Runner:
         with trio.CancelScope(shield=True) as scope:
             self._pump_scope = scope
             backlog = self._backlog
+            taken = 0
             while not self.stopping:
                 if not backlog:
-                    backlog.extend(await self.sock.receive_batch())
-                while backlog:
-                    job = self._handle(backlog.popleft())
-                    if job is not None:
-                        hand_over = functools.partial(self._hand_over, job, scope)
-                        if await run_inline(self._run(job), hand_over):
-                            return
+                    backlog.extend(await self.sock.receive_batch(_BATCH))
+                    taken = 0
+                elif taken == _BATCH:
+                    # A long backlog (casts of CASTS messages) must not starve other tasks.
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    taken = 0
+                taken += 1
+                job = self._handle(backlog.popleft())
+                if job is not None:
+                    hand_over = functools.partial(self._hand_over, job, scope)
+                    if await run_inline(self._run(job), hand_over):
+                        return
                     job = None
                 if len(self.flights) >= self.max_concurrency:
                     self._room = trio.Event()
@@ -302,9 +312,7 @@ class _Runner:
         self.stopping = True
         if self._pump_scope is not None:
             self._pump_scope.cancel()
-        self._backlog.extend(self.sock.receive_available(max_messages=1_000_000))
-        while self._backlog:
-            self._handle(self._backlog.popleft())
+        self._drain(self.sock.receive_available(max_messages=1_000_000))
         deadline = trio.current_time() + self.grace_period
         for job in self.flights.values():
             job.stop_reason = job.stop_reason or "shutdown"
@@ -318,11 +326,19 @@ class _Runner:
             if not self.flights:
                 return
             while True:
-                for frames in await self.sock.receive_batch():
-                    self._handle(frames)  # a stopping service starts no handler
+                self._drain(await self.sock.receive_batch())
 
-    def _handle(self, frames: list[bytes]) -> _Job | None:
+    def _drain(self, batch: list[list[bytes]]) -> None:
+        """Take what is left, then `batch`: at shutdown, when no handler starts."""
+        self._backlog.extend(batch)
+        while self._backlog:
+            self._handle(self._backlog.popleft())
+
+    def _handle(self, item: list[bytes] | tuple[bytes, Cast]) -> _Job | None:
         """Take one request: answer what is wrong with it, or return its job."""
+        if isinstance(item, tuple):  # a cast of a CASTS message, already read
+            return self._start(*item)
+        frames = item
         stats = self.stats
         if len(frames) != 2:
             stats.rejected["frames"] += 1
@@ -355,6 +371,14 @@ class _Runner:
             return None
         if isinstance(envelope, Call | Cast | Fanout):
             return self._start(identity, envelope)
+        elif isinstance(envelope, Casts):
+            casts = [
+                Cast(envelope.id + i, envelope.topic, envelope.method, args, envelope.context)
+                for i, args in enumerate(envelope.batch)
+            ]
+            # In order, before anything read after them.
+            self._backlog.extendleft((identity, cast) for cast in reversed(casts[1:]))
+            return self._start(identity, casts[0]) if casts else None
         elif isinstance(envelope, Cancel):
             job = self.flights.get((identity, envelope.id))
             if job is not None:

@@ -39,6 +39,7 @@ class Kind(enum.IntEnum):
     CANCEL = 6
     STATS_SUBSCRIBE = 7
     STATS = 8
+    CASTS = 9
 
 
 @attrs.frozen
@@ -70,6 +71,20 @@ class Cast:
     topic: str
     method: str
     args: dict[str, Any]
+    context: dict[str, Any]
+
+
+@attrs.frozen
+class Casts:
+    """Casts of one method to one host, in one message: the `args` of each in `batch`.
+
+    The casts take the ids `id`, `id + 1`, ... in the order of `batch`.
+    """
+
+    id: int
+    topic: str
+    method: str
+    batch: list[dict[str, Any]]
     context: dict[str, Any]
 
 
@@ -127,7 +142,7 @@ class Stats:
     data: dict[str, Any]
 
 
-Envelope: TypeAlias = Call | Cast | Fanout | Reply | Error | Cancel | StatsSubscribe | Stats
+Envelope: TypeAlias = Call | Cast | Casts | Fanout | Reply | Error | Cancel | StatsSubscribe | Stats
 
 _KIND_OF: Final[dict[type[Any], Kind]] = {
     Call: Kind.CALL,
@@ -138,6 +153,7 @@ _KIND_OF: Final[dict[type[Any], Kind]] = {
     Cancel: Kind.CANCEL,
     StatsSubscribe: Kind.STATS_SUBSCRIBE,
     Stats: Kind.STATS,
+    Casts: Kind.CASTS,
 }
 _CLASS_OF: Final[dict[int, type[Any]]] = {kind: cls for cls, kind in _KIND_OF.items()}
 _FIELDS_OF: Final[dict[type[Any], tuple[str, ...]]] = {
@@ -266,6 +282,10 @@ def _is_str_dict(value: object) -> bool:
     return type(value) is dict and (not value or all(map(_is_str, value)))
 
 
+def _is_list_of_str_dicts(value: object) -> bool:
+    return type(value) is list and all(map(_is_str_dict, value))
+
+
 def _is_any(value: object) -> bool:
     return True
 
@@ -276,6 +296,7 @@ def _is_any(value: object) -> bool:
 _CHECKS: Final[dict[type[Any], tuple[Callable[[object], bool], ...]]] = {
     Call: (_is_int, _is_str, _is_str, _is_str_dict, _is_str_dict, _is_optional_number),
     Cast: (_is_int, _is_str, _is_str, _is_str_dict, _is_str_dict),
+    Casts: (_is_int, _is_str, _is_str, _is_list_of_str_dicts, _is_str_dict),
     Fanout: (_is_int, _is_str, _is_str, _is_str_dict, _is_str_dict),
     Reply: (_is_int, _is_any),
     Error: (_is_int, _is_str, _is_str, _is_str, _is_str),
