@@ -19,7 +19,7 @@ from cluster_app import BootRequest, Disk, Instance
 from conftest import Cluster, eventually, run_process
 
 import trizmq
-from trizmq._wire import Call, Error, Reply, decode, encode
+from trizmq._wire import Call, Casts, Error, Reply, decode, encode
 
 
 def unique(prefix: str) -> str:
@@ -601,3 +601,34 @@ async def test_the_deadline_travels_with_the_call_and_stops_the_handler_by_itsel
     assert isinstance(error, Error)
     assert (error.id, error.code, error.type_name) == (1, "deadline", "CallTimeout")
     assert state == "cancelled"
+
+
+def cast_then_call(endpoint: str, casts: bytes, call: bytes) -> bytes:
+    """From one raw DEALER: a message that gets no answer, then a call; the call's reply."""
+    with zmq.Context() as context, context.socket(zmq.DEALER) as sock:
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVTIMEO, 5000)
+        sock.connect(endpoint)
+        sock.send(casts)
+        sock.send(call)
+        return sock.recv()
+
+
+@pytest.mark.parametrize(
+    ("batch", "counted"),
+    [([], 0), ([{"key": "k"}, {"nope": 1}, {"key": "k"}], 2)],
+    ids=["empty", "a-bad-cast-among-good-ones"],
+)
+async def test_a_casts_message_runs_its_good_casts_and_refuses_the_bad_ones(
+    cluster: Cluster, batch: list[dict[str, Any]], counted: int
+) -> None:
+    key = unique("casts")
+    batch = [{"key": key} if "key" in args else args for args in batch]
+    casts = encode(Casts(1, "compute", "record", batch, {}))
+    # On the same connection, after the casts: they have run when it is answered.
+    call = encode(Call(9, "compute", "count", {"key": key}, {}, 5.0))
+    with trio.fail_after(15):
+        reply = await trio.to_thread.run_sync(
+            cast_then_call, cluster.addresses["compute.controller"], casts, call
+        )
+    assert decode(reply) == Reply(9, counted)

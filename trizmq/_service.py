@@ -224,8 +224,10 @@ class _Runner:
         self.stopping = False
         self._draining: trio.CancelScope | None = None
         # Requests read but not yet taken: a pump that hands over leaves the rest
-        # here, and the casts of a CASTS message wait here for their turn.
-        self._backlog: collections.deque[list[bytes] | tuple[bytes, Cast]] = collections.deque()
+        # here, and a CASTS message waits here, with the index of its next cast.
+        self._backlog: collections.deque[list[bytes] | tuple[bytes, Casts, int]] = (
+            collections.deque()
+        )
         self._handlers: trio.Nursery
         self._pump_scope: trio.CancelScope | None = None  # the reading task's, while it reads
         self._subscribers_changed = trio.Event()
@@ -334,10 +336,10 @@ class _Runner:
         while self._backlog:
             self._handle(self._backlog.popleft())
 
-    def _handle(self, item: list[bytes] | tuple[bytes, Cast]) -> _Job | None:
+    def _handle(self, item: list[bytes] | tuple[bytes, Casts, int]) -> _Job | None:
         """Take one request: answer what is wrong with it, or return its job."""
-        if isinstance(item, tuple):  # a cast of a CASTS message, already read
-            return self._start(*item)
+        if isinstance(item, tuple):
+            return self._next_cast(*item)
         frames = item
         stats = self.stats
         if len(frames) != 2:
@@ -372,13 +374,7 @@ class _Runner:
         if isinstance(envelope, Call | Cast | Fanout):
             return self._start(identity, envelope)
         elif isinstance(envelope, Casts):
-            casts = [
-                Cast(envelope.id + i, envelope.topic, envelope.method, args, envelope.context)
-                for i, args in enumerate(envelope.batch)
-            ]
-            # In order, before anything read after them.
-            self._backlog.extendleft((identity, cast) for cast in reversed(casts[1:]))
-            return self._start(identity, casts[0]) if casts else None
+            return self._next_cast(identity, envelope, 0)
         elif isinstance(envelope, Cancel):
             job = self.flights.get((identity, envelope.id))
             if job is not None:
@@ -395,6 +391,17 @@ class _Runner:
             error = Error(envelope.id, ErrorCode.PROTOCOL, "ProtocolError", message, "")
             self._send_nowait(identity, error)
         return None
+
+    def _next_cast(self, identity: bytes, casts: Casts, index: int) -> _Job | None:
+        """Start cast `index` of a CASTS message; the rest come next, one at a time."""
+        if index >= len(casts.batch):
+            return None
+        if index + 1 < len(casts.batch):
+            self._backlog.appendleft((identity, casts, index + 1))
+        args = casts.batch[index]
+        return self._start(
+            identity, Cast(casts.id + index, casts.topic, casts.method, args, casts.context)
+        )
 
     def _start(self, identity: bytes, request: Call | Cast | Fanout) -> _Job | None:
         kind = _KIND_NAMES[type(request)]
