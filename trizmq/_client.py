@@ -153,7 +153,7 @@ class _Peer:
     async def _lead(self, waiter: _Pending) -> list[list[bytes]]:
         self._leader = waiter
         try:
-            # Empty when `_settle` interrupts it: the reply came another way.
+            # Empty when `settle` interrupts it: the reply came another way.
             return await self.sock.receive_batch()
         finally:
             self._leader = None

@@ -182,9 +182,7 @@ class AsyncSocket:
     def interrupt(self) -> None:
         """Make the `receive_batch` waiting now, or else the next one, return at once."""
         self._interrupted = True
-        if self._fd_waiting and not self._kicked:
-            self._kicked = True
-            trio.lowlevel.notify_closing(self._fd)
+        self._kick()
 
     def receive_available(self, max_messages: int = 256) -> list[list[bytes]]:
         """Receive what is queued now without waiting (possibly nothing)."""
@@ -238,9 +236,12 @@ class AsyncSocket:
         so that they re-read ZMQ_EVENTS: the fd waiter with a kick, once until
         it runs, and the parked ones."""
         wanted = (_POLLIN if self._want_in else 0) | (_POLLOUT if self._want_out else 0)
-        if not events & wanted:
-            return
-        self._parked.unpark_all()
+        if events & wanted:
+            self._parked.unpark_all()
+            self._kick()
+
+    def _kick(self) -> None:
+        """Wake the fd waiter, if any, once until it has run."""
         if self._fd_waiting and not self._kicked:
             self._kicked = True
             trio.lowlevel.notify_closing(self._fd)
