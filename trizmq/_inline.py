@@ -17,14 +17,21 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable, Coroutine, Generator
-from typing import Any
+from typing import Any, TypeVarTuple
+
+Args = TypeVarTuple("Args")
 
 
 @types.coroutine
 def run_inline(
-    coro: Coroutine[Any, Any, None], on_suspend: Callable[[], None]
+    coro: Coroutine[Any, Any, None],
+    on_suspend: Callable[[*Args], None],
+    *args: *Args,
 ) -> Generator[Any, Any, bool]:
-    """Await `coro`, calling `on_suspend()` just before its first wait.
+    """Await `coro`, calling `on_suspend(*args)` just before its first wait.
+
+    Arguments rather than a closure: nothing is built for the coroutines that
+    never wait, which are most of them.
 
     Returns:
         Whether `coro` waited (and `on_suspend` was called).
@@ -33,7 +40,7 @@ def run_inline(
         trap = coro.send(None)
     except StopIteration:
         return False
-    on_suspend()
+    on_suspend(*args)
     while True:
         # Trio resumes us with a value or an exception: pass either on.
         try:

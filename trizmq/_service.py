@@ -292,8 +292,7 @@ class _Runner:
                 taken += 1
                 job = self._handle(backlog.popleft())
                 if job is not None:
-                    hand_over = functools.partial(self._hand_over, job, scope)
-                    if await run_inline(self._run(job), hand_over):
+                    if await run_inline(self._run(job), self._hand_over, job, scope):
                         return
                     job = None
                 if len(self.flights) >= self.max_concurrency:
@@ -462,7 +461,7 @@ class _Runner:
         blocked = None
         if isinstance(request, Call) and job.stop_reason != "caller":
             blocked = self._queue(job.identity, reply)
-        self._finish(job.identity, request, reply, now, now - job.started)
+        self._finish(job, reply, now)
         if blocked is not None:
             await self._send_blocked(job.identity, reply, blocked)
         elif isinstance(reply, Error) and not isinstance(request, Call):
@@ -492,12 +491,10 @@ class _Runner:
         self.stats.timeouts += 1
         return Error(id, ErrorCode.DEADLINE, "CallTimeout", "the call's deadline passed", "")
 
-    def _finish(
-        self, identity: bytes, request: Envelope, reply: Envelope, now: float, latency: float
-    ) -> None:
-        del self.flights[(identity, request.id)]
+    def _finish(self, job: _Job, reply: Envelope, now: float) -> None:
+        del self.flights[(job.identity, job.request.id)]
         self.stats.in_flight -= 1
-        self.stats.latency.add(now, latency)
+        self.stats.latency.add(now, now - job.started)
         if isinstance(reply, Error) and reply.code == ErrorCode.EXCEPTION:
             self.stats.errors[reply.type_name] += 1
         if self._draining is not None and not self.flights:
