@@ -32,6 +32,8 @@ def generate(directory: Path, name: str) -> None:
     """NAME.key and NAME.key_secret in `directory`, like `trizmq keys generate`."""
     directory.mkdir(parents=True, exist_ok=True)
     zmq.auth.create_certificates(directory, name)
+    # Only its owner may read a secret key: a service warns about any other mode.
+    (directory / f"{name}.key_secret").chmod(0o600)
 
 
 async def try_call(name: str, client: trizmq.Client) -> None:
