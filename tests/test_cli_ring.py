@@ -66,6 +66,26 @@ def test_ring_check_invalid_ring_prints_error_on_stderr_and_exits_2(tmp_path: Pa
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        (
+            '{"compute:9501": [' + "1" * 5_000 + "]}",
+            f"a number has more than {sys.get_int_max_str_digits()} digits",
+        ),
+    ],
+)
+def test_ring_check_of_a_pathological_ring_prints_one_line_and_exits_2(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    path = tmp_path / "ring.json"
+    path.write_text(text, encoding="utf-8")
+    result = run_cli("ring", "check", str(path))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"trizmq: {path}: invalid JSON: {problem}\n"
+
+
 def test_ring_check_missing_file_exits_2(tmp_path: Path) -> None:
     result = run_cli("ring", "check", str(tmp_path / "absent.json"))
     assert result.returncode == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,23 @@ def test_invalid_json_names_file_line_and_column(tmp_path: Path) -> None:
     message = str(info.value)
     assert str(path) in message
     assert "invalid JSON at line 2 column 33: Expecting value" in message
+
+
+def test_json_nested_too_deeply_is_a_ring_error(tmp_path: Path) -> None:
+    path = write_ring(tmp_path, "[" * 100_000 + "]" * 100_000)
+    with pytest.raises(RingError) as info:
+        Ring.load(path)
+    assert str(info.value) == f"{path}: invalid JSON: nested too deeply"
+
+
+def test_a_number_too_long_for_python_is_a_ring_error(tmp_path: Path) -> None:
+    path = write_ring(tmp_path, '{"compute:9501": [' + "1" * 5_000 + "]}")
+    with pytest.raises(RingError) as info:
+        Ring.load(path)
+    assert (
+        str(info.value)
+        == f"{path}: invalid JSON: a number has more than {sys.get_int_max_str_digits()} digits"
+    )
 
 
 def test_missing_file(tmp_path: Path) -> None:

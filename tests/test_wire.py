@@ -113,3 +113,24 @@ def test_msgpack_extension_types_are_refused() -> None:
     frame = msgpack.packb([VERSION, Kind.REPLY, 1, msgpack.ExtType(5, b"x")])
     with pytest.raises(ProtocolError, match="extension type 5"):
         decode(frame)
+
+
+@pytest.mark.parametrize(
+    ("interval", "lease"),
+    [(float("nan"), 30.0), (float("inf"), 30.0), (1.0, float("nan")), (1.0, float("-inf"))],
+)
+def test_a_stats_subscription_with_a_non_finite_interval_or_lease_is_refused(
+    interval: float, lease: float
+) -> None:
+    frame = msgpack.packb([VERSION, Kind.STATS_SUBSCRIBE, 1, interval, lease])
+    with pytest.raises(ProtocolError, match="must be a finite number of seconds"):
+        decode(frame)
+
+
+# Seconds and nanoseconds that msgpack packs as a 32-, 64- and 96-bit timestamp.
+@pytest.mark.parametrize("timestamp", [(1, 0), (1, 5), (2**34, 0)])
+def test_a_msgpack_timestamp_in_the_arguments_is_refused(timestamp: tuple[int, int]) -> None:
+    when = msgpack.Timestamp(*timestamp)
+    frame = msgpack.packb([VERSION, Kind.CALL, 1, "t", "m", {"when": when}, {}, None])
+    with pytest.raises(ProtocolError, match="extension type -1 "):
+        decode(frame)

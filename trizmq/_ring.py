@@ -23,6 +23,7 @@ import json
 import os
 import re
 import socket
+import sys
 from collections.abc import Callable, Container, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ import attrs
 
 from ._errors import RingError
 
-__all__ = ["REPLIES_TOPIC", "Ring", "Service", "parse_resolve", "resolve_address"]
+__all__ = ["REPLIES_TOPIC", "Ring", "Service", "load_json", "parse_resolve", "resolve_address"]
 
 REPLIES_TOPIC = "zmq_replies"
 """The seed ring's reply topic. Accepted for compatibility; trizmq serves nothing there."""
@@ -112,7 +113,8 @@ class Ring:
 
         Raises:
             RingError: The file cannot be read, is not valid JSON (the message
-                gives line and column), has a key twice, or breaks a ring rule.
+                gives line and column), is nested too deeply, has a number too
+                long for Python, has a key twice, or breaks a ring rule.
         """
         source = os.fspath(path)
         try:
@@ -124,12 +126,7 @@ class Ring:
             raise RingError(f"{source}: ring file is not UTF-8 text: {exc.reason}") from None
         except OSError as exc:
             raise RingError(f"{source}: cannot read ring file: {exc.strerror or exc}") from None
-        try:
-            data = json.loads(text, object_pairs_hook=_no_duplicate_keys(source))
-        except json.JSONDecodeError as exc:
-            raise RingError(
-                f"{source}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-            ) from None
+        data = load_json(text, source, object_pairs_hook=_no_duplicate_keys(source))
         return cls(source, _parse(data, source))
 
     @classmethod
@@ -349,6 +346,34 @@ class Ring:
 
 
 # -- parsing and validation ---------------------------------------------------
+
+
+def load_json(text: str, where: str, **options: Any) -> Any:
+    """Parse JSON text with `json.loads`, turning every refusal into a `RingError`.
+
+    Args:
+        text: The JSON text.
+        where: What the text is (a file name, an option), to start the message.
+        **options: Passed on to `json.loads`.
+
+    Returns:
+        The parsed value.
+
+    Raises:
+        RingError: The text is not valid JSON (the message gives line and
+            column), is nested too deeply, or has an integer too long for Python.
+    """
+    try:
+        return json.loads(text, **options)
+    except json.JSONDecodeError as exc:
+        problem = f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+    except RecursionError:
+        problem = "invalid JSON: nested too deeply"
+    except ValueError:
+        # The only other ValueError of json: Python's cap on the digits of an
+        # int, which keeps a huge number from costing quadratic time.
+        problem = f"invalid JSON: a number has more than {sys.get_int_max_str_digits()} digits"
+    raise RingError(f"{where}: {problem}")
 
 
 def _no_duplicate_keys(source: str) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:

@@ -18,6 +18,9 @@ SENT_KINDS = ("reply", "error")
 #: Bounds on what a subscriber may ask for, in seconds.
 MIN_INTERVAL = 0.1
 MAX_LEASE = 60.0
+#: Subscribers one service port pushes stats to at most: each costs a snapshot
+#: per interval, so an unbounded number would let subscribers load the service.
+MAX_SUBSCRIBERS = 64
 
 #: Seconds of handler latencies the percentiles are computed over.
 LATENCY_WINDOW = 10.0
@@ -108,15 +111,26 @@ class Subscriptions:
         # identity -> [subscription id, interval, next due, lease end]
         self._subs: dict[bytes, list[Any]] = {}
 
-    def add(self, identity: bytes, id: int, interval: float, lease: float, now: float) -> None:
-        """Subscribe (the first push is due now), or renew a lease on the same schedule."""
-        interval = max(MIN_INTERVAL, interval)
-        end = now + min(max(lease, interval), MAX_LEASE)
+    def add(self, identity: bytes, id: int, interval: float, lease: float, now: float) -> bool:
+        """Subscribe (the first push is due now), or renew a lease on the same schedule.
+
+        The interval is bounded to `MIN_INTERVAL`..`MAX_LEASE` and the lease to
+        interval..`MAX_LEASE`; NaN counts as the lower bound.
+
+        Returns:
+            False, with nothing changed, when a new identity would be subscriber
+            number `MAX_SUBSCRIBERS` + 1; a known identity is always accepted.
+        """
         sub = self._subs.get(identity)
+        if sub is None and len(self._subs) >= MAX_SUBSCRIBERS:
+            return False
+        interval = _bounded(interval, MIN_INTERVAL, MAX_LEASE)
+        end = now + _bounded(lease, interval, MAX_LEASE)
         if sub is not None and sub[0] == id and sub[1] == interval:
             sub[3] = end  # a renewal must not push early: rates are per interval
         else:
             self._subs[identity] = [id, interval, now, end]
+        return True
 
     def drop(self, identity: bytes) -> None:
         """Forget a subscriber (it cannot be reached)."""
@@ -136,3 +150,9 @@ class Subscriptions:
     def next_due(self) -> float:
         """The monotonic time of the next push or expiry (`math.inf` with no subscriber)."""
         return min((min(sub[2], sub[3]) for sub in self._subs.values()), default=math.inf)
+
+
+def _bounded(value: float, low: float, high: float) -> float:
+    # NaN fails every comparison, so min/max alone would let it through: a NaN
+    # lease end never passes, and the subscription would never expire.
+    return low if math.isnan(value) else min(max(value, low), high)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, NoReturn, TypeAlias
 
 import attrs
 import msgpack
@@ -55,12 +55,13 @@ class Call:
     method: str
     args: dict[str, Any]
     context: dict[str, Any]
-    timeout: float | None = attrs.field(validator=lambda _, __, v: _check_timeout(v))
+    timeout: float | None = attrs.field(validator=lambda _, a, v: _check_seconds(a, v))
 
 
-def _check_timeout(value: float | None) -> None:
+def _check_seconds(attribute: attrs.Attribute[Any], value: float | None) -> None:
+    # NaN or an infinity would make a deadline, lease or schedule that never ends.
     if value is not None and not math.isfinite(value):
-        raise ValueError(f"timeout must be a finite number of seconds, got {value!r}")
+        raise ValueError(f"{attribute.name} must be a finite number of seconds, got {value!r}")
 
 
 @attrs.frozen
@@ -130,8 +131,8 @@ class StatsSubscribe:
     """Ask for a stats message every `interval` seconds, for `lease` seconds."""
 
     id: int
-    interval: float
-    lease: float
+    interval: float = attrs.field(validator=lambda _, a, v: _check_seconds(a, v))
+    lease: float = attrs.field(validator=lambda _, a, v: _check_seconds(a, v))
 
 
 @attrs.frozen
@@ -217,8 +218,19 @@ def encode(envelope: Envelope) -> bytes:
     return data
 
 
-def _refuse_ext(code: int, data: bytes) -> Any:
+def _refuse_ext(code: int, data: bytes) -> NoReturn:
     raise ValueError(f"msgpack extension type {code} is not part of the protocol")
+
+
+def _unpack_problem(frame: bytes) -> str:
+    """Why `decode` could not unpack a frame."""
+    try:
+        # Again without max_ext_len: the hook names any other extension type,
+        # so a frame that unpacks now was refused for a timestamp.
+        msgpack.unpackb(frame, raw=False, strict_map_key=True, ext_hook=_refuse_ext)
+        _refuse_ext(-1, b"")
+    except Exception as exc:
+        return str(exc)
 
 
 def decode(frame: bytes) -> Envelope:
@@ -229,9 +241,15 @@ def decode(frame: bytes) -> Envelope:
             message says what was wrong. Nothing else is ever raised.
     """
     try:
-        data = msgpack.unpackb(frame, raw=False, strict_map_key=True, ext_hook=_refuse_ext)
-    except Exception as exc:
-        raise ProtocolError(f"not a msgpack message: {exc}") from None
+        # msgpack decodes a timestamp (extension type -1) itself, never calling
+        # ext_hook: max_ext_len=0 refuses it, and any extension with data, at no
+        # cost. One without data reaches ext_hook, or msgpack's timestamp check.
+        # (Keywords spelt out: `**options` would cost more than the limit.)
+        data = msgpack.unpackb(
+            frame, raw=False, strict_map_key=True, ext_hook=_refuse_ext, max_ext_len=0
+        )
+    except Exception:
+        raise ProtocolError(f"not a msgpack message: {_unpack_problem(frame)}") from None
     if not isinstance(data, list) or len(data) < 2:
         raise ProtocolError("an envelope is a msgpack array [version, kind, ...fields]")
     version, kind, *fields = data
