@@ -7,8 +7,10 @@ import json
 import secrets
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import trio
 from conftest import (
     APP,
@@ -60,10 +62,17 @@ async def test_call_of_a_failing_method_prints_the_remote_error_and_exits_1(
     assert text(done.stderr) == "cluster_app.QuotaExceeded: over quota\n"
 
 
-async def test_call_with_traceback_prints_the_remote_traceback(cluster: Cluster) -> None:
+@pytest.mark.serve_args("--send-tracebacks")
+async def test_call_with_traceback_prints_the_remote_traceback(fresh_cluster: Cluster) -> None:
     with trio.fail_after(20):
         done = await trizmq(
-            cluster, "call", "scheduler", "fail", "--arg", 'message="over quota"', "--traceback"
+            fresh_cluster,
+            "call",
+            "scheduler",
+            "fail",
+            "--arg",
+            'message="over quota"',
+            "--traceback",
         )
     assert done.returncode == 1
     assert "raise QuotaExceeded(message)" in text(done.stderr)
@@ -95,6 +104,35 @@ async def test_call_to_a_target_not_in_the_ring_exits_2(cluster: Cluster) -> Non
     assert text(done.stderr).startswith("trizmq: ")
     assert "'scheduler.computenodex'" in text(done.stderr)
     assert "Traceback" not in text(done.stderr)
+
+
+@pytest.mark.parametrize(
+    ("context", "problem"),
+    [
+        ("{bad", "invalid JSON at line 1 column 2: Expecting property name"),
+        ("[1]", "expected a JSON object"),
+    ],
+)
+async def test_call_with_a_context_that_is_not_a_json_object_exits_2(
+    context: str, problem: str
+) -> None:
+    command = trizmq_command("call", str(SEED_RING), "compute", "ping", "--context", context)
+    with trio.fail_after(20):
+        done = await run_process(command)
+    assert (done.returncode, done.stdout) == (2, b"")
+    assert text(done.stderr).startswith(f"trizmq: --context: {problem}")
+    assert text(done.stderr).count("\n") == 1
+
+
+async def test_call_with_an_argument_nested_too_deeply_exits_2() -> None:
+    value = "[" * 10_000 + "]" * 10_000
+    command = trizmq_command("call", str(SEED_RING), "compute", "ping", "--arg", f"x={value}")
+    with trio.fail_after(20):
+        done = await run_process(command)
+    assert (done.returncode, text(done.stderr)) == (
+        2,
+        "trizmq: --arg x: invalid JSON: nested too deeply\n",
+    )
 
 
 async def test_cast_exits_0_and_reaches_one_host(cluster: Cluster) -> None:
@@ -148,6 +186,16 @@ async def test_serve_of_a_topic_option_the_ring_does_not_list_for_the_host_exits
     assert done.returncode == 2
     assert "'cert'" in text(done.stderr)
     assert "'computenodex'" in text(done.stderr)
+
+
+async def test_serve_of_a_ring_with_a_number_too_long_exits_2(tmp_path: Path) -> None:
+    ring = tmp_path / "ring.json"
+    ring.write_text('{"compute:9501": [' + "1" * 5_000 + "]}", encoding="utf-8")
+    command = trizmq_command("serve", str(ring), "--host", "computenodex", "--app", APP)
+    with trio.fail_after(20):
+        done = await run_process(command)
+    problem = f"invalid JSON: a number has more than {sys.get_int_max_str_digits()} digits"
+    assert (done.returncode, text(done.stderr)) == (2, f"trizmq: {ring}: {problem}\n")
 
 
 def test_sigint_stops_serve_with_exit_0(tmp_path: Path) -> None:

@@ -272,8 +272,29 @@ async def test_a_remote_exception_comes_back_as_remote_error(cluster: Cluster) -
     assert type(error) is trizmq.RemoteError
     assert error.type_name == "cluster_app.QuotaExceeded"
     assert error.message == "10 cores max"
-    assert "raise QuotaExceeded(message)" in error.remote_traceback
     assert (error.topic, error.host) == ("scheduler", "controller")
+
+
+async def test_a_remote_traceback_stays_in_the_service_log_by_default(cluster: Cluster) -> None:
+    tag = f"quota-{secrets.token_hex(4)}"
+    with trio.fail_after(10):
+        async with cluster.client() as client:
+            with pytest.raises(trizmq.RemoteError) as caught:
+                await client.call("scheduler", "fail", message=tag)
+        assert caught.value.remote_traceback == ""
+        await eventually(lambda: tag in cluster.log("controller"))
+    assert "raise QuotaExceeded(message)" in cluster.log("controller")
+
+
+@pytest.mark.serve_args("--send-tracebacks")
+async def test_a_service_run_with_send_tracebacks_sends_the_remote_traceback(
+    fresh_cluster: Cluster,
+) -> None:
+    with trio.fail_after(10):
+        async with fresh_cluster.client() as client:
+            with pytest.raises(trizmq.RemoteError) as caught:
+                await client.call("scheduler", "fail", message="10 cores max")
+    assert "raise QuotaExceeded(message)" in caught.value.remote_traceback
 
 
 async def test_a_remote_error_leaves_the_client_block_unwrapped(cluster: Cluster) -> None:
@@ -599,7 +620,7 @@ async def test_the_deadline_travels_with_the_call_and_stops_the_handler_by_itsel
             assert await client.call("compute.computenodex", "ping", x=1) == 2
     error = decode(reply)
     assert isinstance(error, Error)
-    assert (error.id, error.code, error.type_name) == (1, "deadline", "CallTimeout")
+    assert (error.id, error.code, error.type_name) == (1, "deadline", "trizmq.CallTimeout")
     assert state == "cancelled"
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import functools
 import importlib
 import json
 import math
+import resource
 import signal
 import sys
 from collections.abc import Callable, Mapping
@@ -24,8 +26,15 @@ from ._cli_curve import (
 from ._client import open_client
 from ._errors import CallTimeout, RemoteError, RingError
 from ._nursery import open_nursery
-from ._ring import Ring, parse_resolve
-from ._service import DEFAULT_GRACE_PERIOD, DEFAULT_MAX_CONCURRENCY, serve
+from ._ring import Ring, load_json, parse_resolve
+from ._service import (
+    DEFAULT_GRACE_PERIOD,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_HELD_BYTES,
+    DEFAULT_MAX_IN_FLIGHT_PER_CALLER,
+    DEFAULT_MAX_QUEUED_REPLY_BYTES,
+    serve,
+)
 from ._transport import DEFAULT_HEARTBEAT
 from ._wire import DEFAULT_MAX_MESSAGE_SIZE
 
@@ -95,10 +104,14 @@ async def _serve_app(args: argparse.Namespace, resolve: dict[str, str]) -> None:
                         resolve,
                         bind=args.bind,
                         max_concurrency=args.max_concurrency,
+                        max_in_flight_per_caller=args.max_in_flight_per_caller,
+                        max_held_bytes=args.max_held_bytes,
                         grace_period=args.grace,
                         max_message_size=args.max_message_size,
                         heartbeat=args.heartbeat,
                         curve=curve,
+                        send_tracebacks=args.send_tracebacks,
+                        max_queued_reply_bytes=args.max_queued_reply_bytes,
                     )
                 )
                 print(f"trizmq: {topic}.{args.host} serving on {url}", file=sys.stderr, flush=True)
@@ -111,8 +124,18 @@ async def _serve_app(args: argparse.Namespace, resolve: dict[str, str]) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    _raise_descriptor_limit()
     trio.run(_serve_app, args, parse_resolve(args.resolve))
     return 0
+
+
+def _raise_descriptor_limit() -> None:
+    """Take the hard limit of open descriptors: each caller's connection holds one,
+    and the usual soft limit of 1,024 is a few hundred callers per service."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _parse_args(items: list[str]) -> dict[str, Any]:
@@ -121,11 +144,17 @@ def _parse_args(items: list[str]) -> dict[str, Any]:
         name, equals, text = item.partition("=")
         if not equals or not name:
             raise RingError(f"--arg {item!r}: expected NAME=JSON, e.g. x=1 or name='\"vm\"'")
-        try:
-            args[name] = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise RingError(f"--arg {item!r}: the value is not JSON: {exc}") from None
+        args[name] = load_json(text, f"--arg {name}")
     return args
+
+
+def _parse_context(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    context = load_json(text, "--context")
+    if not isinstance(context, dict):
+        raise RingError('--context: expected a JSON object, e.g. \'{"user": "alice"}\'')
+    return context
 
 
 def _json_default(value: object) -> object:
@@ -137,7 +166,7 @@ def _json_default(value: object) -> object:
 async def _send(args: argparse.Namespace, resolve: dict[str, str]) -> int:
     ring = Ring.load(args.ring)
     kwargs = _parse_args(args.arg)
-    context = json.loads(args.context) if args.context else None
+    context = _parse_context(args.context)
     curve = client_curve(args)
     async with open_client(ring, resolve=resolve, name="trizmq-cli", curve=curve) as client:
         if args.command == "call":
@@ -228,6 +257,36 @@ def add_rpc_parsers(
         default=DEFAULT_HEARTBEAT,
         metavar="S",
         help="seconds of silence before a caller's connection is dropped (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-in-flight-per-caller",
+        type=int,
+        default=DEFAULT_MAX_IN_FLIGHT_PER_CALLER,
+        metavar="N",
+        help="handlers run at once for one caller; its next requests wait in order "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--max-held-bytes",
+        type=int,
+        default=DEFAULT_MAX_HELD_BYTES,
+        metavar="B",
+        help="bytes of requests held for callers at their limit before the service "
+        "stops reading (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-queued-reply-bytes",
+        type=int,
+        default=DEFAULT_MAX_QUEUED_REPLY_BYTES,
+        metavar="B",
+        help="bytes of replies that may wait for a caller that does not read them "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--send-tracebacks",
+        action="store_true",
+        help="send failed handlers' tracebacks to callers (for development; "
+        "by default they go to the log only)",
     )
     add_resolve(p)
     add_service_curve_options(p)

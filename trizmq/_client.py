@@ -203,7 +203,7 @@ class _Peer:
         elif waiter is self._leader:
             self.sock.interrupt()
 
-    def on_event(self, event: int) -> None:
+    def on_event(self, event: int, value: int) -> None:
         """A socket monitor event: the connection came up, went down, or was refused."""
         if event == zmq.EVENT_CONNECTED:
             self._down.discard(self.host)
@@ -281,7 +281,9 @@ class Client:
         self._resolve = dict(resolve or {})
         self._context = dict(context or {})
         self._timeout = timeout
-        self._identity = f"{name}/{os.getpid()}/{secrets.token_hex(4)}".encode()
+        # 64 random bits: a service hands a routing id's replies to the newest
+        # connection using it, so an id must not be guessable.
+        self._identity = f"{name}/{os.getpid()}/{secrets.token_hex(8)}".encode()
         self._heartbeat = heartbeat
         self._curve = curve
         self._max_message_size = max_message_size

@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from ._logs import clip
 from ._wire import ErrorCode, converter
 
 
@@ -129,9 +130,30 @@ def describe(exc: BaseException) -> str:
     return f"{exc}{where}"
 
 
-def error_fields(exc: BaseException) -> tuple[str, str, str, str]:
-    """The (code, type_name, message, traceback) of an error reply for `exc`."""
+#: Characters of an error reply's message, and of its traceback when tracebacks
+#: are sent: a handler's error must not make a reply of unbounded size.
+MAX_ERROR_TEXT = 4096
+
+
+def error_fields(exc: BaseException, *, with_traceback: bool) -> tuple[str, str, str, str]:
+    """The (code, type_name, message, traceback) of an error reply for `exc`.
+
+    The traceback is `""` unless `with_traceback`; both texts are cut to
+    `MAX_ERROR_TEXT` characters, the traceback keeping its end, where the
+    error was raised.
+    """
     cls = type(exc)
     module = "" if cls.__module__ == "builtins" else f"{cls.__module__}."
-    trace = "".join(traceback.format_exception(exc))
-    return ErrorCode.EXCEPTION, f"{module}{cls.__qualname__}", str(exc), trace
+    message = clip(exc, MAX_ERROR_TEXT)
+    trace = ""
+    if with_traceback:
+        # Each line cut on its own, so that a long message cannot push the
+        # stack out of what is kept.
+        lines = traceback.format_exception(exc)
+        trace = "".join(clip(line.rstrip("\n"), MAX_ERROR_TEXT // 8) + "\n" for line in lines)
+        if len(trace) > MAX_ERROR_TEXT:
+            trace = (
+                f"... ({len(trace)} characters, the last {MAX_ERROR_TEXT})\n"
+                + (trace[-MAX_ERROR_TEXT:])
+            )
+    return ErrorCode.EXCEPTION, f"{module}{cls.__qualname__}", message, trace

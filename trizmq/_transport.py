@@ -78,6 +78,9 @@ def _receive_message(sock: zmq.Socket[bytes], router: bool) -> list[bytes]:
 
 #: Milliseconds a closing socket may spend flushing queued messages.
 DEFAULT_LINGER_MS = 1000
+#: Bytes one batch of received messages holds at most (past its first message):
+#: what ZeroMQ holds stays in ZeroMQ, within its high-water marks.
+DEFAULT_BATCH_BYTES = 8 * 1024 * 1024
 #: Seconds of silence (no ZMTP heartbeat answered) after which a connection is lost.
 DEFAULT_HEARTBEAT = 3.0
 
@@ -161,8 +164,11 @@ class AsyncSocket:
             await trio.lowlevel.cancel_shielded_checkpoint()
         return batch[0]
 
-    async def receive_batch(self, max_messages: int = 256) -> list[list[bytes]]:
-        """Receive every message already queued, at least one, at most `max_messages`.
+    async def receive_batch(
+        self, max_messages: int = 256, max_bytes: int = DEFAULT_BATCH_BYTES
+    ) -> list[list[bytes]]:
+        """Receive every message already queued, at least one, at most
+        `max_messages`, and no more once `max_bytes` have been taken.
 
         One wait and one schedule point for the whole batch: under load this
         is what keeps the receive loop from paying a task switch per message.
@@ -171,7 +177,7 @@ class AsyncSocket:
         await trio.lowlevel.checkpoint_if_cancelled()
         yielded = False
         while True:
-            batch = self.receive_available(max_messages)
+            batch = self.receive_available(max_messages, max_bytes)
             if batch or self._interrupted:
                 self._interrupted = False
                 if not yielded:
@@ -184,14 +190,20 @@ class AsyncSocket:
         self._interrupted = True
         self._kick()
 
-    def receive_available(self, max_messages: int = 256) -> list[list[bytes]]:
-        """Receive what is queued now without waiting (possibly nothing)."""
+    def receive_available(
+        self, max_messages: int = 256, max_bytes: int = DEFAULT_BATCH_BYTES
+    ) -> list[list[bytes]]:
+        """Receive what is queued now without waiting (possibly nothing), up to
+        `max_messages`, stopping once `max_bytes` have been taken."""
         self._check_open()
         batch: list[list[bytes]] = []
         sock = self.zmq
+        size = 0
         try:
-            while len(batch) < max_messages:
-                batch.append(_receive_message(sock, self._router))
+            while len(batch) < max_messages and size < max_bytes:
+                message = _receive_message(sock, self._router)
+                size += len(message[-1])
+                batch.append(message)
         except zmq.Again:
             pass
         finally:
@@ -347,10 +359,11 @@ _monitor_ids = itertools.count()
 
 
 async def watch_events(
-    sock: AsyncSocket, monitor: AsyncSocket, on_event: Callable[[int], None]
+    sock: AsyncSocket, monitor: AsyncSocket, on_event: Callable[[int, int], None]
 ) -> None:
-    """Call `on_event(event)` for each event `monitor` reports on `sock`, until
-    either is closed or the task is cancelled.
+    """Call `on_event(event, value)` for each event `monitor` reports on `sock`
+    (the value is an errno for failures), until either is closed or the task
+    is cancelled.
 
     On the way out monitoring stops before the monitor closes: libzmq's I/O
     thread sends events in blocking mode, and an event with nobody to take it
@@ -362,10 +375,11 @@ async def watch_events(
                 frames = await monitor.receive()
             except trio.ClosedResourceError:
                 return
-            event = int(parse_monitor_message(frames)["event"])
+            message = parse_monitor_message(frames)
+            event = int(message["event"])
             if event == zmq.EVENT_MONITOR_STOPPED:
                 return
-            on_event(event)
+            on_event(event, int(message["value"]))
     finally:
         if not sock.closed:
             sock.zmq.disable_monitor()
