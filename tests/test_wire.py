@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from trizmq import ProtocolError
 from trizmq._wire import (
+    MAX_CONTAINERS,
     VERSION,
     Call,
     Cancel,
@@ -133,4 +134,24 @@ def test_a_msgpack_timestamp_in_the_arguments_is_refused(timestamp: tuple[int, i
     when = msgpack.Timestamp(*timestamp)
     frame = msgpack.packb([VERSION, Kind.CALL, 1, "t", "m", {"when": when}, {}, None])
     with pytest.raises(ProtocolError, match="extension type -1 "):
+        decode(frame)
+
+
+def test_a_message_of_more_than_a_million_arrays_is_refused_before_they_take_memory() -> None:
+    count = MAX_CONTAINERS + 1
+    frame = b"\x94\x01\x04\x01\xdd" + count.to_bytes(4, "big") + b"\x90" * count
+    with pytest.raises(ProtocolError, match="more than 1000000 arrays and maps"):
+        decode(frame)
+
+
+def test_a_large_message_of_fewer_arrays_than_the_bound_is_decoded() -> None:
+    rows = [[n] for n in range(MAX_CONTAINERS // 2)]
+    frame = encode(Reply(1, rows))
+    assert len(frame) > MAX_CONTAINERS
+    assert decode(frame) == Reply(1, rows)
+
+
+def test_arrays_nested_more_than_1024_deep_are_refused() -> None:
+    frame = b"\x94\x01\x04\x01" + b"\x91" * 1025 + b"\x00"
+    with pytest.raises(ProtocolError, match="not a msgpack message"):
         decode(frame)

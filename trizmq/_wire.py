@@ -24,6 +24,10 @@ from ._errors import ProtocolError
 
 #: The protocol version this build speaks; a peer with another version is refused.
 VERSION: Final = 1
+#: Arrays and maps one message may hold: decoding makes each a Python object
+#: (some 60 bytes at least), so a message's memory is bounded by this and not
+#: only by its size in bytes. msgpack bounds their nesting at 1024 levels.
+MAX_CONTAINERS: Final = 1_000_000
 #: Largest message, in bytes, a client sends and a service accepts, unless configured.
 DEFAULT_MAX_MESSAGE_SIZE: Final = 16 * 1024 * 1024
 
@@ -222,13 +226,46 @@ def _refuse_ext(code: int, data: bytes) -> NoReturn:
     raise ValueError(f"msgpack extension type {code} is not part of the protocol")
 
 
+class _TooManyContainers(Exception):
+    pass
+
+
+def _unpack(frame: bytes, max_ext_len: int) -> Any:
+    """msgpack's decoding of `frame`, within `MAX_CONTAINERS`."""
+    if len(frame) <= MAX_CONTAINERS:
+        # Each array or map takes a byte at least: this frame cannot hold too many.
+        return msgpack.unpackb(
+            frame, raw=False, strict_map_key=True, ext_hook=_refuse_ext, max_ext_len=max_ext_len
+        )
+    left = MAX_CONTAINERS
+
+    def count(container: Any) -> Any:
+        nonlocal left
+        left -= 1
+        if left < 0:
+            raise _TooManyContainers()
+        return container
+
+    return msgpack.unpackb(
+        frame,
+        raw=False,
+        strict_map_key=True,
+        ext_hook=_refuse_ext,
+        max_ext_len=max_ext_len,
+        list_hook=count,
+        object_hook=count,
+    )
+
+
 def _unpack_problem(frame: bytes) -> str:
     """Why `decode` could not unpack a frame."""
     try:
         # Again without max_ext_len: the hook names any other extension type,
         # so a frame that unpacks now was refused for a timestamp.
-        msgpack.unpackb(frame, raw=False, strict_map_key=True, ext_hook=_refuse_ext)
+        _unpack(frame, max_ext_len=2**31 - 1)
         _refuse_ext(-1, b"")
+    except _TooManyContainers:
+        return f"more than {MAX_CONTAINERS} arrays and maps"
     except Exception as exc:
         return str(exc)
 
@@ -245,9 +282,17 @@ def decode(frame: bytes) -> Envelope:
         # ext_hook: max_ext_len=0 refuses it, and any extension with data, at no
         # cost. One without data reaches ext_hook, or msgpack's timestamp check.
         # (Keywords spelt out: `**options` would cost more than the limit.)
-        data = msgpack.unpackb(
-            frame, raw=False, strict_map_key=True, ext_hook=_refuse_ext, max_ext_len=0
+        data = (
+            msgpack.unpackb(
+                frame, raw=False, strict_map_key=True, ext_hook=_refuse_ext, max_ext_len=0
+            )
+            if len(frame) <= MAX_CONTAINERS
+            else _unpack(frame, max_ext_len=0)
         )
+    except _TooManyContainers:
+        raise ProtocolError(
+            f"not a msgpack message: more than {MAX_CONTAINERS} arrays and maps"
+        ) from None
     except Exception:
         raise ProtocolError(f"not a msgpack message: {_unpack_problem(frame)}") from None
     if not isinstance(data, list) or len(data) < 2:
