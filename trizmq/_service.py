@@ -301,6 +301,8 @@ class _Runner:
         # Requests read but not yet taken: a pump that hands over leaves the rest
         # here, and a CASTS message waits here, with the index of its next cast.
         self._backlog: collections.deque[_Item] = collections.deque()
+        # Held requests let in again, in order: they go before the backlog.
+        self._admitted: collections.deque[_Item] = collections.deque()
         self._handlers: trio.Nursery
         self._pump_scope: trio.CancelScope | None = None  # the reading task's, while it reads
         self._subscribers_changed = trio.Event()
@@ -367,26 +369,30 @@ class _Runner:
         with trio.CancelScope(shield=True) as scope:
             self._pump_scope = scope
             backlog = self._backlog
+            admitted = self._admitted
             taken = 0
             while not self.stopping:
-                if not backlog:
-                    if self._held_bytes > self.max_held_bytes:
-                        await self._wait_for_room()
-                        continue
-                    backlog.extend(await self.sock.receive_batch(_BATCH))
-                    taken = 0
-                    if not backlog:  # interrupted: a held request was let in, or room made
-                        continue
-                elif taken == _BATCH:
-                    # A long backlog (the casts of a CASTS message) must starve
-                    # neither other tasks nor other callers.
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-                    backlog.extend(self.sock.receive_available(_BATCH))
-                    self._rotate()
-                    taken = 0
-                taken += 1
-                item = backlog.popleft()
-                job = self._handle(item)
+                if admitted:
+                    item = admitted.popleft()
+                    job = self._handle(item, admitted=True)
+                else:
+                    if not backlog:
+                        if self._held_bytes > self.max_held_bytes:
+                            await self._wait_for_room()
+                        else:
+                            backlog.extend(await self.sock.receive_batch(_BATCH))
+                            taken = 0
+                        continue  # requests let in meanwhile go first
+                    if taken == _BATCH:
+                        # A long backlog (the casts of a CASTS message) must starve
+                        # neither other tasks nor other callers.
+                        await trio.lowlevel.cancel_shielded_checkpoint()
+                        backlog.extend(self.sock.receive_available(_BATCH))
+                        self._rotate()
+                        taken = 0
+                    taken += 1
+                    item = backlog.popleft()
+                    job = self._handle(item)
                 if job is not None:
                     if await run_inline(self._run(job), self._hand_over, job, scope):
                         return
@@ -424,7 +430,7 @@ class _Runner:
         self._held_bytes -= _size(item)
         if not held:
             del self._held[identity]
-        self._backlog.appendleft(item)
+        self._admitted.append(item)
         # The reading task may be waiting for the socket or for room: it must take this.
         self.sock.interrupt()
         self._make_room()
@@ -459,10 +465,13 @@ class _Runner:
         self.stopping = True
         if self._pump_scope is not None:
             self._pump_scope.cancel()
+        self._backlog.extendleft(reversed(self._admitted))
+        self._admitted.clear()
         for held in self._held.values():
             self._backlog.extend(held)
         self._held.clear()
         self._held_bytes = 0
+        self._drain([])  # what was read, held or let in, and not yet taken
         for _ in range(_SHUTDOWN_BATCHES):
             if not (batch := self.sock.receive_available(_BATCH)):
                 break
@@ -488,10 +497,11 @@ class _Runner:
         while self._backlog:
             self._handle(self._backlog.popleft())
 
-    def _handle(self, item: _Item) -> _Job | None:
+    def _handle(self, item: _Item, admitted: bool = False) -> _Job | None:
         """Take one request: answer what is wrong with it, or return its job
-        (none when the request is held for later)."""
-        if self._hold(item):
+        (none when the request is held for later; an `admitted` one, let in
+        from there, never is)."""
+        if not admitted and self._hold(item):
             return None
         if isinstance(item, tuple):
             return self._next_cast(*item)
@@ -547,7 +557,13 @@ class _Runner:
         if index >= len(casts.batch):
             return None
         if index + 1 < len(casts.batch):
-            self._backlog.appendleft((identity, casts, index + 1))
+            rest = (identity, casts, index + 1)
+            held = self._held.get(identity)
+            # The rest goes before anything else of its caller's.
+            if held is None or self.stopping:
+                self._backlog.appendleft(rest)
+            else:
+                held.appendleft(rest)
         args = casts.batch[index]
         return self._start(
             identity, Cast(casts.id + index, casts.topic, casts.method, args, casts.context)
