@@ -7,6 +7,7 @@ import functools
 from collections import Counter
 
 import trio
+from adversary import open_adversary
 from conftest import eventually, serving, unique_resolve
 
 import trizmq
@@ -33,6 +34,15 @@ class Endpoint:
 
     async def ping(self, ctx: trizmq.Context) -> str:
         return "pong"
+
+
+class Counting(Endpoint):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hits = 0
+
+    async def hit(self, ctx: trizmq.Context) -> None:
+        self.hits += 1
 
 
 async def test_a_caller_at_its_limit_does_not_hold_up_another_caller() -> None:
@@ -103,3 +113,20 @@ async def test_requests_waiting_for_their_turn_are_refused_when_the_service_stop
             service.cancel()
     assert outcomes == [trizmq.ServiceShutdown] * 10
     assert len(endpoint.started) == 2
+
+
+async def test_a_call_is_not_kept_waiting_behind_a_huge_casts_message() -> None:
+    endpoint = Counting()
+    resolve = unique_resolve(["node"])
+    casts = 300_000
+    with trio.fail_after(60):
+        async with serving(RING, "compute", endpoint, "node", resolve):
+            url = f"tcp://{resolve['node']}:9601"
+            with open_adversary() as adversary:
+                await adversary.peer(url, "compute").casts(1, "hit", [{}] * casts)
+                await eventually(lambda: endpoint.hits > 0)
+                async with trizmq.open_client(RING, resolve=resolve) as client:
+                    assert await client.call("compute", "ping") == "pong"
+                    hits_when_answered = endpoint.hits
+                await eventually(lambda: endpoint.hits == casts, 30)
+    assert hits_when_answered < casts

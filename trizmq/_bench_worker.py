@@ -332,6 +332,8 @@ async def trizmq_serve(config: dict[str, Any]) -> None:
                     host,
                     resolve,
                     max_concurrency=max_concurrency,
+                    # One client holds every call of the memory benchmark in flight.
+                    max_in_flight_per_caller=max_concurrency,
                     grace_period=0.0,
                 )
                 await nursery.start(run)
