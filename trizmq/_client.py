@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 import os
 import secrets
-from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar, overload
@@ -18,19 +16,9 @@ import zmq
 
 from ._curve import Curve
 from ._deadlines import Deadlines
-from ._dispatch import describe
-from ._errors import (
-    AuthenticationFailed,
-    BadArguments,
-    CallTimeout,
-    MessageTooLarge,
-    NoSuchMethod,
-    PeerLost,
-    ProtocolError,
-    RemoteError,
-    ServiceShutdown,
-)
+from ._errors import AuthenticationFailed, MessageTooLarge, PeerLost
 from ._nursery import open_nursery
+from ._protocol.caller import CallerCore, Ids
 from ._ring import Ring, resolve_address
 from ._transport import (
     DEFAULT_HEARTBEAT,
@@ -43,16 +31,10 @@ from ._transport import (
 from ._wire import (
     DEFAULT_MAX_MESSAGE_SIZE,
     Call,
-    Cancel,
     Cast,
     Casts,
     Envelope,
-    Error,
-    ErrorCode,
     Fanout,
-    Reply,
-    converter,
-    decode,
     encode,
     unstructure,
 )
@@ -76,12 +58,6 @@ _PEER_EVENTS = (
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
 )
 
-_REMOTE_ERRORS: dict[str, type[RemoteError]] = {
-    ErrorCode.NO_SUCH_METHOD: NoSuchMethod,
-    ErrorCode.BAD_ARGUMENTS: BadArguments,
-    ErrorCode.SHUTDOWN: ServiceShutdown,
-}
-
 
 class _Expired(Exception):
     """A call's timeout passed (`Client.call` raises CallTimeout)."""
@@ -100,7 +76,7 @@ class _Pending:
 
     def expire(self) -> None:
         """The call's timeout passed: it ends now, unless its reply is in."""
-        if self.peer.pending.pop(self.id, None) is self:
+        if self.peer.core.pending.pop(self.id, None) is self:
             self.peer.settle(self.id, self, outcome.Error(_Expired()))
 
 
@@ -126,8 +102,8 @@ class _Peer:
         self.host = host
         self.url = url
         self.sock = sock
-        self.pending: dict[int, _Pending] = {}
-        self.counts: Counter[str] = Counter()
+        self.core: CallerCore[_Pending] = CallerCore(topic, host)
+        self.counts = self.core.counts
         self._down = down  # the hosts of this topic known to be down, shared by its peers
         self.refused: AuthenticationFailed | None = None  # set while handshakes fail
         self._handshaken = False
@@ -181,19 +157,8 @@ class _Peer:
             waiter.task = None
 
     def _dispatch(self, batch: list[list[bytes]]) -> None:
-        pending = self.pending
-        for frames in batch:
-            try:
-                envelope = decode(frames[-1])
-            except ProtocolError:
-                self.counts["malformed"] += 1
-                continue
-            waiter = pending.pop(envelope.id, None)
-            if waiter is None:
-                # A reply to a call that gave up: counted, not raised.
-                self.counts["unmatched"] += 1
-            else:
-                self.settle(envelope.id, waiter, outcome.Value(envelope))
+        for waiter, envelope in self.core.answers(batch):
+            self.settle(envelope.id, waiter, outcome.Value(envelope))
 
     def settle(self, id: int, waiter: _Pending, result: outcome.Outcome[Envelope]) -> None:
         """End the wait of call `id` with `result`."""
@@ -213,7 +178,7 @@ class _Peer:
             self._handshaken = True
             self.refused = None
             return
-        pending = list(self.pending)
+        pending = list(self.core.pending)
         if event == zmq.EVENT_DISCONNECTED and self._handshaken:
             self._down.add(self.host)
             lost = PeerLost(
@@ -250,11 +215,8 @@ class _Peer:
         error = failure if failure is not None else self.refused
         if error is None:
             return
-        for id in ids:
-            waiter = self.pending.pop(id, None)
-            if waiter is not None:
-                self.counts["lost"] += 1
-                self.settle(id, waiter, outcome.Error(error))
+        for waiter in self.core.lose(ids):
+            self.settle(waiter.id, waiter, outcome.Error(error))
 
 
 class Client:
@@ -289,7 +251,7 @@ class Client:
         self._max_message_size = max_message_size
         self._peers: dict[tuple[str, str], _Peer] = {}
         self._down: dict[str, set[str]] = {}
-        self._ids = itertools.count(1)
+        self._ids = Ids()
         self._deadlines = Deadlines()
         nursery.start_soon(self._deadlines.run)
 
@@ -378,13 +340,13 @@ class Client:
         """
         seconds = self._timeout if timeout is None else timeout
         peer = self._peer(target)
-        id = next(self._ids)
+        id = self._ids.next()
         wire_timeout = None if seconds is None or seconds == math.inf else float(seconds)
         frame = self._encode(
             Call(id, peer.topic, method, _unstructure(args), self._merge(context), wire_timeout)
         )
         waiter = _Pending(peer, id)
-        peer.pending[id] = waiter
+        peer.core.pending[id] = waiter
         deadline = math.inf
         if wire_timeout is not None:
             deadline = self._deadlines.add(waiter, wire_timeout, waiter.expire)
@@ -400,9 +362,7 @@ class Client:
         except _Expired:
             self._give_up(peer, id)
             peer.counts["timeout"] += 1
-            raise CallTimeout(
-                peer.topic, peer.host, method, math.inf if seconds is None else seconds
-            ) from None
+            raise peer.core.timed_out(method, seconds) from None
         except (PeerLost, AuthenticationFailed):
             raise  # the connection is gone: nobody to tell
         except BaseException:
@@ -412,19 +372,7 @@ class Client:
         finally:
             if wire_timeout is not None:
                 self._deadlines.discard(waiter, wire_timeout)
-        if isinstance(envelope, Reply):
-            peer.counts["reply"] += 1
-            if returns is None:
-                return envelope.result
-            try:
-                return converter.structure(envelope.result, returns)
-            except Exception as exc:
-                raise TypeError(
-                    f"{peer.topic}.{peer.host}: the result of {method!r} does not fit "
-                    f"returns={getattr(returns, '__name__', returns)}: {describe(exc)}"
-                ) from None
-        peer.counts["error"] += 1
-        raise _remote_error(peer, method, envelope, seconds)
+        return peer.core.outcome(envelope, method, seconds, returns)
 
     async def cast(
         self,
@@ -445,7 +393,7 @@ class Client:
         """
         peer = self._peer(target)
         frame = self._encode(
-            Cast(next(self._ids), peer.topic, method, _unstructure(args), self._merge(context))
+            Cast(self._ids.next(), peer.topic, method, _unstructure(args), self._merge(context))
         )
         await peer.sock.send([frame])
         peer.counts["cast"] += 1
@@ -494,8 +442,7 @@ class Client:
         ]
         while chunks:
             chunk = chunks.pop(0)
-            first = next(self._ids)
-            self._ids = itertools.count(first + len(chunk))  # the chunk's ids
+            first = self._ids.take(len(chunk))
             frame = encode(Casts(first, topic, method, chunk, values))
             if len(frame) <= self._max_message_size:
                 yield frame, len(chunk)
@@ -525,7 +472,7 @@ class Client:
         hosts = self.ring.hosts_of(topic) if only is None else (only,)
         # One frame for every host: an id need only be unique on its connection.
         frame = self._encode(
-            Fanout(next(self._ids), topic, method, _unstructure(args), self._merge(context))
+            Fanout(self._ids.next(), topic, method, _unstructure(args), self._merge(context))
         )
         for host in hosts:
             peer = self._peer_of(topic, host)
@@ -571,9 +518,9 @@ class Client:
         return {f"{p.topic}.{p.host}": dict(p.counts) for p in self._peers.values()}
 
     def _give_up(self, peer: _Peer, id: int) -> None:
-        peer.pending.pop(id, None)
+        cancel = peer.core.give_up(id)
         with contextlib.suppress(trio.ClosedResourceError):
-            peer.sock.send_nowait([encode(Cancel(id))])
+            peer.sock.send_nowait([cancel])
 
     def _encode(self, envelope: Envelope) -> bytes:
         frame = encode(envelope)
@@ -697,14 +644,3 @@ async def open_client(
 
 def _unstructure(args: Mapping[str, Any]) -> dict[str, Any]:
     return {name: unstructure(value) for name, value in args.items()}
-
-
-def _remote_error(peer: _Peer, method: str, envelope: Envelope, seconds: float | None) -> Exception:
-    if not isinstance(envelope, Error):
-        return ProtocolError(f"{peer.topic}.{peer.host}: a call was answered with {envelope!r}")
-    if envelope.code == ErrorCode.DEADLINE:
-        return CallTimeout(peer.topic, peer.host, method, math.inf if seconds is None else seconds)
-    cls = _REMOTE_ERRORS.get(envelope.code, RemoteError)
-    return cls(
-        envelope.type_name, envelope.message, envelope.traceback, host=peer.host, topic=peer.topic
-    )

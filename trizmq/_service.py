@@ -6,25 +6,22 @@ import collections
 import contextlib
 import functools
 import logging
-import math
 import os
-import time
 from collections.abc import Iterator
-from typing import Any, NoReturn, TypeAlias
+from typing import NoReturn
 
-import attrs
 import trio
 import zmq
 
-from ._context import Context
 from ._curve import Authenticator, Curve
-from ._dispatch import ArgumentError, Method, error_fields, expose
-from ._errors import ProtocolError, RingError
+from ._dispatch import Method, expose
+from ._errors import RingError
 from ._inline import run_inline
 from ._logs import ThrottledLog, clip
 from ._nursery import open_nursery
+from ._protocol.service import Job, Limits, ServiceCore, caller_name
 from ._ring import Ring, resolve_address
-from ._stats import MAX_SUBSCRIBERS, ServiceStats, Subscriptions
+from ._stats import ServiceStats
 from ._transport import (
     DEFAULT_HEARTBEAT,
     AsyncSocket,
@@ -34,23 +31,7 @@ from ._transport import (
     set_heartbeat,
     watch_events,
 )
-from ._wire import (
-    DEFAULT_MAX_MESSAGE_SIZE,
-    Call,
-    Cancel,
-    Cast,
-    Casts,
-    Envelope,
-    Error,
-    ErrorCode,
-    Fanout,
-    Reply,
-    Stats,
-    StatsSubscribe,
-    decode,
-    encode,
-    unstructure,
-)
+from ._wire import DEFAULT_MAX_MESSAGE_SIZE, Stats, encode
 
 logger = logging.getLogger("trizmq.service")
 
@@ -88,32 +69,6 @@ _PEER_EVENTS = (
     | zmq.EVENT_HANDSHAKE_FAILED_AUTH
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
 )
-_KIND_NAMES = {Call: "call", Cast: "cast", Fanout: "fanout"}
-
-# A request read and not yet taken: its frames (routing id first), or what is
-# left of a CASTS message (routing id, message, index of its next cast).
-_Item: TypeAlias = list[bytes] | tuple[bytes, Casts, int]
-
-
-@functools.lru_cache(maxsize=4096)
-def _caller_name(identity: bytes) -> str:
-    return identity.decode("utf-8", "replace")
-
-
-@attrs.define(eq=False)
-class _Job:
-    """A request accepted for its handler: what the handler needs, and its state."""
-
-    identity: bytes
-    request: Call | Cast | Fanout
-    method: Method
-    args: dict[str, Any]
-    ctx: Context
-    started: float
-    # The cancel scope the handler runs in, once it has had to wait: before
-    # that it runs inline, where nothing can cancel it.
-    scope: trio.CancelScope | None = None
-    stop_reason: str | None = None  # "caller" or "shutdown" once cancelled by them
 
 
 class _Outbox:
@@ -227,13 +182,15 @@ async def serve(
             host,
             topic,
             ServiceStats(host, topic, port),
-            max_concurrency=max_concurrency,
-            max_in_flight_per_caller=max_in_flight_per_caller,
-            max_held_bytes=max_held_bytes,
-            max_message_size=max_message_size,
+            Limits(
+                max_concurrency=max_concurrency,
+                max_in_flight_per_caller=max_in_flight_per_caller,
+                max_held_bytes=max_held_bytes,
+                max_message_size=max_message_size,
+                send_tracebacks=send_tracebacks,
+            ),
             grace_period=grace_period,
             thread_limit=thread_limit,
-            send_tracebacks=send_tracebacks,
             max_queued_reply_bytes=max_queued_reply_bytes,
         )
         logger.info("%s.%s serving on %s", topic, host, url)
@@ -254,6 +211,9 @@ def _authenticating(curve: Curve | None, domain: str, sock: AsyncSocket) -> Iter
 
 
 class _Runner:
+    """The shell around a port's `ServiceCore`: it reads and writes the socket,
+    runs handlers in Trio tasks, and does what the core says."""
+
     def __init__(
         self,
         sock: AsyncSocket,
@@ -262,47 +222,34 @@ class _Runner:
         host: str,
         topic: str,
         stats: ServiceStats,
+        limits: Limits,
         *,
-        max_concurrency: int,
-        max_in_flight_per_caller: int,
-        max_held_bytes: int,
-        max_message_size: int,
         grace_period: float,
         thread_limit: int,
-        send_tracebacks: bool,
         max_queued_reply_bytes: int,
     ) -> None:
         self.sock = sock
         self.monitor = monitor
-        self.methods = methods
-        self.host = host
-        self.topic = topic
         self.stats = stats
-        self.max_concurrency = max_concurrency
-        self.max_per_caller = max_in_flight_per_caller
-        self.max_held_bytes = max_held_bytes
-        self._busy: dict[bytes, int] = {}  # handlers in flight, per caller that has any
-        # Requests of callers at their limit, in order, and their size in all.
-        self._held: dict[bytes, collections.deque[_Item]] = {}
-        self._held_bytes = 0
-        self.max_message_size = max_message_size
         self.grace_period = grace_period
         self.threads = trio.CapacityLimiter(thread_limit)
-        self.send_tracebacks = send_tracebacks
         self.max_queued_reply_bytes = max_queued_reply_bytes
-        self._outboxes: dict[bytes, _Outbox] = {}
         self.log = ThrottledLog(logger)
-        self.name = f"{topic}.{host}"
-        self.flights: dict[tuple[bytes, int], _Job] = {}
+        self.core = ServiceCore(
+            topic,
+            host,
+            methods,
+            stats,
+            limits,
+            send=self._send,
+            cancel=self._cancel,
+            wake=self._wake,
+            subscribed=self._subscribed,
+            log=self.log,
+        )
+        self._outboxes: dict[bytes, _Outbox] = {}
         self._room: trio.Event | None = None
-        self.subscribers = Subscriptions()
-        self.stopping = False
         self._draining: trio.CancelScope | None = None
-        # Requests read but not yet taken: a pump that hands over leaves the rest
-        # here, and a CASTS message waits here, with the index of its next cast.
-        self._backlog: collections.deque[_Item] = collections.deque()
-        # Held requests let in again, in order: they go before the backlog.
-        self._admitted: collections.deque[_Item] = collections.deque()
         self._handlers: trio.Nursery
         self._pump_scope: trio.CancelScope | None = None  # the reading task's, while it reads
         self._subscribers_changed = trio.Event()
@@ -318,16 +265,20 @@ class _Runner:
             self.log.warning(
                 "accept",
                 "%s: cannot accept a connection: %s (raise `ulimit -n`?)",
-                self.name,
+                self.core.name,
                 os.strerror(value),
             )
         else:
             self.stats.rejected["handshake"] += 1
 
+    def _subscribed(self) -> None:
+        self._subscribers_changed.set()
+
     async def _publish_stats(self) -> NoReturn:
         # Sleeps while nobody subscribes: stats cost the data path nothing then.
+        subscribers = self.core.subscribers
         while True:
-            due = self.subscribers.due(trio.current_time())
+            due = subscribers.due(trio.current_time())
             if due:
                 data = self.stats.snapshot()  # one snapshot for all the subscribers due
                 for identity, id in due:
@@ -337,8 +288,8 @@ class _Runner:
                         sent = False
                     if not sent:
                         # Gone, or a full queue of stats it never read: either way, done.
-                        self.subscribers.drop(identity)
-            with trio.move_on_at(self.subscribers.next_due()):
+                        subscribers.drop(identity)
+            with trio.move_on_at(subscribers.next_due()):
                 await self._subscribers_changed.wait()
                 self._subscribers_changed = trio.Event()
 
@@ -363,259 +314,94 @@ class _Runner:
         cancel, grace period), and a new pump takes over the reading and the
         rest of the batch: nothing ever waits behind a handler.
         """
-        job: _Job | None = None
+        job: Job | None = None
+        core = self.core
         # Shielded: stopping the service stops the reading (`_shut_down` cancels
         # the scope of the task that reads), not a handler; the grace period does.
         with trio.CancelScope(shield=True) as scope:
             self._pump_scope = scope
-            backlog = self._backlog
-            admitted = self._admitted
             taken = 0
-            while not self.stopping:
-                if admitted:
-                    item = admitted.popleft()
-                    job = self._handle(item, admitted=True)
-                else:
-                    if not backlog:
-                        if self._held_bytes > self.max_held_bytes:
-                            await self._wait_for_room()
-                        else:
-                            backlog.extend(await self.sock.receive_batch(_BATCH))
-                            taken = 0
-                        continue  # requests let in meanwhile go first
-                    if taken == _BATCH:
-                        # A long backlog (the casts of a CASTS message) must starve
-                        # neither other tasks nor other callers.
-                        await trio.lowlevel.cancel_shielded_checkpoint()
-                        backlog.extend(self.sock.receive_available(_BATCH))
-                        self._rotate()
+            while not core.stopping:
+                if not core.ready:
+                    if core.full:
+                        await self._wait_for_room()
+                    else:
+                        core.receive(await self.sock.receive_batch(_BATCH))
                         taken = 0
-                    taken += 1
-                    item = backlog.popleft()
-                    job = self._handle(item)
+                    continue
+                if taken == _BATCH:
+                    # A long run of requests (the casts of a CASTS message) must
+                    # starve neither other tasks nor other callers.
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    core.receive(self.sock.receive_available(_BATCH))
+                    core.rotate()
+                    taken = 0
+                taken += 1
+                job = core.take(trio.current_time())
                 if job is not None:
                     if await run_inline(self._run(job), self._hand_over, job, scope):
                         return
                     job = None
-                elif self._held:
-                    self._let_in(item[0])  # a refusal made room too
-                if len(self.flights) >= self.max_concurrency:
+                if len(core.flights) >= core.limits.max_concurrency:
                     await self._wait_for_room()
         if job is not None:  # the handler this task took over was cancelled
-            self._answer(job, self._stopped(job.request.id, job.stop_reason))
+            core.stopped(job)
+            self._finished()
 
     async def _wait_for_room(self) -> None:
         self._room = trio.Event()
         await self._room.wait()
 
-    def _hold(self, item: _Item) -> bool:
-        """Keep a caller's request for later if it is at its limit, or has
-        requests waiting already (its requests run in order)."""
-        identity = item[0]
-        held = self._held.get(identity)
-        if held is None:
-            if self._busy.get(identity, 0) < self.max_per_caller or self.stopping:
-                return False
-            held = self._held[identity] = collections.deque()
-        held.append(item)
-        self._held_bytes += _size(item)
-        return True
-
-    def _let_in(self, identity: bytes) -> None:
-        """Let a caller's next held request in, if it has room now."""
-        held = self._held.get(identity)
-        if held is None or self._busy.get(identity, 0) >= self.max_per_caller:
-            return
-        item = held.popleft()
-        self._held_bytes -= _size(item)
-        if not held:
-            del self._held[identity]
-        self._admitted.append(item)
-        # The reading task may be waiting for the socket or for room: it must take this.
+    def _wake(self) -> None:
+        # A held request was let in: the reading task may be waiting for the
+        # socket or for room, and must take it.
         self.sock.interrupt()
-        self._make_room()
-
-    def _make_room(self) -> None:
         if self._room is not None:
             self._room.set()
             self._room = None
 
-    def _rotate(self) -> None:
-        """Put the caller at the head of the backlog behind the others, keeping
-        the order of each caller's requests."""
-        backlog = self._backlog
-        first = backlog[0][0]
-        if all(item[0] == first for item in backlog):
-            return
-        theirs = [item for item in backlog if item[0] == first]
-        others = [item for item in backlog if item[0] != first]
-        backlog.clear()
-        backlog.extend(others)
-        backlog.extend(theirs)
+    def _cancel(self, job: Job) -> None:
+        if job.handle is not None:  # else it runs inline now, and returns before any wait
+            job.handle.cancel()
 
-    def _hand_over(self, job: _Job, scope: trio.CancelScope) -> None:
-        job.scope = scope
+    def _hand_over(self, job: Job, scope: trio.CancelScope) -> None:
+        job.handle = scope
         scope.deadline = job.ctx.deadline
+        if job.stop_reason is not None:
+            scope.cancel()
         self._pump_scope = None
         self._handlers.start_soon(self._pump)
 
     def _shut_down(self, handlers: trio.Nursery) -> None:
         # From now on requests are refused, so no caller waits in vain: the ones
         # ZeroMQ already holds now, the ones arriving in the grace period as they come.
-        self.stopping = True
         if self._pump_scope is not None:
             self._pump_scope.cancel()
-        self._backlog.extendleft(reversed(self._admitted))
-        self._admitted.clear()
-        for held in self._held.values():
-            self._backlog.extend(held)
-        self._held.clear()
-        self._held_bytes = 0
-        self._drain([])  # what was read, held or let in, and not yet taken
+        core = self.core
+        now = trio.current_time()
+        core.stop(now)
         for _ in range(_SHUTDOWN_BATCHES):
             if not (batch := self.sock.receive_available(_BATCH)):
                 break
-            self._drain(batch)
-        deadline = trio.current_time() + self.grace_period
-        for job in self.flights.values():
-            job.stop_reason = job.stop_reason or "shutdown"
-            if job.scope is not None:  # it is: every handler not running now is waiting
-                job.scope.deadline = min(job.scope.deadline, deadline)
-        if self.flights:
+            core.receive(batch)
+            core.refuse_pending(now)
+        deadline = now + self.grace_period
+        for job in core.flights.values():
+            if job.handle is not None:  # it is: every handler not running now is waiting
+                job.handle.deadline = min(job.handle.deadline, deadline)
+        if core.flights:
             handlers.start_soon(self._refuse_until_idle)
 
     async def _refuse_until_idle(self) -> None:
         with trio.CancelScope(shield=True) as self._draining:
-            if not self.flights:
+            if not self.core.flights:
                 return
             while True:
-                self._drain(await self.sock.receive_batch())
+                self.core.receive(await self.sock.receive_batch())
+                self.core.refuse_pending(trio.current_time())
 
-    def _drain(self, batch: list[list[bytes]]) -> None:
-        """Take what is left, then `batch`: at shutdown, when no handler starts."""
-        self._backlog.extend(batch)
-        while self._backlog:
-            self._handle(self._backlog.popleft())
-
-    def _handle(self, item: _Item, admitted: bool = False) -> _Job | None:
-        """Take one request: answer what is wrong with it, or return its job
-        (none when the request is held for later; an `admitted` one, let in
-        from there, never is)."""
-        if not admitted and self._hold(item):
-            return None
-        if isinstance(item, tuple):
-            return self._next_cast(*item)
-        frames = item
-        stats = self.stats
-        if len(frames) != 2:
-            stats.rejected["frames"] += 1
-            if frames:
-                message = f"a request is one frame, got {len(frames) - 1}"
-                self._send(frames[0], _protocol_error(0, message))
-            return None
-        identity, frame = frames
-        stats.bytes_in += len(frame)
-        if len(frame) > self.max_message_size:
-            stats.rejected["too_large"] += 1
-            message = f"a {len(frame)}-byte request is over the limit of {self.max_message_size}"
-            self._send(
-                identity, Error(0, ErrorCode.PROTOCOL, "trizmq.MessageTooLarge", message, "")
-            )
-            return None
-        try:
-            envelope = decode(frame)
-        except ProtocolError as exc:
-            stats.rejected["malformed"] += 1
-            self._send(identity, _protocol_error(0, str(exc)))
-            return None
-        if isinstance(envelope, Call | Cast | Fanout):
-            return self._start(identity, envelope)
-        elif isinstance(envelope, Casts):
-            return self._next_cast(identity, envelope, 0)
-        elif isinstance(envelope, Cancel):
-            job = self.flights.get((identity, envelope.id))
-            if job is not None:
-                job.stop_reason = "caller"
-                if job.scope is not None:
-                    job.scope.cancel()
-        elif isinstance(envelope, StatsSubscribe):
-            now = trio.current_time()
-            if self.subscribers.add(identity, envelope.id, envelope.interval, envelope.lease, now):
-                self._subscribers_changed.set()
-            else:
-                stats.rejected["subscribers"] += 1
-                message = f"too many stats subscribers ({MAX_SUBSCRIBERS})"
-                self._send(identity, _protocol_error(envelope.id, message))
-        else:
-            stats.rejected["unexpected_kind"] += 1
-            message = f"a service does not accept {type(envelope).__name__} messages"
-            self._send(identity, _protocol_error(envelope.id, message))
-        return None
-
-    def _next_cast(self, identity: bytes, casts: Casts, index: int) -> _Job | None:
-        """Start cast `index` of a CASTS message; the rest come next, one at a time."""
-        if index >= len(casts.batch):
-            return None
-        if index + 1 < len(casts.batch):
-            rest = (identity, casts, index + 1)
-            held = self._held.get(identity)
-            # The rest goes before anything else of its caller's.
-            if held is None or self.stopping:
-                self._backlog.appendleft(rest)
-            else:
-                held.appendleft(rest)
-        args = casts.batch[index]
-        return self._start(
-            identity, Cast(casts.id + index, casts.topic, casts.method, args, casts.context)
-        )
-
-    def _start(self, identity: bytes, request: Call | Cast | Fanout) -> _Job | None:
-        kind = _KIND_NAMES[type(request)]
-        self.stats.received[kind] += 1
-        key = (identity, request.id)
-        if key in self.flights:
-            message = f"id {request.id} is already in flight on this connection"
-            self._refuse(identity, request, ErrorCode.PROTOCOL, "trizmq.ProtocolError", message)
-            return None
-        if self.stopping:
-            message = "the service is stopping"
-            self._refuse(identity, request, ErrorCode.SHUTDOWN, "trizmq.ServiceShutdown", message)
-            return None
-        method = self.methods.get(request.method)
-        if method is None:
-            message = f"{self.topic} has no method {clip(request.method)!r}"
-            self._refuse(
-                identity, request, ErrorCode.NO_SUCH_METHOD, "trizmq.NoSuchMethod", message
-            )
-            return None
-        try:
-            args = method.bind(request.args)
-        except ArgumentError as exc:
-            self._refuse(
-                identity, request, ErrorCode.BAD_ARGUMENTS, "trizmq.BadArguments", str(exc)
-            )
-            return None
-        timeout = request.timeout if isinstance(request, Call) else None
-        deadline = math.inf if timeout is None else trio.current_time() + timeout
-        ctx = Context(
-            request.id,
-            kind,
-            request.topic,
-            request.method,
-            self.host,
-            _caller_name(identity),
-            deadline,
-            request.context,
-        )
-        job = _Job(identity, request, method, args, ctx, time.monotonic())
-        self.flights[key] = job
-        self._busy[identity] = self._busy.get(identity, 0) + 1
-        self.stats.in_flight += 1
-        return job
-
-    async def _run(self, job: _Job) -> None:
+    async def _run(self, job: Job) -> None:
         method = job.method
-        reply: Reply | Error
         try:
             if method.is_async:
                 result = await method.func(job.ctx, **job.args)
@@ -624,119 +410,32 @@ class _Runner:
                 result = await trio.to_thread.run_sync(
                     call, limiter=self.threads, abandon_on_cancel=True
                 )
-            answer = isinstance(job.request, Call)
-            reply = Reply(job.request.id, unstructure(result) if answer else None)
         except Exception as exc:
-            code, type_name, message, trace = error_fields(exc, with_traceback=True)
-            reply = Error(
-                job.request.id, code, type_name, message, trace if self.send_tracebacks else ""
-            )
-            # The caller has the type and message: the log keeps the whole story.
-            self.log.warning(
-                ("failed", job.identity, job.request.method, type_name),
-                "%s: %s %s from %s failed: %s",
-                self.name,
-                job.ctx.kind,
-                clip(job.request.method),
-                job.ctx.caller,
-                trace,
-            )
-        self._answer(job, reply)
-
-    def _answer(self, job: _Job, reply: Envelope) -> None:
-        # The reply leaves before the bookkeeping: that is not the caller's to
-        # wait for. A caller that gave up wants no answer.
-        now = time.monotonic()
-        if isinstance(job.request, Call) and job.stop_reason != "caller":
-            reply = self._send(job.identity, reply)
-        self._finish(job, reply, now)
-
-    def _stopped(self, id: int, reason: str | None) -> Error:
-        if reason == "shutdown":
-            return Error(
-                id,
-                ErrorCode.SHUTDOWN,
-                "trizmq.ServiceShutdown",
-                "the service stopped before the handler finished",
-                "",
-            )
-        if reason == "caller":
-            self.stats.cancelled += 1
-            return Error(id, ErrorCode.DEADLINE, "trizmq.Cancelled", "cancelled by the caller", "")
-        self.stats.timeouts += 1
-        return Error(id, ErrorCode.DEADLINE, "trizmq.CallTimeout", "the call's deadline passed", "")
-
-    def _finish(self, job: _Job, reply: Envelope, now: float) -> None:
-        identity = job.identity
-        del self.flights[(identity, job.request.id)]
-        busy = self._busy[identity] - 1
-        if busy:
-            self._busy[identity] = busy
+            self.core.failed(job, exc)
         else:
-            del self._busy[identity]
-        if self._held:
-            self._let_in(identity)
-        self.stats.in_flight -= 1
-        self.stats.latency.add(now, now - job.started)
-        if isinstance(reply, Error) and reply.code == ErrorCode.EXCEPTION:
-            self.stats.errors[reply.type_name] += 1
-        if self._draining is not None and not self.flights:
-            self._draining.cancel()  # the last handler is done: nothing left to wait for
-        if len(self.flights) < self.max_concurrency and self._held_bytes <= self.max_held_bytes:
-            self._make_room()
+            self.core.succeeded(job, result)
+        self._finished()
 
-    def _refuse(
-        self, identity: bytes, request: Envelope, code: str, type_name: str, message: str
-    ) -> None:
-        """Answer a call with an error without running it; count and log a refused cast."""
-        self.stats.rejected[code] += 1
-        if isinstance(request, Call):
-            self._send(identity, Error(request.id, code, type_name, message, ""))
-        else:
-            # Nobody to answer: the log says who and what, once per window.
-            self.log.warning(
-                ("refused", identity, code),
-                "%s: a %s from %s refused: %s: %s",
-                self.name,
-                _KIND_NAMES[type(request)],
-                clip(_caller_name(identity)),
-                type_name,
-                clip(message),
-            )
+    def _finished(self) -> None:
+        """A handler ended: the last one ends the grace period; room was made."""
+        core = self.core
+        if self._draining is not None and not core.flights:
+            self._draining.cancel()  # nothing left to wait for
+        if self._room is not None and not core.full:
+            self._room.set()
+            self._room = None
 
-    def _encode(self, reply: Envelope) -> tuple[Envelope, bytes]:
-        """The frame of `reply`, or of the error that replaces it when it cannot go."""
-        try:
-            frame = encode(reply)
-        except Exception as exc:
-            # A result msgpack cannot carry is the handler's error, not the service's.
-            message = f"the result cannot be encoded: {clip(exc)}"
-            reply = Error(reply.id, ErrorCode.EXCEPTION, "TypeError", message, "")
-            return reply, encode(reply)
-        if len(frame) > self.max_message_size:
-            # Sent, it would cut the caller's connection and every call on it.
-            message = f"the result is {len(frame)} bytes, over the limit of {self.max_message_size}"
-            reply = Error(reply.id, ErrorCode.EXCEPTION, "trizmq.MessageTooLarge", message, "")
-            return reply, encode(reply)
-        return reply, frame
-
-    def _send(self, identity: bytes, reply: Envelope) -> Envelope:
-        """Send `reply` now, or queue it for the caller while its queue is full.
-
-        Returns:
-            What was sent: `reply`, or the error replacing a result that cannot go.
-        """
-        reply, frame = self._encode(reply)
-        kind = "reply" if isinstance(reply, Reply) else "error"
+    def _send(self, identity: bytes, frame: bytes, kind: str) -> None:
+        """Send a frame now, or queue it for the caller while its queue is full."""
         outbox = self._outboxes.get(identity)
         if outbox is None:
             try:
                 if self.sock.send_nowait([identity, frame]):
                     self._count_out(kind, frame)
-                    return reply
+                    return
             except (Unroutable, trio.ClosedResourceError) as exc:
                 self._count_undelivered(exc)
-                return reply
+                return
             outbox = self._outboxes[identity] = _Outbox()
             self._handlers.start_soon(self._flush, identity, outbox)
         if outbox.size + len(frame) > self.max_queued_reply_bytes:
@@ -744,7 +443,6 @@ class _Runner:
         else:
             outbox.frames.append((trio.current_time() + REPLY_SEND_TIMEOUT, kind, frame))
             outbox.size += len(frame)
-        return reply
 
     async def _flush(self, identity: bytes, outbox: _Outbox) -> None:
         """Send a caller's queued replies as its queue makes room, in order.
@@ -785,18 +483,10 @@ class _Runner:
         self.log.warning(
             ("blocked", identity),
             "%s: a reply to %s dropped: it does not read its replies",
-            self.name,
-            clip(_caller_name(identity)),
+            self.core.name,
+            clip(caller_name(identity)),
         )
 
     def _count_undelivered(self, exc: Exception) -> None:
         reason = "caller_gone" if isinstance(exc, Unroutable) else "closed"
         self.stats.rejected[reason] += 1
-
-
-def _size(item: _Item) -> int:
-    return len(item[1]) if isinstance(item, list) and len(item) == 2 else 0
-
-
-def _protocol_error(id: int, message: str) -> Error:
-    return Error(id, ErrorCode.PROTOCOL, "trizmq.ProtocolError", message, "")

@@ -1,0 +1,275 @@
+"""The service side of the protocol, driven as a state machine without sockets.
+
+Hypothesis sends `ServiceCore` random interleavings of what callers can send
+(calls, casts, CASTS, fanouts, cancels, stats subscriptions, garbage; good,
+reused, zero, negative and huge ids; wrong topics; timeouts from negative to
+huge), takes requests the way the service runner does, ends handlers in any
+order and any way, moves time on and stops the service at any point. After
+every step and at the end it checks the rules of docs/protocol.md:
+
+- the core never raises;
+- every call gets exactly one answer, unless its caller cancelled it while
+  it ran; nothing answers a call that was never sent;
+- no caller has more handlers running than its limit, nor the service more
+  than its own, nor more stats subscribers than the cap.
+
+300 examples run by default; set `TRIZMQ_STATE_EXAMPLES` for more.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import msgpack
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+import trizmq
+from trizmq._dispatch import expose
+from trizmq._protocol.service import Job, Limits, ServiceCore
+from trizmq._stats import MAX_SUBSCRIBERS, ServiceStats
+from trizmq._wire import Call, ErrorCode, Kind, decode
+
+EXAMPLES = int(os.environ.get("TRIZMQ_STATE_EXAMPLES", "300"))
+TOPIC = "compute"
+CALLERS = (b"alice", b"bob", b"carol")
+LIMITS = Limits(
+    max_concurrency=6,
+    max_in_flight_per_caller=3,
+    max_held_bytes=2_000,
+    max_message_size=4_096,
+)
+
+callers = st.sampled_from(CALLERS)
+# Mostly what an honest caller sends (ids 1 to 3, reused often); in one
+# request of four, every field may be what nobody should send.
+honest = st.sampled_from([True, True, True, False])
+ids = st.sampled_from([1, 2, 3, 2**64 - 1, 0, -1, -(2**63)])
+methods = st.sampled_from(["work", "nop", "missing"])
+topics = st.sampled_from([TOPIC, "network"])
+arguments = st.sampled_from([{"n": 1}, {"n": "one"}, {}, {"m": 1}])
+timeouts = st.sampled_from([None, 30.0, 1.0, 0.0, -5.0, 1e300])
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> tuple[int, str, str, dict[str, Any], float | None]:
+    """(id, method, topic, args, timeout) of a request."""
+    if draw(honest):
+        return draw(st.integers(1, 3)), "work", TOPIC, {"n": 1}, draw(st.sampled_from([None, 30.0]))
+    return draw(ids), draw(methods), draw(topics), draw(arguments), draw(timeouts)
+
+
+class Endpoint:
+    async def work(self, ctx: trizmq.Context, n: int) -> int:
+        return n
+
+    async def nop(self, ctx: trizmq.Context) -> None:
+        return None
+
+
+def pack(*fields: Any) -> bytes:
+    frame: bytes = msgpack.packb([1, *fields], use_bin_type=True)
+    return frame
+
+
+class ServiceSide(RuleBasedStateMachine):
+    @initialize()
+    def start(self) -> None:
+        self.now = 0.0
+        self.queue: list[list[bytes]] = []  # what ZeroMQ holds, not read yet
+        self.running: list[Job] = []
+        self.answers: Counter[tuple[bytes, int]] = Counter()
+        self.calls: Counter[tuple[bytes, int]] = Counter()
+        self.unanswerable = 0  # frames answered under id 0
+        self.silenced: Counter[tuple[bytes, int]] = Counter()  # calls cancelled by their callers
+        self.core = ServiceCore(
+            TOPIC,
+            "node",
+            expose(Endpoint()),
+            ServiceStats("node", TOPIC, 9601),
+            LIMITS,
+            send=self.sent,
+            cancel=lambda job: None,
+            wake=lambda: None,
+            subscribed=lambda: None,
+        )
+
+    def sent(self, identity: bytes, frame: bytes, kind: str) -> None:
+        envelope = decode(frame)
+        if kind == "reply":  # a result, for a call that was sent
+            assert (identity, envelope.id) in self.calls
+        if envelope.id == 0:
+            self.unanswerable += 1
+        else:
+            self.answers[(identity, envelope.id)] += 1
+
+    # -- what callers send ---------------------------------------------------------
+
+    @rule(caller=callers, request=requests())
+    def call(
+        self, caller: bytes, request: tuple[int, str, str, dict[str, Any], float | None]
+    ) -> None:
+        id, method, topic, args, timeout = request
+        self.queue.append([caller, pack(Kind.CALL, id, topic, method, args, {}, timeout)])
+        if id > 0:
+            self.calls[(caller, id)] += 1
+
+    @rule(caller=callers, request=requests(), kind=st.sampled_from([Kind.CAST, Kind.FANOUT]))
+    def cast(
+        self, caller: bytes, request: tuple[int, str, str, dict[str, Any], float | None], kind: Kind
+    ) -> None:
+        id, method, topic, args, _ = request
+        self.queue.append([caller, pack(kind, id, topic, method, args, {})])
+
+    @rule(
+        caller=callers,
+        id=st.integers(1, 3) | ids,
+        method=st.just("work") | methods,
+        batch=st.lists(st.just({"n": 1}) | arguments, max_size=8),
+    )
+    def casts(self, caller: bytes, id: int, method: str, batch: list[dict[str, Any]]) -> None:
+        self.queue.append([caller, pack(Kind.CASTS, id, TOPIC, method, batch, {})])
+
+    @rule(caller=callers, id=st.integers(1, 3) | ids)
+    def cancel(self, caller: bytes, id: int) -> None:
+        self.queue.append([caller, pack(Kind.CANCEL, id)])
+
+    @rule(
+        caller=callers,
+        id=ids,
+        interval=st.sampled_from([0.0, 0.1, 1.0, math.nan, math.inf]),
+        lease=st.sampled_from([0.0, 5.0, 1e9, math.nan, -1.0]),
+    )
+    def subscribe(self, caller: bytes, id: int, interval: float, lease: float) -> None:
+        self.queue.append([caller, pack(Kind.STATS_SUBSCRIBE, id, interval, lease)])
+
+    @rule(caller=callers, frames=st.lists(st.binary(max_size=40), min_size=1, max_size=3))
+    def garbage(self, caller: bytes, frames: list[bytes]) -> None:
+        self.queue.append([caller, *frames])
+
+    @rule(caller=callers, size=st.sampled_from([4_097, 10_000]))
+    def oversize(self, caller: bytes, size: int) -> None:
+        self.queue.append([caller, b"\x00" * size])
+
+    # -- what the service runner does ----------------------------------------------
+
+    @rule(count=st.integers(1, 12))
+    def pump(self, count: int) -> None:
+        """Take up to `count` requests as the runner does, reading when it has none."""
+        core = self.core
+        for _ in range(count):
+            if not core.ready:
+                if core.full or not self.queue:
+                    return  # the runner waits for room, or for the socket
+                core.receive(self.queue)
+                self.queue = []
+            if len(core.flights) >= LIMITS.max_concurrency and not core.stopping:
+                return  # the runner waits for room
+            job = core.take(self.now)
+            if job is not None:
+                self.running.append(job)
+
+    @precondition(lambda self: self.running)
+    @rule(which=st.integers(min_value=0), how=st.sampled_from(["result", "raise", "stopped"]))
+    def finish(self, which: int, how: str) -> None:
+        job = self.running.pop(which % len(self.running))
+        self.end(job, how)
+
+    def end(self, job: Job, how: str) -> None:
+        if job.stop_reason == "caller" and isinstance(job.request, Call):
+            self.silenced[(job.identity, job.request.id)] += 1
+        if how == "result":
+            self.core.succeeded(job, job.args.get("n"))
+        elif how == "raise":
+            self.core.failed(job, ValueError("boom"))
+        else:
+            self.core.stopped(job)
+
+    @rule(seconds=st.sampled_from([0.05, 1.0, 100.0]))
+    def time_passes(self, seconds: float) -> None:
+        self.now += seconds
+        self.core.subscribers.due(self.now)
+
+    @rule()
+    def stop(self) -> None:
+        self.core.stop(self.now)
+
+    # -- the rules -------------------------------------------------------------------
+
+    @invariant()
+    def within_limits(self) -> None:
+        busy = Counter(job.identity for job in self.core.flights.values())
+        assert all(n <= LIMITS.max_in_flight_per_caller for n in busy.values()), busy
+        assert len(self.core.flights) <= LIMITS.max_concurrency
+        assert len(self.core.subscribers._subs) <= MAX_SUBSCRIBERS
+        assert self.core.held_bytes >= 0
+        assert set(self.core.flights.values()) == set(self.running)
+
+    @invariant()
+    def no_call_answered_twice(self) -> None:
+        for key, count in self.answers.items():
+            assert count <= self.calls[key], (key, count, self.calls[key])
+
+    def teardown(self) -> None:
+        if not hasattr(self, "core"):
+            return
+        # The end of the service: everything read, the rest refused, the
+        # handlers stopped by the grace period.
+        self.core.stop(self.now)
+        self.core.receive(self.queue)
+        self.core.refuse_pending(self.now)
+        while self.running:
+            self.end(self.running.pop(), "stopped")
+        assert not self.core.flights
+        for key, count in self.calls.items():
+            assert self.answers[key] == count - self.silenced[key], (
+                key,
+                self.answers[key],
+                count,
+                self.silenced[key],
+            )
+
+
+ServiceSide.TestCase.settings = settings(
+    max_examples=EXAMPLES, stateful_step_count=40, deadline=None
+)
+test_the_service_side_keeps_every_rule_whatever_callers_send = ServiceSide.TestCase
+
+
+def test_the_protocol_core_imports_neither_trio_nor_zmq() -> None:
+    package = Path(trizmq.__file__).parent / "_protocol"
+    for path in package.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] not in {"trio", "zmq"}, f"{path.name} imports {name}"
+
+
+def test_a_call_already_past_its_deadline_is_answered_without_running() -> None:
+    answers: list[Any] = []
+    core = ServiceCore(
+        TOPIC,
+        "node",
+        expose(Endpoint()),
+        ServiceStats("node", TOPIC, 9601),
+        LIMITS,
+        send=lambda identity, frame, kind: answers.append(decode(frame)),
+        cancel=lambda job: None,
+        wake=lambda: None,
+        subscribed=lambda: None,
+    )
+    core.receive([[b"alice", pack(Kind.CALL, 7, TOPIC, "work", {"n": 1}, {}, 0.0)]])
+    assert core.take(0.0) is None
+    [error] = answers
+    assert (error.id, error.code, error.type_name) == (7, ErrorCode.DEADLINE, "trizmq.CallTimeout")

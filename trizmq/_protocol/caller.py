@@ -1,0 +1,144 @@
+"""The caller side of one peer: the rules of docs/protocol.md for a caller, without I/O.
+
+`CallerCore` keeps the calls waiting on one service port by id, matches
+the answers its socket received to them, forgets the calls its callers gave
+up on (saying what `CANCEL` to send), fails the calls of a lost connection,
+and turns an answer into the value or exception the caller gets. The client
+(`trizmq._client`) is the shell: it sends, reads, and wakes the tasks waiting.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any, Final, Generic, TypeVar
+
+from .._dispatch import describe
+from .._errors import (
+    BadArguments,
+    CallTimeout,
+    NoSuchMethod,
+    ProtocolError,
+    RemoteError,
+    ServiceShutdown,
+)
+from .._wire import Cancel, Envelope, Error, ErrorCode, Reply, converter, decode, encode
+
+W = TypeVar("W")
+
+_REMOTE_ERRORS: Final[dict[str, type[RemoteError]]] = {
+    ErrorCode.NO_SUCH_METHOD: NoSuchMethod,
+    ErrorCode.BAD_ARGUMENTS: BadArguments,
+    ErrorCode.SHUTDOWN: ServiceShutdown,
+}
+
+
+class Ids:
+    """The message ids of one client: 1, 2, 3... (2**64 - 1 is never reached:
+    a million a second would take half a million years)."""
+
+    def __init__(self) -> None:
+        self._next = 1
+
+    def next(self) -> int:
+        """A fresh id."""
+        id = self._next
+        self._next += 1
+        return id
+
+    def take(self, count: int) -> int:
+        """`count` consecutive fresh ids (a CASTS message's); the first of them."""
+        first = self._next
+        self._next += count
+        return first
+
+
+class CallerCore(Generic[W]):
+    """The calls waiting on one service port, each with its waiter `W`.
+
+    Attributes:
+        pending: The waiter of each call waiting for its answer, by id.
+        counts: What went through this peer: calls, casts, fanouts sent;
+            replies, errors, timeouts, lost calls; answers that matched no
+            call (`unmatched`: late, for a call given up) and frames that did
+            not decode (`malformed`).
+    """
+
+    def __init__(self, topic: str, host: str) -> None:
+        self.topic = topic
+        self.host = host
+        self.pending: dict[int, W] = {}
+        self.counts: Counter[str] = Counter()
+
+    def answers(self, batch: Iterable[list[bytes]]) -> list[tuple[W, Envelope]]:
+        """Match what the socket received to the calls waiting; the others are
+        counted, never raised: a late answer to a call given up is normal."""
+        matched = []
+        pending = self.pending
+        for frames in batch:
+            try:
+                envelope = decode(frames[-1])
+            except ProtocolError:
+                self.counts["malformed"] += 1
+                continue
+            waiter = pending.pop(envelope.id, None)
+            if waiter is None:
+                self.counts["unmatched"] += 1
+            else:
+                matched.append((waiter, envelope))
+        return matched
+
+    def give_up(self, id: int) -> bytes:
+        """Forget call `id` (its caller stopped waiting); the `CANCEL` to send,
+        so that the service stops its handler too."""
+        self.pending.pop(id, None)
+        return encode(Cancel(id))
+
+    def lose(self, ids: Iterable[int]) -> list[W]:
+        """The waiters of the calls among `ids` still waiting, forgotten: their
+        connection was lost, and their outcome is unknown."""
+        lost = [w for id in ids if (w := self.pending.pop(id, None)) is not None]
+        self.counts["lost"] += len(lost)
+        return lost
+
+    def outcome(
+        self, envelope: Envelope, method: str, timeout: float | None, returns: type[Any] | None
+    ) -> Any:
+        """The value a call returns for the answer `envelope`, or raise its error.
+
+        Raises:
+            RemoteError: The service answered with an error (`NoSuchMethod`,
+                `BadArguments`, `ServiceShutdown` for their codes).
+            CallTimeout: The service's deadline passed (code `deadline`).
+            ProtocolError: The answer is neither `REPLY` nor `ERROR`.
+            TypeError: The result does not fit `returns`.
+        """
+        if isinstance(envelope, Reply):
+            self.counts["reply"] += 1
+            if returns is None:
+                return envelope.result
+            try:
+                return converter.structure(envelope.result, returns)
+            except Exception as exc:
+                raise TypeError(
+                    f"{self.topic}.{self.host}: the result of {method!r} does not fit "
+                    f"returns={getattr(returns, '__name__', returns)}: {describe(exc)}"
+                ) from None
+        self.counts["error"] += 1
+        if not isinstance(envelope, Error):
+            raise ProtocolError(f"{self.topic}.{self.host}: a call was answered with {envelope!r}")
+        if envelope.code == ErrorCode.DEADLINE:
+            raise self.timed_out(method, timeout)
+        cls = _REMOTE_ERRORS.get(envelope.code, RemoteError)
+        raise cls(
+            envelope.type_name,
+            envelope.message,
+            envelope.traceback,
+            host=self.host,
+            topic=self.topic,
+        )
+
+    def timed_out(self, method: str, timeout: float | None) -> CallTimeout:
+        """The error of a call to `method` whose `timeout` passed."""
+        return CallTimeout(self.topic, self.host, method, math.inf if timeout is None else timeout)

@@ -1,0 +1,474 @@
+"""The service side of one port: the rules of docs/protocol.md, without I/O.
+
+The shell feeds `ServiceCore` the messages its socket received
+(`receive`), asks it for the next request to run (`take`), and tells it how
+each handler ended (`succeeded`, `failed`, `stopped`). The core answers
+through callables the shell gives it: `send` a frame to a caller, `cancel` a
+running handler, `wake` the reading loop when a held request may go in, and
+tell the stats publisher a subscription came (`subscribed`). Times come in
+as arguments (the shell's clock), so the core's behaviour depends only on
+what it is given.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any, Final, TypeAlias
+
+import attrs
+
+from .._context import Context
+from .._dispatch import ArgumentError, Method, error_fields
+from .._errors import ProtocolError
+from .._logs import ThrottledLog, clip
+from .._stats import MAX_SUBSCRIBERS, ServiceStats, Subscriptions
+from .._wire import (
+    Call,
+    Cancel,
+    Cast,
+    Casts,
+    Error,
+    ErrorCode,
+    Fanout,
+    Reply,
+    StatsSubscribe,
+    decode,
+    encode,
+    unstructure,
+)
+
+#: The largest message id; ids run from 1 (0 answers what carried no readable id).
+MAX_ID: Final = 2**64 - 1
+
+_KIND_NAMES: Final = {Call: "call", Cast: "cast", Fanout: "fanout"}
+
+# A request received and not yet taken: its frames (routing id first), or
+# what is left of a CASTS message (routing id, message, index of its next cast).
+Item: TypeAlias = list[bytes] | tuple[bytes, Casts, int]
+
+#: `send(identity, frame, kind)`: kind is "reply" or "error".
+Send: TypeAlias = Callable[[bytes, bytes, str], None]
+
+
+@functools.lru_cache(maxsize=4096)
+def caller_name(identity: bytes) -> str:
+    """A routing id as the caller name handlers see (`Context.caller`)."""
+    return identity.decode("utf-8", "replace")
+
+
+@attrs.frozen
+class Limits:
+    """What one port takes at most (see the protocol page's service limits)."""
+
+    max_concurrency: int
+    max_in_flight_per_caller: int
+    max_held_bytes: int
+    max_message_size: int
+    send_tracebacks: bool = False
+
+
+@attrs.define(eq=False)
+class Job:
+    """A request accepted for its handler: what the handler needs, and its state."""
+
+    identity: bytes
+    request: Call | Cast | Fanout
+    method: Method
+    args: dict[str, Any]
+    ctx: Context
+    started: float  # monotonic seconds, for the latency stats
+    # The shell's hold on the running handler (its cancel scope), once it has one.
+    handle: Any = None
+    stop_reason: str | None = None  # "caller" or "shutdown" once cancelled by them
+
+
+class ServiceCore:
+    """The service side of one port: admission, refusals, deadlines, casts,
+    cancellation, stats subscriptions and shutdown."""
+
+    def __init__(
+        self,
+        topic: str,
+        host: str,
+        methods: dict[str, Method],
+        stats: ServiceStats,
+        limits: Limits,
+        *,
+        send: Send,
+        cancel: Callable[[Job], None],
+        wake: Callable[[], None],
+        subscribed: Callable[[], None],
+        log: ThrottledLog | None = None,
+    ) -> None:
+        self.topic = topic
+        self.host = host
+        self.name = f"{topic}.{host}"
+        self.methods = methods
+        self.stats = stats
+        self.limits = limits
+        self._send = send
+        self._cancel = cancel
+        self._wake = wake
+        self._subscribed = subscribed
+        self.log = log or ThrottledLog(logging.getLogger("trizmq.service"))
+        self.flights: dict[tuple[bytes, int], Job] = {}
+        self.subscribers = Subscriptions()
+        self.stopping = False
+        self._busy: dict[bytes, int] = {}  # handlers in flight, per caller that has any
+        # Requests received and not yet taken, in order.
+        self.pending: collections.deque[Item] = collections.deque()
+        # Requests of callers at their limit, in order, and their size in all.
+        self._held: dict[bytes, collections.deque[Item]] = {}
+        self.held_bytes = 0
+        # Held requests let in again, in order: they go before the pending ones.
+        self._admitted: collections.deque[Item] = collections.deque()
+
+    # -- what the shell asks ---------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Whether a request waits to be taken."""
+        return bool(self._admitted or self.pending)
+
+    @property
+    def full(self) -> bool:
+        """Whether the service should stop reading: the handlers are at the
+        concurrency limit, or the held requests at their budget."""
+        return (
+            len(self.flights) >= self.limits.max_concurrency
+            or self.held_bytes > self.limits.max_held_bytes
+        )
+
+    def receive(self, batch: list[list[bytes]]) -> None:
+        """Messages the socket received, each its frames with the routing id first."""
+        self.pending.extend(batch)
+
+    def take(self, now: float) -> Job | None:
+        """Take the next request: answer what is wrong with it, or return the
+        job whose handler the shell must run now (None when there is none)."""
+        if self._admitted:
+            item = self._admitted.popleft()
+            job = self._take(item, now)
+        else:
+            item = self.pending.popleft()
+            job = None if self._hold(item) else self._take(item, now)
+        if job is None and self._held:
+            self._let_in(item[0])  # a refusal made room too
+        return job
+
+    def rotate(self) -> None:
+        """Put the caller at the head of the pending requests behind the others
+        (a long CASTS must not starve them), keeping each caller's order."""
+        pending = self.pending
+        if not pending:
+            return
+        first = pending[0][0]
+        if all(item[0] == first for item in pending):
+            return
+        theirs = [item for item in pending if item[0] == first]
+        others = [item for item in pending if item[0] != first]
+        pending.clear()
+        pending.extend(others)
+        pending.extend(theirs)
+
+    # -- how handlers ended ----------------------------------------------------
+
+    def succeeded(self, job: Job, result: Any) -> None:
+        """The handler of `job` returned `result`."""
+        if isinstance(job.request, Call):
+            try:
+                reply: Reply | Error = Reply(job.request.id, unstructure(result))
+            except Exception as exc:
+                reply = self._error(job, exc)
+        else:
+            reply = Reply(job.request.id, None)
+        self._answer(job, reply)
+
+    def failed(self, job: Job, exc: BaseException) -> None:
+        """The handler of `job` raised `exc`."""
+        self._answer(job, self._error(job, exc))
+
+    def stopped(self, job: Job) -> None:
+        """The handler of `job` was cancelled: by its deadline, its caller or shutdown."""
+        id = job.request.id
+        reason = job.stop_reason
+        if reason == "shutdown":
+            message = "the service stopped before the handler finished"
+            reply = Error(id, ErrorCode.SHUTDOWN, "trizmq.ServiceShutdown", message, "")
+        elif reason == "caller":
+            self.stats.cancelled += 1
+            reply = Error(id, ErrorCode.DEADLINE, "trizmq.Cancelled", "cancelled by the caller", "")
+        else:
+            self.stats.timeouts += 1
+            message = "the call's deadline passed"
+            reply = Error(id, ErrorCode.DEADLINE, "trizmq.CallTimeout", message, "")
+        self._answer(job, reply)
+
+    # -- shutdown --------------------------------------------------------------
+
+    def stop(self, now: float) -> None:
+        """Stop taking requests: refuse every one not taken yet, and mark the
+        handlers in flight as stopped by shutdown (the shell gives them their
+        grace period)."""
+        self.stopping = True
+        waiting = [*self._admitted]
+        for held in self._held.values():
+            waiting.extend(held)
+        self._admitted.clear()
+        self._held.clear()
+        self.held_bytes = 0
+        self.pending.extendleft(reversed(waiting))
+        self.refuse_pending(now)
+        for job in self.flights.values():
+            job.stop_reason = job.stop_reason or "shutdown"
+
+    def refuse_pending(self, now: float) -> None:
+        """Take every pending request once stopping: each is refused, none runs."""
+        while self.pending:
+            self._take(self.pending.popleft(), now)
+
+    # -- the rules ---------------------------------------------------------------
+
+    def _hold(self, item: Item) -> bool:
+        """Keep a caller's request for later if it is at its limit, or has
+        requests waiting already (its requests run in order)."""
+        identity = item[0]
+        held = self._held.get(identity)
+        if held is None:
+            if self.stopping or self._busy.get(identity, 0) < self.limits.max_in_flight_per_caller:
+                return False
+            held = self._held[identity] = collections.deque()
+        held.append(item)
+        self.held_bytes += _size(item)
+        return True
+
+    def _let_in(self, identity: bytes) -> None:
+        """Let a caller's next held request in, if it has room now."""
+        held = self._held.get(identity)
+        if held is None or self._busy.get(identity, 0) >= self.limits.max_in_flight_per_caller:
+            return
+        item = held.popleft()
+        self.held_bytes -= _size(item)
+        if not held:
+            del self._held[identity]
+        self._admitted.append(item)
+        self._wake()
+
+    def _take(self, item: Item, now: float) -> Job | None:
+        if isinstance(item, tuple):
+            return self._next_cast(*item, now)
+        stats = self.stats
+        if len(item) != 2:
+            stats.rejected["frames"] += 1
+            if item:
+                self._refuse_frame(item[0], f"a request is one frame, got {len(item) - 1}")
+            return None
+        identity, frame = item
+        stats.bytes_in += len(frame)
+        limit = self.limits.max_message_size
+        if len(frame) > limit:
+            stats.rejected["too_large"] += 1
+            message = f"a {len(frame)}-byte request is over the limit of {limit}"
+            self._reply(
+                identity, Error(0, ErrorCode.PROTOCOL, "trizmq.MessageTooLarge", message, "")
+            )
+            return None
+        try:
+            envelope = decode(frame)
+        except ProtocolError as exc:
+            stats.rejected["malformed"] += 1
+            self._refuse_frame(identity, str(exc))
+            return None
+        if isinstance(envelope, Call | Cast | Fanout):
+            return self._start(identity, envelope, now)
+        if isinstance(envelope, Casts):
+            return self._next_cast(identity, envelope, 0, now)
+        if isinstance(envelope, Cancel):
+            # An unknown or finished id, or a cast's, is nothing to cancel.
+            job = self.flights.get((identity, envelope.id))
+            if job is not None and job.stop_reason is None:
+                job.stop_reason = "caller"
+                self._cancel(job)
+        elif isinstance(envelope, StatsSubscribe):
+            if self.subscribers.add(identity, envelope.id, envelope.interval, envelope.lease, now):
+                self._subscribed()
+            else:
+                stats.rejected["subscribers"] += 1
+                message = f"too many stats subscribers ({MAX_SUBSCRIBERS})"
+                self._reply(identity, _protocol_error(envelope.id, message))
+        else:
+            stats.rejected["unexpected_kind"] += 1
+            message = f"a service does not accept {type(envelope).__name__} messages"
+            self._reply(identity, _protocol_error(envelope.id, message))
+        return None
+
+    def _next_cast(self, identity: bytes, casts: Casts, index: int, now: float) -> Job | None:
+        """Start cast `index` of a CASTS message; the rest come next, one at a time."""
+        if index >= len(casts.batch):
+            return None
+        if index + 1 < len(casts.batch):
+            rest = (identity, casts, index + 1)
+            held = self._held.get(identity)
+            # The rest goes before anything else of its caller's.
+            if held is None or self.stopping:
+                self.pending.appendleft(rest)
+            else:
+                held.appendleft(rest)
+        cast = Cast(casts.id + index, casts.topic, casts.method, casts.batch[index], casts.context)
+        return self._start(identity, cast, now)
+
+    def _start(self, identity: bytes, request: Call | Cast | Fanout, now: float) -> Job | None:
+        kind = _KIND_NAMES[type(request)]
+        self.stats.received[kind] += 1
+        id = request.id
+        if not 0 < id <= MAX_ID:
+            message = f"id {id} is not between 1 and 2**64 - 1"
+            self._refuse(identity, request, ErrorCode.PROTOCOL, "trizmq.ProtocolError", message, 0)
+            return None
+        key = (identity, id)
+        if key in self.flights:
+            message = f"id {id} is already in flight on this connection"
+            self._refuse(identity, request, ErrorCode.PROTOCOL, "trizmq.ProtocolError", message)
+            return None
+        if request.topic != self.topic:
+            message = f"this port serves topic {self.topic!r}, not {clip(request.topic)!r}"
+            self._refuse(identity, request, ErrorCode.PROTOCOL, "trizmq.ProtocolError", message)
+            return None
+        if self.stopping:
+            message = "the service is stopping"
+            self._refuse(identity, request, ErrorCode.SHUTDOWN, "trizmq.ServiceShutdown", message)
+            return None
+        method = self.methods.get(request.method)
+        if method is None:
+            message = f"{self.topic} has no method {clip(request.method)!r}"
+            code, name = ErrorCode.NO_SUCH_METHOD, "trizmq.NoSuchMethod"
+            self._refuse(identity, request, code, name, message)
+            return None
+        try:
+            args = method.bind(request.args)
+        except ArgumentError as exc:
+            code, name = ErrorCode.BAD_ARGUMENTS, "trizmq.BadArguments"
+            self._refuse(identity, request, code, name, str(exc))
+            return None
+        deadline = math.inf
+        if isinstance(request, Call) and request.timeout is not None:
+            if request.timeout <= 0:
+                # Already late: running it could only waste the service's time.
+                message = "the call's deadline had passed when it arrived"
+                self._refuse(identity, request, ErrorCode.DEADLINE, "trizmq.CallTimeout", message)
+                return None
+            deadline = now + request.timeout
+        ctx = Context(
+            id,
+            kind,
+            request.topic,
+            request.method,
+            self.host,
+            caller_name(identity),
+            deadline,
+            request.context,
+        )
+        job = Job(identity, request, method, args, ctx, time.monotonic())
+        self.flights[key] = job
+        self._busy[identity] = self._busy.get(identity, 0) + 1
+        self.stats.in_flight += 1
+        return job
+
+    def _error(self, job: Job, exc: BaseException) -> Error:
+        code, type_name, message, trace = error_fields(exc, with_traceback=True)
+        # The caller has the type and message: the log keeps the whole story.
+        self.log.warning(
+            ("failed", job.identity, job.request.method, type_name),
+            "%s: %s %s from %s failed: %s",
+            self.name,
+            job.ctx.kind,
+            job.request.method,
+            job.ctx.caller,
+            trace,
+        )
+        if not self.limits.send_tracebacks:
+            trace = ""
+        return Error(job.request.id, code, type_name, message, trace)
+
+    def _answer(self, job: Job, reply: Reply | Error) -> None:
+        # The reply leaves before the bookkeeping: that is not the caller's to
+        # wait for. A caller that gave up wants no answer.
+        now = time.monotonic()
+        if isinstance(job.request, Call) and job.stop_reason != "caller":
+            reply = self._reply(job.identity, reply)
+        identity = job.identity
+        del self.flights[(identity, job.request.id)]
+        busy = self._busy[identity] - 1
+        if busy:
+            self._busy[identity] = busy
+        else:
+            del self._busy[identity]
+        if self._held:
+            self._let_in(identity)
+        stats = self.stats
+        stats.in_flight -= 1
+        stats.latency.add(now, now - job.started)
+        if isinstance(reply, Error) and reply.code == ErrorCode.EXCEPTION:
+            stats.errors[reply.type_name] += 1
+
+    def _refuse(
+        self,
+        identity: bytes,
+        request: Call | Cast | Fanout,
+        code: str,
+        type_name: str,
+        message: str,
+        id: int | None = None,
+    ) -> None:
+        """Answer a call with an error (under `id`, else its own) without running
+        it; count and log a refused cast."""
+        self.stats.rejected[code] += 1
+        if isinstance(request, Call):
+            reply_id = request.id if id is None else id
+            self._reply(identity, Error(reply_id, code, type_name, message, ""))
+        else:
+            # Nobody to answer: the log says who and what, once per window.
+            self.log.warning(
+                ("refused", identity, code),
+                "%s: a %s from %s refused: %s: %s",
+                self.name,
+                _KIND_NAMES[type(request)],
+                clip(caller_name(identity)),
+                type_name,
+                clip(message),
+            )
+
+    def _refuse_frame(self, identity: bytes, message: str) -> None:
+        self._reply(identity, _protocol_error(0, message))
+
+    def _reply(self, identity: bytes, reply: Reply | Error) -> Reply | Error:
+        """Send `reply`, or the error that replaces it when it cannot go; return
+        what was sent."""
+        try:
+            frame = encode(reply)
+        except Exception as exc:
+            # A result msgpack cannot carry is the handler's error, not the service's.
+            message = f"the result cannot be encoded: {clip(exc)}"
+            reply = Error(reply.id, ErrorCode.EXCEPTION, "TypeError", message, "")
+            frame = encode(reply)
+        limit = self.limits.max_message_size
+        if len(frame) > limit:
+            # Sent, it would cut the caller's connection and every call on it.
+            message = f"the result is {len(frame)} bytes, over the limit of {limit}"
+            reply = Error(reply.id, ErrorCode.EXCEPTION, "trizmq.MessageTooLarge", message, "")
+            frame = encode(reply)
+        self._send(identity, frame, "reply" if isinstance(reply, Reply) else "error")
+        return reply
+
+
+def _size(item: Item) -> int:
+    return len(item[1]) if isinstance(item, list) and len(item) == 2 else 0
+
+
+def _protocol_error(id: int, message: str) -> Error:
+    return Error(id, ErrorCode.PROTOCOL, "trizmq.ProtocolError", message, "")
