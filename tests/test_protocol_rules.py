@@ -1,0 +1,252 @@
+"""Each rule of docs/protocol.md that a service applies, one test each, on the
+protocol core alone: frames in, answers out, no sockets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import pytest
+
+import trizmq
+from trizmq._dispatch import expose
+from trizmq._protocol.service import Job, Limits, ServiceCore
+from trizmq._stats import MAX_SUBSCRIBERS, ServiceStats
+from trizmq._wire import Envelope, Error, Kind, Reply, decode
+
+TOPIC = "compute"
+
+
+class Endpoint:
+    async def work(self, ctx: trizmq.Context, n: int) -> int:
+        return n
+
+
+def pack(*fields: Any) -> bytes:
+    frame: bytes = msgpack.packb([1, *fields], use_bin_type=True)
+    return frame
+
+
+def call(
+    id: int, *, topic: str = TOPIC, method: str = "work", timeout: Any = 30.0, **args: Any
+) -> bytes:
+    return pack(Kind.CALL, id, topic, method, args or {"n": id}, {}, timeout)
+
+
+class Port:
+    """A service port's core, with what it sent and cancelled recorded."""
+
+    def __init__(self, **limits: Any) -> None:
+        self.sent: list[tuple[bytes, Envelope]] = []
+        self.cancelled: list[Job] = []
+        self.core = ServiceCore(
+            TOPIC,
+            "node",
+            expose(Endpoint()),
+            ServiceStats("node", TOPIC, 9601),
+            Limits(
+                **{
+                    "max_concurrency": 100,
+                    "max_in_flight_per_caller": 10,
+                    "max_held_bytes": 1_000_000,
+                    "max_message_size": 1_000,
+                    **limits,
+                }
+            ),
+            send=lambda identity, frame, kind: self.sent.append((identity, decode(frame))),
+            cancel=self.cancelled.append,
+            wake=lambda: None,
+            subscribed=lambda: None,
+        )
+
+    def send(self, *frames: bytes, caller: bytes = b"alice") -> list[Job]:
+        """Receive `frames` from `caller`; the jobs started for them."""
+        self.core.receive([[caller, frame] for frame in frames])
+        jobs = []
+        while self.core.ready:
+            job = self.core.take(0.0)
+            if job is not None:
+                jobs.append(job)
+        return jobs
+
+    def answers(self) -> list[Envelope]:
+        return [envelope for _, envelope in self.sent]
+
+    def error(self) -> Error:
+        [error] = self.answers()
+        assert isinstance(error, Error)
+        return error
+
+
+@pytest.fixture
+def port() -> Port:
+    return Port()
+
+
+def test_a_call_is_answered_under_its_own_id(port: Port) -> None:
+    [job] = port.send(call(7))
+    port.core.succeeded(job, 7)
+    assert port.answers() == [Reply(7, 7)]
+
+
+@pytest.mark.parametrize("id", [0, -1, -(2**63)])
+def test_a_call_with_an_id_below_1_is_refused_under_id_0(port: Port, id: int) -> None:
+    assert port.send(call(id, n=1)) == []
+    error = port.error()
+    assert (error.id, error.code, error.type_name) == (0, "protocol", "trizmq.ProtocolError")
+    assert error.message == f"id {id} is not between 1 and 2**64 - 1"
+
+
+def test_the_largest_id_is_valid(port: Port) -> None:
+    [job] = port.send(call(2**64 - 1, n=1))
+    port.core.succeeded(job, 1)
+    assert port.answers() == [Reply(2**64 - 1, 1)]
+
+
+def test_a_call_for_another_topic_is_refused_under_its_id(port: Port) -> None:
+    assert port.send(call(3, topic="network")) == []
+    error = port.error()
+    assert (error.id, error.code) == (3, "protocol")
+    assert error.message == "this port serves topic 'compute', not 'network'"
+
+
+def test_a_call_reusing_an_id_in_flight_is_refused_and_the_first_goes_on(port: Port) -> None:
+    [first] = port.send(call(4))
+    assert port.send(call(4)) == []
+    assert port.error().message == "id 4 is already in flight on this connection"
+    port.core.succeeded(first, 4)
+    assert port.answers()[-1] == Reply(4, 4)
+
+
+def test_an_id_may_be_used_again_once_answered(port: Port) -> None:
+    [first] = port.send(call(4))
+    port.core.succeeded(first, 4)
+    [again] = port.send(call(4))
+    port.core.succeeded(again, 4)
+    assert port.answers() == [Reply(4, 4), Reply(4, 4)]
+
+
+def test_two_callers_may_use_the_same_id(port: Port) -> None:
+    assert len(port.send(call(1), caller=b"alice") + port.send(call(1), caller=b"bob")) == 2
+
+
+@pytest.mark.parametrize("timeout", [0.0, -5.0])
+def test_a_call_past_its_deadline_on_arrival_is_refused_without_running(
+    port: Port, timeout: float
+) -> None:
+    assert port.send(call(2, timeout=timeout)) == []
+    error = port.error()
+    assert (error.id, error.code, error.type_name) == (2, "deadline", "trizmq.CallTimeout")
+
+
+def test_a_call_without_a_timeout_has_no_deadline(port: Port) -> None:
+    [job] = port.send(call(2, timeout=None))
+    assert job.ctx.deadline == float("inf")
+
+
+def test_a_method_that_is_not_exposed_is_refused(port: Port) -> None:
+    port.send(call(5, method="_secret"))
+    error = port.error()
+    assert (error.code, error.type_name) == ("no_such_method", "trizmq.NoSuchMethod")
+
+
+def test_arguments_that_do_not_fit_are_refused_naming_them(port: Port) -> None:
+    port.send(call(5, n="five"))
+    error = port.error()
+    assert (error.code, error.type_name) == ("bad_arguments", "trizmq.BadArguments")
+    assert "n" in error.message
+
+
+def test_a_request_of_more_than_one_frame_is_refused_under_id_0(port: Port) -> None:
+    port.core.receive([[b"alice", call(1), b"extra"]])
+    assert port.core.take(0.0) is None
+    assert (port.error().id, port.error().message) == (0, "a request is one frame, got 2")
+
+
+def test_a_request_over_the_size_limit_is_refused_as_too_large(port: Port) -> None:
+    port.send(call(1, n=1, padding="x" * 2_000))
+    error = port.error()
+    assert (error.id, error.code, error.type_name) == (0, "protocol", "trizmq.MessageTooLarge")
+
+
+def test_a_result_over_the_size_limit_is_answered_with_message_too_large(port: Port) -> None:
+    [job] = port.send(call(1))
+    port.core.succeeded(job, "x" * 2_000)
+    error = port.error()
+    assert (error.id, error.code, error.type_name) == (1, "exception", "trizmq.MessageTooLarge")
+
+
+def test_a_result_msgpack_cannot_carry_is_answered_with_a_type_error(port: Port) -> None:
+    [job] = port.send(call(1))
+    port.core.succeeded(job, object())
+    assert port.error().type_name == "TypeError"
+
+
+def test_a_cancel_stops_the_handler_and_nothing_answers_the_call(port: Port) -> None:
+    [job] = port.send(call(6))
+    port.send(pack(Kind.CANCEL, 6))
+    assert port.cancelled == [job]
+    port.core.stopped(job)
+    assert port.answers() == []
+
+
+@pytest.mark.parametrize("id", [99, 0, -3])
+def test_a_cancel_of_an_id_not_in_flight_does_nothing(port: Port, id: int) -> None:
+    port.send(pack(Kind.CANCEL, id))
+    assert (port.cancelled, port.answers()) == ([], [])
+
+
+def test_a_kind_a_service_does_not_take_is_refused_under_its_id(port: Port) -> None:
+    port.send(pack(Kind.REPLY, 8, "hello"))
+    error = port.error()
+    assert (error.id, error.code) == (8, "protocol")
+    assert error.message == "a service does not accept Reply messages"
+
+
+def test_a_casts_message_runs_each_cast_under_consecutive_ids(port: Port) -> None:
+    jobs = port.send(pack(Kind.CASTS, 10, TOPIC, "work", [{"n": 1}, {"n": "bad"}, {"n": 3}], {}))
+    assert [job.request.id for job in jobs] == [10, 12]
+    assert port.core.stats.rejected["bad_arguments"] == 1
+    assert port.answers() == []  # nothing answers a cast
+
+
+def test_a_call_arriving_while_the_service_stops_gets_service_shutdown(port: Port) -> None:
+    port.core.stop(0.0)
+    port.send(call(1))
+    error = port.error()
+    assert (error.code, error.type_name) == ("shutdown", "trizmq.ServiceShutdown")
+
+
+def test_a_handler_stopped_by_shutdown_answers_service_shutdown(port: Port) -> None:
+    [job] = port.send(call(1))
+    port.core.stop(0.0)
+    port.core.stopped(job)
+    assert port.error().type_name == "trizmq.ServiceShutdown"
+
+
+def test_a_handler_stopped_by_its_deadline_answers_call_timeout(port: Port) -> None:
+    [job] = port.send(call(1))
+    port.core.stopped(job)
+    assert (port.error().code, port.error().type_name) == ("deadline", "trizmq.CallTimeout")
+
+
+def test_a_stats_subscriber_past_the_cap_is_refused_under_its_id(port: Port) -> None:
+    for n in range(MAX_SUBSCRIBERS):
+        port.send(pack(Kind.STATS_SUBSCRIBE, 1, 1.0, 10.0), caller=b"s%d" % n)
+    port.send(pack(Kind.STATS_SUBSCRIBE, 5, 1.0, 10.0), caller=b"one-too-many")
+    error = port.error()
+    assert (error.id, error.code, error.message) == (
+        5,
+        "protocol",
+        "too many stats subscribers (64)",
+    )
+
+
+def test_requests_of_a_caller_at_its_limit_wait_and_run_in_order() -> None:
+    port = Port(max_in_flight_per_caller=2)
+    running = port.send(*(call(id) for id in range(1, 6)))
+    assert [job.request.id for job in running] == [1, 2]
+    for _ in range(3):
+        port.core.succeeded(running.pop(0), 0)
+        running += port.send()  # let in: the next in line
+    assert [job.request.id for job in running] == [4, 5]
