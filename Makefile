@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check trizmq monitor tests bench docs/hooks.py docs/examples
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict trizmq
+	$(BIN)/mypy --strict trizmq monitor
 
 pytest: $(STAMP)
 	$(BIN)/pytest

@@ -60,7 +60,7 @@ def main() -> None:
         ring_path = Path(work) / "ring.json"
         ring_path.write_text(json.dumps({"compute:9701": ["node"]}))
         (Path(work) / "stats_cost_app.py").write_text(APP)
-        trizmq_cli = [sys.executable, "-m", "trizmq._cli"]
+        trizmq_cli = [sys.executable, "-m", "trizmq.cli"]
         resolve = ["--resolve", f"node={ADDRESS}"]
         service = subprocess.Popen(
             [

@@ -17,7 +17,7 @@ from typing import Any
 
 from trizmq_monitor.app import build_parser as build_monitor_parser
 
-from trizmq._cli import build_parser as build_trizmq_parser
+from trizmq.cli import build_parser as build_trizmq_parser
 
 #: The programs the reference covers, by name.
 PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {

@@ -1,7 +1,7 @@
 """`trizmq-monitor`: a live dashboard of every service port of a ring.
 
 Run it as ``trizmq-monitor RING [--resolve NAME=ADDR]...``. The stats feed
-(`trizmq._feed.watch_ring`) runs in a Trio guest run inside Textual's asyncio
+(`trizmq.stats.watch_ring`) runs in a Trio guest run inside Textual's asyncio
 loop (see `trizmq_monitor.feed`); the app reads the board it fills on a timer.
 """
 
@@ -25,10 +25,14 @@ from textual.reactive import reactive
 from textual.widgets import DataTable, Footer, Header
 
 from trizmq import Curve, Ring, TrizmqError
-from trizmq._cli_curve import add_client_curve_options, client_curve
-from trizmq._feed import DEFAULT_INTERVAL, DOWN_AFTER, STALE_AFTER
-from trizmq._ring import parse_resolve
-from trizmq._stats import LATENCY_WINDOW
+from trizmq.cli.options import (
+    UsageError,
+    add_client_curve_options,
+    add_resolve_option,
+    client_curve,
+    resolve_map,
+)
+from trizmq.stats import DEFAULT_INTERVAL, DOWN_AFTER, LATENCY_WINDOW, STALE_AFTER
 
 from .feed import GuestFeed, describe_error
 from .filter_bar import FilterBar
@@ -275,13 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("ring", metavar="RING", help="the JSON ring file")
-    parser.add_argument(
-        "--resolve",
-        action="append",
-        default=[],
-        metavar="NAME=ADDR",
-        help="use ADDR for ring host NAME instead of the system resolver; repeatable",
-    )
+    add_resolve_option(parser)
     add_client_curve_options(parser)
     return parser
 
@@ -295,9 +293,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         ring = Ring.load(args.ring)
-        resolve = parse_resolve(args.resolve)
+        resolve = resolve_map(args)
         curve = client_curve(args)
-    except TrizmqError as exc:  # a bad ring, --resolve or key file
+    except (UsageError, TrizmqError) as exc:  # a bad ring, --resolve, CURVE option or key
         print(f"trizmq-monitor: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     app = MonitorApp(ring, resolve, curve=curve, stop_signals=True)

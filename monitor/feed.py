@@ -1,6 +1,6 @@
 """The stats feed, run by Trio as a guest inside Textual's asyncio loop.
 
-`GuestFeed.start` starts `trizmq._feed.watch_ring` with
+`GuestFeed.start` starts `trizmq.stats.watch_ring` with
 `trio.lowlevel.start_guest_run`: Trio's tasks run in the app's own thread, on
 ticks the asyncio loop schedules, while Trio's I/O wait happens in a helper
 thread of Trio's. The Trio side only fills a `StatsBoard`; the app reads it on
@@ -23,7 +23,7 @@ import outcome
 import trio
 
 from trizmq import Curve, Ring, TrizmqError
-from trizmq._feed import DEFAULT_INTERVAL, StatsBoard, watch_ring
+from trizmq.stats import DEFAULT_INTERVAL, StatsBoard, watch_ring
 
 __all__ = ["GuestFeed", "MonotonicClock", "describe_error"]
 

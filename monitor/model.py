@@ -1,6 +1,6 @@
 """What the monitor shows, as plain data: rows, node totals, sorting, filtering, formatting.
 
-The feed fills a `trizmq._feed.StatsBoard`; every refresh the app copies it
+The feed fills a `trizmq.stats.StatsBoard`; every refresh the app copies it
 into immutable `PortRow` values with `take_rows`. Widgets draw those rows and
 never look at the board, so a paused display is simply a list that is not
 replaced, and everything here is testable without a terminal.
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trizmq import Ring
-from trizmq._feed import StatsBoard
+from trizmq.stats import StatsBoard
 
 __all__ = [
     "SORTS",

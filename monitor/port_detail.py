@@ -12,7 +12,7 @@ from textual.geometry import Size
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from trizmq._stats import LATENCY_WINDOW
+from trizmq.stats import LATENCY_WINDOW
 
 from .model import (
     PortRow,

@@ -7,7 +7,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Label, Sparkline
 
-from trizmq._feed import HISTORY
+from trizmq.stats import HISTORY
 
 from .model import PortRow, format_rate
 

@@ -20,7 +20,9 @@ import trio
 
 import trizmq
 
-SEED_RING = Path(__file__).resolve().parent / "data" / "seed_ring.json"
+# The seed ring the package ships (as conftest.SEED_RING: this module runs in
+# service processes too, without pytest).
+SEED_RING = Path(__file__).resolve().parents[1] / "trizmq" / "demo" / "seed_ring.json"
 
 
 class QuotaExceeded(Exception):
@@ -100,6 +102,12 @@ class Endpoint:
 
     async def echo(self, ctx: trizmq.Context, value: Any) -> Any:
         return value
+
+    async def blob(self, ctx: trizmq.Context, n: int, delay: float = 0.0) -> bytes:
+        """`n` bytes, after `delay` seconds: a reply as large, and as late, as asked."""
+        if delay > 0:
+            await trio.sleep(delay)
+        return b"x" * n
 
     async def fail(self, ctx: trizmq.Context, message: str) -> None:
         raise QuotaExceeded(message)

@@ -35,7 +35,8 @@ T = TypeVar("T")
 
 TESTS = Path(__file__).resolve().parent
 REPO_ROOT = TESTS.parent
-SEED_RING = TESTS / "data" / "seed_ring.json"
+#: The seed ring, the one copy the package ships for the demo.
+SEED_RING = REPO_ROOT / "trizmq" / "demo" / "seed_ring.json"
 APP = "cluster_app:SERVICES"
 
 #: Seconds a process has to log its "serving on" lines.
@@ -91,7 +92,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 def trizmq_command(*args: str) -> list[str]:
     """The `trizmq` command line, run with this interpreter."""
-    return [sys.executable, "-m", "trizmq._cli", *args]
+    return [sys.executable, "-m", "trizmq.cli", *args]
 
 
 class AddressInUse(RuntimeError):

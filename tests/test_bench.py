@@ -9,13 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from trizmq._bench import BENCHMARKS, METRICS, Settings, format_table, summarize
+from trizmq.bench.runner import BENCHMARKS, METRICS, Settings, format_table, summarize
+from trizmq.cli import build_parser
+from trizmq.cli.bench import BENCHMARK_NAMES
 
 
 def test_quick_bench_prints_every_row_and_writes_positive_numbers(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     done = subprocess.run(
-        [sys.executable, "-m", "trizmq._cli", "bench", "--quick", "--rounds", "1", "--json", out],
+        [sys.executable, "-m", "trizmq.cli", "bench", "--quick", "--rounds", "1", "--json", out],
         capture_output=True,
         text=True,
         timeout=60,
@@ -48,7 +50,7 @@ def _workers_of(prefix: str) -> list[str]:
             words = cmdline.read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if "trizmq._bench_worker" in words and any(address.search(w) for w in words):
+        if "trizmq.bench.worker" in words and any(address.search(w) for w in words):
             found.append(" ".join(words))
     return found
 
@@ -72,5 +74,9 @@ def test_the_table_judges_each_target_by_its_direction() -> None:
 
 
 def test_every_benchmark_can_be_chosen_alone() -> None:
+    # The command line names them without importing the bench: the two lists must agree.
     names = [bench.name for bench in BENCHMARKS]
+    assert names == list(BENCHMARK_NAMES)
     assert len(names) == len(set(names)) == 7
+    args = build_parser().parse_args(["bench", *(f"--only={name}" for name in names)])
+    assert args.only == names

@@ -22,7 +22,7 @@ import yaml
 from conftest import REPO_ROOT
 from trizmq_monitor.app import build_parser as build_monitor_parser
 
-from trizmq._cli import build_parser
+from trizmq.cli import build_parser
 
 DOCS = REPO_ROOT / "docs"
 CLI_PAGE = DOCS / "cli.md"

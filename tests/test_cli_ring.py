@@ -12,20 +12,21 @@ from pathlib import Path
 import pytest
 
 from trizmq import RingError
-from trizmq._cli import add_resolve_option, build_parser, main, resolve_map
 from trizmq._ring import Ring
+from trizmq.cli import build_parser, main
+from trizmq.cli.options import add_resolve_option, resolve_map
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SEED_RING = Path(__file__).resolve().parent / "data" / "seed_ring.json"
+SEED_RING = REPO_ROOT / "trizmq" / "demo" / "seed_ring.json"
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m trizmq._cli ARGS`` in a real subprocess."""
+    """Run ``python -m trizmq.cli ARGS`` in a real subprocess."""
     env = dict(os.environ)
     # Works whether or not the package is installed in the interpreter.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     return subprocess.run(
-        [sys.executable, "-m", "trizmq._cli", *args],
+        [sys.executable, "-m", "trizmq.cli", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -23,13 +23,12 @@ from typing import Any
 import pytest
 from conftest import SEED_RING, subprocess_env, trizmq_command, unique_resolve
 
-from trizmq._demo import DEFAULT_RESOLVE, demo_addresses, plan_demo
-from trizmq._demo_app import SERVICES
-from trizmq._demo_traffic import FLOWS, _Cloud
 from trizmq._dispatch import expose
 from trizmq._ring import Ring
+from trizmq.demo.app import SERVICES
+from trizmq.demo.runner import DEFAULT_RESOLVE, demo_addresses, plan_demo
+from trizmq.demo.traffic import FLOWS, _Cloud
 
-PACKAGED_RING = Path(__file__).resolve().parents[1] / "trizmq" / "seed_ring.json"
 #: One process per (host, topic) of the seed ring, zmq_replies aside.
 SEED_SERVICES = 10
 #: Seconds the demo has to get its services up and traffic flowing.
@@ -37,7 +36,7 @@ TRAFFIC_DEADLINE = 45.0
 #: Seconds a demo has to exit after SIGINT (its services drain for 1 s).
 EXIT_DEADLINE = 10.0
 #: The handlers' own errors, the only ones the demo's traffic may cause.
-DEMO_ERRORS = {"trizmq._demo_app.NoValidHost", "trizmq._demo_app.VolumeQuotaExceeded"}
+DEMO_ERRORS = {"trizmq.demo.app.NoValidHost", "trizmq.demo.app.VolumeQuotaExceeded"}
 
 
 # -- the demo as a process ----------------------------------------------------
@@ -261,17 +260,13 @@ def test_a_bad_option_is_a_usage_error() -> None:
 # -- the pieces, without processes --------------------------------------------
 
 
-def test_the_packaged_ring_is_the_seed_ring() -> None:
-    assert PACKAGED_RING.read_bytes() == SEED_RING.read_bytes()
-
-
 def test_plan_runs_every_service_of_the_seed_ring_on_its_loopback_address() -> None:
-    plan = plan_demo(str(PACKAGED_RING), {})
+    plan = plan_demo(str(SEED_RING), {})
     assert plan.resolve == {"computenodex": "127.0.0.3", "controller": "127.0.0.2"}
     assert len(plan.services) == SEED_SERVICES
     assert plan.unserved == ()
     command = plan.service_command(plan.services[0])
-    assert command[command.index("--app") + 1] == "trizmq._demo_app:SERVICES"
+    assert command[command.index("--app") + 1] == "trizmq.demo.app:SERVICES"
     assert command[command.index("--topic") + 1] == plan.services[0].topic
     assert "controller=127.0.0.2" in command
 

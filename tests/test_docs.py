@@ -17,7 +17,7 @@ but an example file, code that does not run) fails. Code that is not meant to
 run is not Python: use ```text, ```console or ```json. Interactive sessions
 (```pycon, in docs/protocol.md) are checked by tests/test_docs_protocol.py.
 
-Every docs/examples/*.py runs as `python FILE tests/data/seed_ring.json` with
+Every docs/examples/*.py runs as `python FILE trizmq/demo/seed_ring.json` with
 `TRIZMQ_EXAMPLE_RESOLVE` (a JSON map of host name to address) giving its hosts
 loopback addresses no other test uses; it must exit 0 and, when its docstring
 has a line ending in "prints:", print exactly the indented lines that follow.

@@ -30,9 +30,9 @@ from conftest import (
 )
 
 import trizmq
-from trizmq._feed import StatsBoard, watch_ring
 from trizmq._transport import open_socket
 from trizmq._wire import VERSION, Call, Kind, Reply, decode, encode
+from trizmq.stats import StatsBoard, watch_ring
 
 
 class SplitCluster:

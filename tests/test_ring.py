@@ -12,7 +12,7 @@ import pytest
 from trizmq import RingError
 from trizmq._ring import REPLIES_TOPIC, Ring, Service, parse_resolve, resolve_address
 
-SEED_RING = Path(__file__).resolve().parent / "data" / "seed_ring.json"
+SEED_RING = Path(__file__).resolve().parents[1] / "trizmq" / "demo" / "seed_ring.json"
 # The project's shared copy of the seed ring, outside the repository.
 SHARED_SEED_RING = Path(__file__).resolve().parents[2] / "shared" / "rings" / "seed_ring.json"
 

@@ -16,8 +16,8 @@ import trio
 from conftest import APP, SEED_RING, Cluster, run_process, trizmq_command, unique_resolve
 
 import trizmq
-from trizmq._cli import main
 from trizmq._curve import generate_keys
+from trizmq.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -19,4 +19,6 @@ from ._errors import ServiceShutdown as ServiceShutdown
 from ._errors import TrizmqError as TrizmqError
 from ._ring import Ring as Ring
 from ._ring import Service as Service
+from ._ring import parse_resolve as parse_resolve
+from ._ring import resolve_address as resolve_address
 from ._service import serve as serve

@@ -1,9 +1,20 @@
-"""Subscribing to the stats of every service port of a ring.
+"""The stats of every service port of a ring, live: the feed of `trizmq stats` and the monitor.
 
-`watch_ring` keeps one subscription per (host, topic) of the ring, over a
-DEALER connected to the service's own port, and fills a `StatsBoard`: plain
-data that `trizmq stats` prints and `trizmq-monitor` draws. Trio code fills
-the board; readers only look at it.
+Every service publishes stats on its own port to whoever subscribes (see the
+monitor page for the fields). `watch_ring` keeps one subscription per
+(host, topic) of a ring, over a DEALER connected to the service's port, and
+fills a `StatsBoard`: plain data, a `PortView` per port, that ``trizmq stats``
+prints and ``trizmq-monitor`` draws. Trio code fills the board; readers only
+look at it, and never wait on a service.
+
+```python
+board = StatsBoard(ring, {"controller": "127.0.0.2"})
+async with trio.open_nursery() as nursery:
+    await nursery.start(watch_ring, board)
+    await trio.sleep(1)
+    print(board.as_json())
+    nursery.cancel_scope.cancel()
+```
 """
 
 from __future__ import annotations
@@ -20,17 +31,34 @@ import zmq
 from ._curve import Curve
 from ._errors import ProtocolError
 from ._ring import Ring, Service, resolve_address
+from ._stats import LATENCY_WINDOW as _LATENCY_WINDOW
 from ._transport import open_socket
 from ._wire import Stats, StatsSubscribe, decode, encode
 
-#: Seconds between two stats messages of one port.
+__all__ = [
+    "DEFAULT_INTERVAL",
+    "DOWN_AFTER",
+    "HISTORY",
+    "LATENCY_WINDOW",
+    "LEASE",
+    "STALE_AFTER",
+    "PortView",
+    "StatsBoard",
+    "watch_ring",
+]
+
 DEFAULT_INTERVAL = 0.5
-#: A port is stale after this many seconds without stats, and down after `DOWN_AFTER`.
+"""Seconds between two stats messages of one port, unless `watch_ring` asks otherwise."""
 STALE_AFTER = 1.2
+"""Seconds without stats after which a port is stale: up, but its numbers are old."""
 DOWN_AFTER = 2.5
-#: Seconds a subscription lasts unless renewed; renewed three times per lease.
+"""Seconds without stats after which a port is down."""
 LEASE = 3.0
+"""Seconds a subscription lasts unless renewed; `watch_ring` renews it three times a lease."""
 HISTORY = 120
+"""How many `rate_in` values a `PortView` keeps in its `history`."""
+LATENCY_WINDOW = _LATENCY_WINDOW
+"""Seconds of handler run times that a snapshot's `latency_ms` summarizes (the services' own)."""
 _RETRY = 0.2
 _MIN_RATE_SPAN = 0.1
 
@@ -47,6 +75,9 @@ class PortView:
         rate_in: Messages received per second, between the last two snapshots.
         rate_out: Messages sent per second, between the last two snapshots.
         history: The recent `rate_in` values, oldest first.
+        malformed: Messages from the port that were not stats (undecodable, or
+            another kind): a service of another protocol version, or not a
+            trizmq service at all.
     """
 
     service: Service
@@ -56,6 +87,7 @@ class PortView:
     rate_in: float = 0.0
     rate_out: float = 0.0
     history: deque[float] = attrs.field(factory=lambda: deque(maxlen=HISTORY))
+    malformed: int = 0
 
     def state(self, now: float) -> str:
         """`"up"`, `"stale"` (no stats for `STALE_AFTER` s) or `"down"`."""
@@ -92,6 +124,7 @@ class PortView:
             "fresh": state == "up",
             "rate_in": self.rate_in,
             "rate_out": self.rate_out,
+            "malformed": self.malformed,
         }
         fields = (
             "received",
@@ -118,7 +151,19 @@ def _total(data: Mapping[str, Any], field: str) -> int:
 
 
 class StatsBoard:
-    """The stats of every service port of a ring, as the feed last saw them."""
+    """The stats of every service port of a ring, as the feed last saw them.
+
+    Args:
+        ring: The ring whose ports to watch.
+        resolve: Host name to address overrides (``--resolve``), or None.
+
+    Attributes:
+        ring: The ring.
+        ports: A `PortView` per ``(host, topic)``, in ring order.
+
+    Raises:
+        RingError: A host of the ring cannot be resolved.
+    """
 
     def __init__(self, ring: Ring, resolve: Mapping[str, str] | None = None) -> None:
         self.ring = ring
@@ -126,10 +171,14 @@ class StatsBoard:
             (s.host, s.topic): PortView(s, resolve_address(s.host, resolve))
             for s in ring.services()
         }
-        self.malformed = 0
 
     def as_json(self, now: float | None = None) -> list[dict[str, Any]]:
-        """Every port as `trizmq stats --json` prints it."""
+        """Every port as ``trizmq stats --json`` prints it.
+
+        Args:
+            now: The time to judge the ports' state at; None means
+                `trio.current_time()` (in the Trio run that fills the board).
+        """
         at = trio.current_time() if now is None else now
         return [view.as_json(at) for view in self.ports.values()]
 
@@ -147,21 +196,25 @@ async def watch_ring(
 ) -> NoReturn:
     """Subscribe to every port of the board's ring and keep the board fresh, until cancelled.
 
-    A port that goes down is retried in the background and comes back by
-    itself when its service returns. `curve` (`Curve.client`) reaches CURVE
-    services.
+    Start it with `nursery.start`: it has started once every port's
+    subscription is under way. A port that goes down is retried in the
+    background and comes back by itself when its service returns.
+
+    Args:
+        board: The board to fill.
+        interval: Seconds between two stats messages of a port.
+        curve: The client's keys (`Curve.client`), for CURVE services.
+        task_status: Set by `nursery.start`.
     """
     async with trio.open_nursery() as nursery:
         for view in board.ports.values():
-            nursery.start_soon(_watch_port, board, view, interval, curve)
+            nursery.start_soon(_watch_port, view, interval, curve)
         task_status.started()
         await trio.sleep_forever()
     raise AssertionError("unreachable")
 
 
-async def _watch_port(
-    board: StatsBoard, view: PortView, interval: float, curve: Curve | None
-) -> None:
+async def _watch_port(view: PortView, interval: float, curve: Curve | None) -> None:
     sock = open_socket(zmq.DEALER, linger_ms=0)
     if curve is not None:
         curve.apply(sock.zmq)
@@ -179,16 +232,16 @@ async def _watch_port(
                 # Not sent means not connected: try again soon.
                 renew_at = trio.current_time() + (LEASE / 3 if sent else _RETRY)
             with trio.move_on_at(renew_at):
-                _receive_stats(board, view, await sock.receive())
+                _receive_stats(view, await sock.receive())
 
 
-def _receive_stats(board: StatsBoard, view: PortView, frames: list[bytes]) -> None:
+def _receive_stats(view: PortView, frames: list[bytes]) -> None:
     try:
         envelope = decode(frames[-1])
     except ProtocolError:
-        board.malformed += 1
+        view.malformed += 1
         return
     if isinstance(envelope, Stats):
         view.update(envelope.data, trio.current_time())
     else:
-        board.malformed += 1
+        view.malformed += 1

@@ -6,14 +6,13 @@ import argparse
 import functools
 import json
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import trio
 
-from ._cli_curve import add_client_curve_options, client_curve
-from ._feed import StatsBoard, watch_ring
-from ._ring import Ring, parse_resolve
+from .._ring import Ring
+from ..stats import StatsBoard, watch_ring
+from .options import add_client_curve_options, add_resolve_option, client_curve, resolve_map
 
 #: Seconds a one-shot snapshot waits for ports that have not answered yet.
 SNAPSHOT_WAIT = 2.0
@@ -71,7 +70,7 @@ def _int(value: Any) -> str:
 
 
 async def _stats(args: argparse.Namespace) -> None:
-    board = StatsBoard(Ring.load(args.ring), parse_resolve(args.resolve))
+    board = StatsBoard(Ring.load(args.ring), resolve_map(args))
     async with trio.open_nursery() as nursery:
         await nursery.start(functools.partial(watch_ring, board, curve=client_curve(args)))
         with trio.move_on_after(SNAPSHOT_WAIT):
@@ -97,10 +96,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_stats_parser(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
-    add_resolve: Callable[[argparse.ArgumentParser], None],
-) -> None:
+def add_stats_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `trizmq stats`."""
     p = commands.add_parser(
         "stats",
@@ -122,6 +118,6 @@ def add_stats_parser(
         metavar="S",
         help="seconds between two prints with --watch (default %(default)s)",
     )
-    add_resolve(p)
+    add_resolve_option(p)
     add_client_curve_options(p)
     p.set_defaults(func=_cmd_stats)

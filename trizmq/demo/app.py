@@ -8,7 +8,7 @@ millisecond to a couple of seconds, and the odd error a real cloud raises
 table of console tokens.
 
 `trizmq demo` serves them with
-``trizmq serve RING --host H --app trizmq._demo_app:SERVICES --topic T``, one
+``trizmq serve RING --host H --app trizmq.demo.app:SERVICES --topic T``, one
 process per (host, topic). Two handlers pass work on to another service, as
 the real ones do: compute's `build_and_run_instance` reports back to the
 conductor, and the cinder scheduler casts `create_volume` to cinder-volume.
@@ -32,11 +32,11 @@ from typing import Any
 import attrs
 import trio
 
-from ._client import Client, open_client
-from ._context import Context
-from ._curve import Curve
-from ._errors import TrizmqError
-from ._ring import Ring, parse_resolve
+from .._client import Client, open_client
+from .._context import Context
+from .._curve import Curve
+from .._errors import TrizmqError
+from .._ring import Ring, parse_resolve
 
 __all__ = [
     "RESOLVE_ENV",

@@ -12,22 +12,16 @@ import math
 import resource
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import trio
 
-from ._cli_curve import (
-    add_client_curve_options,
-    add_service_curve_options,
-    client_curve,
-    service_curve,
-)
-from ._client import open_client
-from ._errors import CallTimeout, RemoteError, RingError
-from ._nursery import open_nursery
-from ._ring import Ring, load_json, parse_resolve
-from ._service import (
+from .._client import open_client
+from .._errors import CallTimeout, RemoteError, RingError
+from .._nursery import open_nursery
+from .._ring import Ring, load_json
+from .._service import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_HELD_BYTES,
@@ -35,8 +29,17 @@ from ._service import (
     DEFAULT_MAX_QUEUED_REPLY_BYTES,
     serve,
 )
-from ._transport import DEFAULT_HEARTBEAT
-from ._wire import DEFAULT_MAX_MESSAGE_SIZE
+from .._transport import DEFAULT_HEARTBEAT
+from .._wire import DEFAULT_MAX_MESSAGE_SIZE
+from .options import (
+    UsageError,
+    add_client_curve_options,
+    add_resolve_option,
+    add_service_curve_options,
+    client_curve,
+    resolve_map,
+    service_curve,
+)
 
 EXIT_REMOTE_ERROR = 1
 EXIT_TIMEOUT = 3
@@ -50,11 +53,11 @@ def load_app(spec: str) -> dict[str, object]:
     instantiated with no arguments.
 
     Raises:
-        RingError: The spec is malformed or does not name such a mapping.
+        UsageError: The spec is malformed or does not name such a mapping.
     """
     module_name, colon, attr = spec.partition(":")
     if not colon or not module_name or not attr:
-        raise RingError(f"--app {spec!r}: expected MODULE:ATTR, e.g. myapp.rpc:SERVICES")
+        raise UsageError(f"--app {spec!r}: expected MODULE:ATTR, e.g. myapp.rpc:SERVICES")
     if "" not in sys.path:
         sys.path.insert(0, "")  # like `python -m`: the current directory is importable
     try:
@@ -62,11 +65,11 @@ def load_app(spec: str) -> dict[str, object]:
         for part in attr.split("."):
             target = getattr(target, part)
     except (ImportError, AttributeError) as exc:
-        raise RingError(f"--app {spec!r}: {exc}") from None
+        raise UsageError(f"--app {spec!r}: {exc}") from None
     if callable(target) and not isinstance(target, Mapping):
         target = target()
     if not isinstance(target, Mapping):
-        raise RingError(f"--app {spec!r}: expected a mapping of topic to endpoint")
+        raise UsageError(f"--app {spec!r}: expected a mapping of topic to endpoint")
     # An endpoint given as a class is instantiated, so one app module can be shared.
     return {
         str(topic): endpoint() if isinstance(endpoint, type) else endpoint
@@ -79,7 +82,7 @@ async def _serve_app(args: argparse.Namespace, resolve: dict[str, str]) -> None:
     endpoints = load_app(args.app)
     wanted = set(args.topic) if args.topic else None
     if wanted is not None and (unknown := wanted - endpoints.keys()):
-        raise RingError(f"--topic {', '.join(sorted(unknown))}: not provided by {args.app}")
+        raise UsageError(f"--topic {', '.join(sorted(unknown))}: not provided by {args.app}")
     listed = {s.topic for s in ring.services_of(args.host)}
     for topic in endpoints:
         if topic not in listed and (wanted is None or topic in wanted):
@@ -125,7 +128,7 @@ async def _serve_app(args: argparse.Namespace, resolve: dict[str, str]) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     _raise_descriptor_limit()
-    trio.run(_serve_app, args, parse_resolve(args.resolve))
+    trio.run(_serve_app, args, resolve_map(args))
     return 0
 
 
@@ -143,18 +146,25 @@ def _parse_args(items: list[str]) -> dict[str, Any]:
     for item in items:
         name, equals, text = item.partition("=")
         if not equals or not name:
-            raise RingError(f"--arg {item!r}: expected NAME=JSON, e.g. x=1 or name='\"vm\"'")
-        args[name] = load_json(text, f"--arg {name}")
+            raise UsageError(f"--arg {item!r}: expected NAME=JSON, e.g. x=1 or name='\"vm\"'")
+        args[name] = _load_json(text, f"--arg {name}")
     return args
 
 
 def _parse_context(text: str | None) -> dict[str, Any] | None:
     if text is None:
         return None
-    context = load_json(text, "--context")
+    context = _load_json(text, "--context")
     if not isinstance(context, dict):
-        raise RingError('--context: expected a JSON object, e.g. \'{"user": "alice"}\'')
+        raise UsageError('--context: expected a JSON object, e.g. \'{"user": "alice"}\'')
     return context
+
+
+def _load_json(text: str, what: str) -> Any:
+    try:
+        return load_json(text, what)
+    except RingError as exc:  # the ring's JSON helper, for the same messages
+        raise UsageError(str(exc)) from None
 
 
 def _json_default(value: object) -> object:
@@ -192,14 +202,11 @@ async def _send(args: argparse.Namespace, resolve: dict[str, str]) -> int:
 
 
 def _cmd_send(args: argparse.Namespace) -> int:
-    code: int = trio.run(_send, args, parse_resolve(args.resolve))
+    code: int = trio.run(_send, args, resolve_map(args))
     return code
 
 
-def add_rpc_parsers(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
-    add_resolve: Callable[[argparse.ArgumentParser], None],
-) -> None:
+def add_rpc_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `serve`, `call`, `cast` and `fanout`."""
     p = commands.add_parser(
         "serve",
@@ -288,7 +295,7 @@ def add_rpc_parsers(
         help="send failed handlers' tracebacks to callers (for development; "
         "by default they go to the log only)",
     )
-    add_resolve(p)
+    add_resolve_option(p)
     add_service_curve_options(p)
     p.set_defaults(func=_cmd_serve)
 
@@ -328,6 +335,6 @@ def add_rpc_parsers(
                 action="store_true",
                 help="print the remote traceback of a remote error",
             )
-        add_resolve(p)
+        add_resolve_option(p)
         add_client_curve_options(p)
         p.set_defaults(func=_cmd_send)

@@ -25,10 +25,10 @@ from typing import NoReturn
 import attrs
 import trio
 
-from ._client import Client
-from ._demo_app import Instance, RequestSpec, Volume
-from ._errors import CallTimeout, RemoteError
-from ._ring import Ring
+from .._client import Client
+from .._errors import CallTimeout, RemoteError
+from .._ring import Ring
+from .app import Instance, RequestSpec, Volume
 
 __all__ = ["FLOWS", "Flow", "Tally", "flows_for", "nominal_rate", "run_traffic"]
 

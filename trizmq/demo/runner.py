@@ -1,11 +1,11 @@
 """`trizmq demo`: the seed ring's services on one machine, with live traffic.
 
 Every (host, topic) of the ring runs as its own process, ``trizmq serve RING
---host H --app trizmq._demo_app:SERVICES --topic T``, bound on the host's own
+--host H --app trizmq.demo.app:SERVICES --topic T``, bound on the host's own
 loopback address (controller on 127.0.0.2, computenodex on 127.0.0.3, so the
 two compute services share port 9501 as on two machines). Once each has
 logged ``serving on``, the demo plays a cloud against them from its own
-process (`trizmq._demo_traffic`) and either prints a one-line summary every
+process (`trizmq.demo.traffic`) and either prints a one-line summary every
 few seconds or, with ``--monitor``, runs ``trizmq-monitor`` in the foreground
 and stops when it exits.
 
@@ -23,7 +23,6 @@ same signal when its parent dies (`_die_with_parent`).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import importlib.resources
@@ -43,17 +42,17 @@ from typing import Any, NoReturn
 import attrs
 import trio
 
-from ._client import open_client
-from ._curve import Curve, generate_keys
-from ._demo_app import KEYS_ENV, RESOLVE_ENV, RING_ENV, SERVICES
-from ._demo_traffic import CALL_TIMEOUT, Tally, nominal_rate, run_traffic
-from ._errors import RingError
-from ._ring import Ring, Service, parse_resolve
+from .._client import open_client
+from .._curve import Curve, generate_keys
+from .._errors import RingError
+from .._ring import Ring, Service
+from .app import KEYS_ENV, RESOLVE_ENV, RING_ENV, SERVICES
+from .traffic import CALL_TIMEOUT, Tally, nominal_rate, run_traffic
 
-__all__ = ["DEFAULT_RESOLVE", "DemoPlan", "add_demo_parser", "demo_addresses", "plan_demo"]
+__all__ = ["DEFAULT_RESOLVE", "DemoPlan", "demo_addresses", "plan_demo", "run_demo"]
 
 #: The `--app` every service of the demo runs.
-APP = "trizmq._demo_app:SERVICES"
+APP = "trizmq.demo.app:SERVICES"
 #: Where the seed ring's hosts live on one machine; `--resolve` overrides them.
 DEFAULT_RESOLVE = {"controller": "127.0.0.2", "computenodex": "127.0.0.3"}
 #: Seconds every service has to log ``serving on``.
@@ -142,7 +141,7 @@ class DemoPlan:
         return [
             sys.executable,
             "-m",
-            "trizmq._cli",
+            "trizmq.cli",
             "serve",
             self.ring_path,
             "--host",
@@ -681,20 +680,40 @@ async def _print_summaries(tally: Tally) -> NoReturn:
         _say(tally.summary())
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    if args.rate < 0:
-        raise RingError(f"--rate {args.rate:g}: must be 0 (no traffic) or more")
-    if args.duration is not None and args.duration <= 0:
-        raise RingError(f"--duration {args.duration:g}: must be more than 0")
-    options = _Options(args.monitor, args.duration, args.rate)
-    overrides = parse_resolve(args.resolve)
-    packaged = importlib.resources.files("trizmq") / "seed_ring.json"
+def run_demo(
+    ring_path: str | None,
+    overrides: Mapping[str, str],
+    *,
+    monitor: bool = False,
+    curve: bool = False,
+    duration: float | None = None,
+    rate: float = 1.0,
+) -> int:
+    """Run the demo until it is stopped: what ``trizmq demo`` does.
+
+    Args:
+        ring_path: The ring file; None means the seed ring shipped with trizmq.
+        overrides: ``--resolve`` addresses.
+        monitor: Run ``trizmq-monitor`` in the foreground; stop when it exits.
+        curve: Encrypt and authenticate everything with keys made for this run.
+        duration: Seconds of traffic before stopping; None runs until a signal.
+        rate: The traffic's scale: 1 is about 50 requests/s, 0 none.
+
+    Returns:
+        The exit code: 0, 1 if a service failed to start, 130 on an early Ctrl-C.
+
+    Raises:
+        RingError: The ring is invalid, or the demo serves none of its topics.
+    """
+    options = _Options(monitor, duration, rate)
+    # The seed proposal's ring, shipped as a file of this package.
+    packaged = importlib.resources.files("trizmq.demo") / "seed_ring.json"
     with (
         importlib.resources.as_file(packaged) as seed_ring,
         tempfile.TemporaryDirectory(prefix="trizmq-demo-keys-") as keys,
     ):
-        plan = plan_demo(os.path.abspath(args.ring or seed_ring), overrides)
-        if args.curve:
+        plan = plan_demo(os.path.abspath(ring_path or seed_ring), overrides)
+        if curve:
             # One key pair for the services, one allowed client pair for the rest.
             generate_keys(keys, "server")
             generate_keys(Path(keys) / "clients", "demo")
@@ -711,51 +730,3 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             for children in spawned:
                 children.kill_now()
     return state.code
-
-
-def add_demo_parser(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
-    add_resolve: Callable[[argparse.ArgumentParser], None],
-) -> None:
-    """Register `trizmq demo`."""
-    p = commands.add_parser(
-        "demo",
-        help="run the seed ring's services on this machine, with live traffic",
-        description=(
-            "Start every (host, topic) of the ring as its own `trizmq serve` process, on "
-            "loopback addresses (controller=127.0.0.2, computenodex=127.0.0.3 unless "
-            "--resolve says otherwise), then send them the traffic of a small cloud. "
-            "Prints a line per service and a traffic summary every few seconds, or runs "
-            "trizmq-monitor with --monitor. Stops every process it started on Ctrl-C, "
-            "SIGTERM, at the end of --duration or when the monitor quits. "
-            "Exits 1 if a service fails to start."
-        ),
-    )
-    p.add_argument("--monitor", action="store_true", help="watch the traffic in trizmq-monitor")
-    p.add_argument(
-        "--curve",
-        action="store_true",
-        help="encrypt and authenticate everything with CurveZMQ keys made for this run",
-    )
-    p.add_argument(
-        "--ring",
-        metavar="FILE",
-        default=None,
-        help="the ring file (default: the seed ring shipped with trizmq)",
-    )
-    p.add_argument(
-        "--duration",
-        type=float,
-        default=None,
-        metavar="S",
-        help="stop after S seconds of traffic (default: run until interrupted)",
-    )
-    p.add_argument(
-        "--rate",
-        type=float,
-        default=1.0,
-        metavar="R",
-        help="scale the traffic by R: 1 is about 50 requests/s, 0 none (default %(default)s)",
-    )
-    add_resolve(p)
-    p.set_defaults(func=_cmd_demo)

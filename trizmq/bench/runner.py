@@ -5,7 +5,7 @@ counterpart doing the same work. Each round runs, for each benchmark, the
 baseline and then trizmq (A B A B ...), so that a machine getting slower or
 faster during the run affects both alike; the report gives the median of each
 number over the rounds. The server side of every measurement is a fresh
-``python -m trizmq._bench_worker`` process (`trizmq._bench_worker`); the
+``python -m trizmq.bench.worker`` process (`trizmq.bench.worker`); the
 memory benchmarks measure a fresh client process too. Workers live in their
 own process group, which is killed when a measurement ends.
 
@@ -17,7 +17,6 @@ memory and descriptor counts read ``/proc/self``.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime
 import importlib.metadata
@@ -41,13 +40,14 @@ import msgpack
 import trio
 import zmq
 
-from ._bench_worker import PAYLOAD
-from ._client import Client, open_client
-from ._ring import Ring
-from ._service import DEFAULT_MAX_CONCURRENCY
-from ._transport import open_socket
+from .._client import Client, open_client
+from .._ring import Ring
+from .._service import DEFAULT_MAX_CONCURRENCY
+from .._transport import open_socket
+from ..cli.bench import DEFAULT_COUNTS
+from .worker import PAYLOAD
 
-__all__ = ["Settings", "add_bench_parser", "format_table", "main", "run_benchmarks"]
+__all__ = ["BENCHMARKS", "METRICS", "Settings", "format_table", "run_bench", "run_benchmarks"]
 
 #: Calls in flight in the pipelining benchmark.
 WINDOW = 100
@@ -67,27 +67,6 @@ EXIT_INTERRUPTED = 130
 # Seconds to wait for a worker's line: its start, or the end of one measurement.
 _START_TIMEOUT = 30.0
 _MEASURE_TIMEOUT = 300.0
-
-_DEFAULT_COUNTS = {
-    "calls": 10_000,
-    "pipelined": 30_000,
-    "casts": 50_000,
-    "fanouts": 5_000,
-    "in_flight": 10_000,
-    "peers": 200,
-    "burst": 100_000,
-    "warmup": 300,
-}
-_QUICK_COUNTS = {
-    "calls": 300,
-    "pipelined": 2_000,
-    "casts": 2_000,
-    "fanouts": 200,
-    "in_flight": 2_000,
-    "peers": 20,
-    "burst": 5_000,
-    "warmup": 50,
-}
 
 
 class BenchError(Exception):
@@ -113,14 +92,14 @@ class Settings:
     """
 
     rounds: int = 3
-    calls: int = _DEFAULT_COUNTS["calls"]
-    pipelined: int = _DEFAULT_COUNTS["pipelined"]
-    casts: int = _DEFAULT_COUNTS["casts"]
-    fanouts: int = _DEFAULT_COUNTS["fanouts"]
-    in_flight: int = _DEFAULT_COUNTS["in_flight"]
-    peers: int = _DEFAULT_COUNTS["peers"]
-    burst: int = _DEFAULT_COUNTS["burst"]
-    warmup: int = _DEFAULT_COUNTS["warmup"]
+    calls: int = DEFAULT_COUNTS["calls"]
+    pipelined: int = DEFAULT_COUNTS["pipelined"]
+    casts: int = DEFAULT_COUNTS["casts"]
+    fanouts: int = DEFAULT_COUNTS["fanouts"]
+    in_flight: int = DEFAULT_COUNTS["in_flight"]
+    peers: int = DEFAULT_COUNTS["peers"]
+    burst: int = DEFAULT_COUNTS["burst"]
+    warmup: int = DEFAULT_COUNTS["warmup"]
     only: tuple[str, ...] = ()
     prefix: str = attrs.field(factory=lambda: f"127.77.{os.getpid() % 250}")
 
@@ -193,7 +172,7 @@ METRICS: tuple[Metric, ...] = (
 
 
 class _Worker:
-    """A `trizmq._bench_worker` process in its own process group.
+    """A `trizmq.bench.worker` process in its own process group.
 
     Entering reads its first line (kept in `ready`): a server's endpoints, or
     a measuring client's result. Leaving kills the group. Its standard input
@@ -209,7 +188,7 @@ class _Worker:
         self._start_timeout = start_timeout
         self._buffer = b""
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "trizmq._bench_worker", role, json.dumps(config)],
+            [sys.executable, "-m", "trizmq.bench.worker", role, json.dumps(config)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             start_new_session=True,
@@ -755,94 +734,16 @@ def environment() -> dict[str, Any]:
     }
 
 
-# -- command line -----------------------------------------------------------------------------
-
-
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--rounds",
-        type=_positive,
-        default=3,
-        metavar="N",
-        help="times every benchmark runs, raw then trizmq; medians are reported (default 3)",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="small counts for a smoke test: seconds, not minutes; the numbers mean little",
-    )
-    parser.add_argument(
-        "--json", metavar="FILE", type=Path, help="also write every number to FILE as JSON"
-    )
-    parser.add_argument(
-        "--only",
-        action="append",
-        choices=[b.name for b in BENCHMARKS],
-        default=[],
-        metavar="NAME",
-        help="run only this benchmark (repeatable): " + ", ".join(b.name for b in BENCHMARKS),
-    )
-    for name, what in (
-        ("calls", "sequential calls of the latency benchmark"),
-        ("pipelined", "calls of the pipelining benchmark"),
-        ("casts", "casts of the cast benchmark"),
-        ("fanouts", "fanouts to 8 services"),
-        ("in-flight", "calls held in flight at once"),
-        ("peers", "service ports one client talks to"),
-        ("burst", "messages of the adapter burst"),
-        ("warmup", "unmeasured calls or messages before each measurement"),
-    ):
-        key = name.replace("-", "_")
-        parser.add_argument(
-            f"--{name}",
-            type=_positive,
-            default=None,
-            metavar="N",
-            help=f"{what} (default {_DEFAULT_COUNTS[key]:,}; --quick {_QUICK_COUNTS[key]:,})",
-        )
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text.replace("_", "").replace(",", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected 1 or more")
-    return value
-
-
-def settings_from(args: argparse.Namespace) -> Settings:
-    """The `Settings` of parsed ``trizmq bench`` arguments.
+def run_bench(settings: Settings, json_path: Path | None = None) -> int:
+    """Run the benchmarks, print progress to stderr and the table to stdout.
 
     Args:
-        args: Parsed by a parser set up like ``trizmq bench``'s.
+        settings: What to run, and how much.
+        json_path: Where to write every number as JSON too, or None.
 
     Returns:
-        The settings: counts given on the command line, else `--quick`'s or the defaults.
+        The exit code: 0, 1 when a benchmark could not run, 130 when interrupted.
     """
-    preset = _QUICK_COUNTS if args.quick else _DEFAULT_COUNTS
-
-    def count(key: str) -> int:
-        given: int | None = getattr(args, key)
-        return given or preset[key]
-
-    return Settings(
-        rounds=args.rounds,
-        calls=count("calls"),
-        pipelined=count("pipelined"),
-        casts=count("casts"),
-        fanouts=count("fanouts"),
-        in_flight=count("in_flight"),
-        peers=count("peers"),
-        burst=count("burst"),
-        warmup=count("warmup"),
-        only=tuple(args.only),
-    )
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
     started = datetime.datetime.now(datetime.UTC)
     load_before = os.getloadavg()
     print(
@@ -860,7 +761,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     summary = summarize(settings, values)
     print(format_table(summary))
-    if args.json is not None:
+    if json_path is not None:
         document = {
             "date": started.isoformat(timespec="seconds"),
             "seconds": round((datetime.datetime.now(datetime.UTC) - started).total_seconds(), 1),
@@ -871,41 +772,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             "settings": attrs.asdict(settings),
             "results": summary,
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     return EXIT_OK
-
-
-_DESCRIPTION = (
-    "Measure trizmq against raw blocking pyzmq doing the same work, client and server in "
-    "separate processes: call latency, pipelined calls, casts, fanout, memory of calls in "
-    "flight, cost per peer and the adapter's burst rate. Each round runs every benchmark's "
-    "baseline, then trizmq; the table shows medians over the rounds and the targets."
-)
-
-
-def add_bench_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``trizmq bench``.
-
-    Args:
-        commands: The ``trizmq`` command's subparsers.
-    """
-    parser = commands.add_parser(
-        "bench", help="measure trizmq against raw pyzmq", description=_DESCRIPTION
-    )
-    _add_arguments(parser)
-    parser.set_defaults(func=_cmd_bench)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmarks as ``trizmq bench`` does, for ``bench/run.py``.
-
-    Args:
-        argv: The arguments, without the program name; None means ``sys.argv[1:]``.
-
-    Returns:
-        The exit code: 0, 1 when a benchmark could not run, 130 when interrupted.
-    """
-    parser = argparse.ArgumentParser(prog="bench/run.py", description=_DESCRIPTION)
-    _add_arguments(parser)
-    return _cmd_bench(parser.parse_args(argv))

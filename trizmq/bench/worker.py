@@ -1,6 +1,6 @@
 """The other process of `trizmq bench`: servers, sinks and fresh measuring clients.
 
-Run as ``python -m trizmq._bench_worker ROLE CONFIG_JSON``. The worker speaks
+Run as ``python -m trizmq.bench.worker ROLE CONFIG_JSON``. The worker speaks
 JSON lines on stdout: a server role prints one ``ready`` line (its endpoints,
 or the ring it serves) and then, for a sink, one report per phase; a client
 role prints its one result and exits. The worker exits as soon as its standard
@@ -38,11 +38,11 @@ import msgpack
 import trio
 import zmq
 
-from ._client import open_client
-from ._context import Context
-from ._ring import Ring
-from ._service import serve
-from ._transport import open_socket
+from .._client import open_client
+from .._context import Context
+from .._ring import Ring
+from .._service import serve
+from .._transport import open_socket
 
 #: What every call, cast and raw request carries.
 PAYLOAD: dict[str, Any] = {"x": 1, "name": "instance-0001"}
@@ -478,7 +478,7 @@ def main(argv: list[str]) -> int:
         The exit code: 0, or 2 for an unknown role.
     """
     if len(argv) != 2 or argv[0] not in ROLES:
-        print(f"usage: python -m trizmq._bench_worker {{{','.join(sorted(ROLES))}}} CONFIG_JSON")
+        print(f"usage: python -m trizmq.bench.worker {{{','.join(sorted(ROLES))}}} CONFIG_JSON")
         return 2
     role, config = argv[0], json.loads(argv[1])
     _exit_with_parent()

@@ -1,0 +1,177 @@
+"""Options the ``trizmq`` commands share, public for tools built on trizmq.
+
+`trizmq-monitor` takes ``--resolve`` and the client CURVE options from here,
+so that every tool spells them, checks them and reports them alike:
+
+```python
+parser = argparse.ArgumentParser(prog="my-tool")
+add_resolve_option(parser)
+add_client_curve_options(parser)
+args = parser.parse_args()
+try:
+    resolve, curve = resolve_map(args), client_curve(args)
+except (UsageError, trizmq.TrizmqError) as exc:
+    parser.exit(2, f"my-tool: {exc}\\n")
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .._curve import Curve
+from .._errors import RingError
+from .._ring import parse_resolve
+
+__all__ = [
+    "UsageError",
+    "add_client_curve_options",
+    "add_resolve_option",
+    "add_service_curve_options",
+    "client_curve",
+    "resolve_map",
+    "service_curve",
+]
+
+
+class UsageError(Exception):
+    """An option's value is malformed, or options that go together were not given together.
+
+    `trizmq.cli.main` reports it like argparse's own usage errors: one
+    ``trizmq: ...`` line, exit code 2.
+    """
+
+
+# -- --resolve ------------------------------------------------------------------
+
+
+def add_resolve_option(parser: argparse.ArgumentParser) -> None:
+    """Add the repeatable ``--resolve NAME=ADDR`` option to a parser.
+
+    A malformed value is a usage error at parse time. Read the result with
+    `resolve_map`.
+
+    Args:
+        parser: The command's parser.
+    """
+    parser.add_argument(
+        "--resolve",
+        action="append",
+        default=[],
+        metavar="NAME=ADDR",
+        type=_resolve_item,
+        help=(
+            "use ADDR for ring host NAME instead of the system resolver, curl style; "
+            "repeatable (e.g. --resolve controller=127.0.0.2)"
+        ),
+    )
+
+
+def resolve_map(args: argparse.Namespace) -> dict[str, str]:
+    """The ``--resolve`` overrides of parsed arguments, as ``{NAME: ADDR}``.
+
+    Args:
+        args: Arguments parsed by a parser that has `add_resolve_option`.
+
+    Returns:
+        The host overrides, ready for `trizmq.open_client(resolve=...)`.
+
+    Raises:
+        RingError: One host was given two different addresses.
+    """
+    items: list[str] = args.resolve
+    return parse_resolve(items)
+
+
+def _resolve_item(text: str) -> str:
+    """Check one ``--resolve`` value at parse time, for a usage error that names it."""
+    try:
+        parse_resolve([text])
+    except RingError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+# -- CURVE ----------------------------------------------------------------------
+
+
+def add_client_curve_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--curve-secret FILE --curve-server FILE``: connect to CURVE services.
+
+    Read the keys with `client_curve`.
+
+    Args:
+        parser: The command's parser.
+    """
+    group = parser.add_argument_group("CurveZMQ (optional)")
+    group.add_argument(
+        "--curve-secret",
+        metavar="FILE",
+        type=Path,
+        help="this client's secret key file (NAME.key_secret)",
+    )
+    group.add_argument(
+        "--curve-server", metavar="FILE", type=Path, help="the services' public key file (NAME.key)"
+    )
+
+
+def add_service_curve_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--curve-secret FILE --curve-allow DIR``: serve with CURVE.
+
+    Read the keys with `service_curve`.
+
+    Args:
+        parser: The command's parser.
+    """
+    group = parser.add_argument_group("CurveZMQ (optional)")
+    group.add_argument(
+        "--curve-secret",
+        metavar="FILE",
+        type=Path,
+        help="the service's secret key file (NAME.key_secret)",
+    )
+    group.add_argument(
+        "--curve-allow",
+        metavar="DIR",
+        type=Path,
+        help="a directory of the public key files of allowed clients",
+    )
+
+
+def client_curve(args: argparse.Namespace) -> Curve | None:
+    """The client keys that parsed arguments name, or None if they name none.
+
+    Args:
+        args: Arguments parsed by a parser that has `add_client_curve_options`.
+
+    Raises:
+        UsageError: Only one of the two options was given.
+        TrizmqError: A key file is missing or malformed.
+    """
+    if _given(args, "curve_server"):
+        return Curve.client(args.curve_secret, args.curve_server)
+    return None
+
+
+def service_curve(args: argparse.Namespace) -> Curve | None:
+    """The service keys that parsed arguments name, or None if they name none.
+
+    Args:
+        args: Arguments parsed by a parser that has `add_service_curve_options`.
+
+    Raises:
+        UsageError: Only one of the two options was given.
+        TrizmqError: A key file or the allowed directory is missing or malformed.
+    """
+    if _given(args, "curve_allow"):
+        return Curve.server(args.curve_secret, args.curve_allow)
+    return None
+
+
+def _given(args: argparse.Namespace, other: str) -> bool:
+    secret, second = args.curve_secret, getattr(args, other)
+    if (secret is None) != (second is None):
+        flag = "--" + other.replace("_", "-")
+        raise UsageError(f"--curve-secret and {flag} go together")
+    return secret is not None
