@@ -201,20 +201,23 @@ class Adversary:
         topic: str,
         *,
         identity: bytes | None = None,
-        reads: bool = True,
+        small_queues: bool = False,
     ) -> RawPeer:
         """Connect a new raw DEALER to `url`, which serves `topic`.
 
         Args:
             identity: The routing id to connect with (ZeroMQ's random one if None).
-            reads: False for a peer that will never read: its own queues are
-                kept tiny, so that what it does not read backs up in the service.
+            small_queues: Keep the peer's own receive queues tiny, so that what
+                it does not read backs up in the service at once. (Without, ZeroMQ
+                takes 1,000 messages for it first. Either way, once its queues are
+                full it stops reading the connection, heartbeats included, and the
+                service drops it a heartbeat window later.)
         """
         sock: zmq.Socket[bytes] = self.context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         if identity is not None:
             sock.setsockopt(zmq.ROUTING_ID, identity)
-        if not reads:
+        if small_queues:
             sock.setsockopt(zmq.RCVHWM, 1)
             sock.setsockopt(zmq.RCVBUF, 64 * 1024)
         sock.connect(url)

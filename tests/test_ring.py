@@ -347,46 +347,9 @@ def test_to_json(seed: Ring) -> None:
     assert json.loads(json.dumps(data)) == data
 
 
-# -- round-robin --------------------------------------------------------------
-
-
-def test_next_host_alternates(seed: Ring) -> None:
-    picks = [seed.next_host("compute") for _ in range(4)]
-    assert picks == ["controller", "computenodex", "controller", "computenodex"]
-
-
-def test_next_host_with_one_host_always_returns_it(seed: Ring) -> None:
-    assert {seed.next_host("scheduler") for _ in range(3)} == {"controller"}
-
-
-def test_next_host_cursor_is_per_topic(seed: Ring) -> None:
-    assert seed.next_host("compute") == "controller"
-    assert seed.next_host("network") == "controller"
-    assert seed.next_host("compute") == "computenodex"
-    assert seed.next_host("network") == "computenodex"
-
-
-def test_next_host_skips_hosts_known_down(seed: Ring) -> None:
-    picks = [seed.next_host("compute", skip={"controller"}) for _ in range(3)]
-    assert picks == ["computenodex"] * 3
-
-
-def test_next_host_resumes_rotation_after_skipping() -> None:
-    ring = Ring.from_mapping({"t:1": ["a", "b", "c"]})
-    assert ring.next_host("t", skip={"a"}) == "b"
-    assert ring.next_host("t") == "c"
-    assert ring.next_host("t") == "a"
-
-
-def test_next_host_when_every_host_is_skipped_returns_the_next_anyway(seed: Ring) -> None:
-    everyone = {"controller", "computenodex"}
-    picks = [seed.next_host("compute", skip=everyone) for _ in range(3)]
-    assert picks == ["controller", "computenodex", "controller"]
-
-
-def test_next_host_of_unknown_topic(seed: Ring) -> None:
+def test_the_hosts_of_an_unknown_topic_is_a_ring_error(seed: Ring) -> None:
     with pytest.raises(RingError, match="unknown topic 'volume'"):
-        seed.next_host("volume")
+        seed.hosts_of("volume")
 
 
 # -- targets ------------------------------------------------------------------

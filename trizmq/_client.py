@@ -20,6 +20,7 @@ from ._errors import AuthenticationFailed, MessageTooLarge, PeerLost
 from ._nursery import open_nursery
 from ._protocol.caller import CallerCore, Ids
 from ._ring import Ring, resolve_address
+from ._routing import RoundRobin
 from ._transport import (
     DEFAULT_HEARTBEAT,
     AsyncSocket,
@@ -242,7 +243,7 @@ class Client:
         self._nursery = nursery
         self._resolve = dict(resolve or {})
         self._context = dict(context or {})
-        self._timeout = timeout
+        self._timeout = DEFAULT_TIMEOUT if timeout is None else timeout
         # 64 random bits: a service hands a routing id's replies to the newest
         # connection using it, so an id must not be guessable.
         self._identity = f"{name}/{os.getpid()}/{secrets.token_hex(8)}".encode()
@@ -252,6 +253,7 @@ class Client:
         self._peers: dict[tuple[str, str], _Peer] = {}
         self._down: dict[str, set[str]] = {}
         self._ids = Ids()
+        self._round_robin = RoundRobin()
         self._deadlines = Deadlines()
         nursery.start_soon(self._deadlines.run)
 
@@ -341,7 +343,7 @@ class Client:
         seconds = self._timeout if timeout is None else timeout
         peer = self._peer(target)
         id = self._ids.next()
-        wire_timeout = None if seconds is None or seconds == math.inf else float(seconds)
+        wire_timeout = None if seconds == math.inf else float(seconds)
         frame = self._encode(
             Call(id, peer.topic, method, _unstructure(args), self._merge(context), wire_timeout)
         )
@@ -488,7 +490,7 @@ class Client:
     def _peer(self, target: str) -> _Peer:
         topic, host = self.ring.resolve_target(target)
         if host is None:
-            host = self.ring.next_host(topic, skip=self._down.get(topic))
+            host = self._round_robin.next(topic, self.ring.hosts_of(topic), self._down.get(topic))
         return self._peer_of(topic, host)
 
     def _peer_of(self, topic: str, host: str) -> _Peer:
@@ -611,7 +613,9 @@ async def open_client(
         ring: The ring to route by.
         resolve: Host name to address overrides, e.g. `{"controller": "127.0.0.2"}`.
         context: Default context dict sent with every message.
-        timeout: Default call timeout in seconds (`None` or `math.inf`: none).
+        timeout: Default call timeout in seconds; `math.inf` waits forever. As
+            everywhere a timeout is given, `None` means "not given": here,
+            `DEFAULT_TIMEOUT`.
         name: Prefix of the caller name services see as `ctx.caller`.
         heartbeat: Seconds without a sign of life (ZMTP heartbeats) after which
             a connection is lost: calls in flight on it fail with `PeerLost`,

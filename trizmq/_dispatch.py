@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from ._logs import clip
-from ._wire import ErrorCode, converter
+from ._wire import ErrorCode, converter, describe
 
 
 class ArgumentError(Exception):
@@ -118,16 +118,6 @@ def _method(name: str, func: Callable[..., Any]) -> Method:
         structure = None if hint is Any else converter.get_structure_hook(hint)
         params[p.name] = _Param(p.name, hint, structure, p.default is inspect.Parameter.empty)
     return Method(name, func, inspect.iscoroutinefunction(func), params, accepts_any)
-
-
-def describe(exc: BaseException) -> str:
-    """A converter error in one line, each nested failure with where it happened."""
-    # cattrs groups nested failures, each with a note saying where it happened.
-    if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(describe(sub) for sub in exc.exceptions)
-    notes = [n for n in getattr(exc, "__notes__", []) if n]
-    where = f" ({'; '.join(notes)})" if notes else ""
-    return f"{exc}{where}"
 
 
 #: Characters of an error reply's message, and of its traceback when tracebacks

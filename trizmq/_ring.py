@@ -24,7 +24,7 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,7 @@ class Ring:
     """A validated ring: topics, their ports and the hosts that serve them.
 
     Build one with `Ring.load` or `Ring.from_mapping`. A ring never changes
-    after loading, except for the per-topic round-robin cursors of `next_host`.
+    after loading.
 
     The seed ring's ``zmq_replies`` topic (`REPLIES_TOPIC`) is accepted and
     answers queries like any other topic, but it is *reserved*: trizmq uses
@@ -98,8 +98,6 @@ class Ring:
     source: str
     # Left out of the hash (a dict is unhashable); equal rings still hash alike.
     _entries: Mapping[str, _Entry] = attrs.field(repr=False, hash=False)
-    # The one mutable part: topic -> index of the next host to try.
-    _cursors: dict[str, int] = attrs.field(factory=dict, init=False, repr=False, eq=False)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Ring:
@@ -197,36 +195,6 @@ class Ring:
         """
         entry = self._entries.get(topic)
         return entry is not None and host in entry.hosts
-
-    def next_host(self, topic: str, skip: Container[str] | None = None) -> str:
-        """The next host of a topic, round-robin.
-
-        Each topic has its own cursor, so calls for one topic do not move
-        another's.
-
-        Args:
-            topic: A topic of the ring.
-            skip: Hosts to avoid, for example hosts known to be down. This is a
-                preference: if every host would be skipped, the next host in
-                turn is returned anyway, since trying a host that may be down
-                beats failing without trying.
-
-        Returns:
-            A host serving ``topic``.
-
-        Raises:
-            RingError: The topic is not in the ring.
-        """
-        hosts = self._entry(topic).hosts
-        start = self._cursors.get(topic, 0)
-        chosen = start
-        if skip is not None:
-            for offset in range(len(hosts)):
-                if hosts[(start + offset) % len(hosts)] not in skip:
-                    chosen = start + offset
-                    break
-        self._cursors[topic] = (chosen + 1) % len(hosts)
-        return hosts[chosen % len(hosts)]
 
     def resolve_target(self, target: str) -> tuple[str, str | None]:
         """Split and check a call target.

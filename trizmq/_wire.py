@@ -69,14 +69,19 @@ def _check_seconds(attribute: attrs.Attribute[Any], value: float | None) -> None
 
 
 @attrs.frozen
-class Cast:
-    """A one-way request to one host of a topic; nothing is sent back."""
+class _OneWay:
+    """The fields of a request nothing answers."""
 
     id: int
     topic: str
     method: str
     args: dict[str, Any]
     context: dict[str, Any]
+
+
+@attrs.frozen
+class Cast(_OneWay):
+    """A one-way request to one host of a topic; nothing is sent back."""
 
 
 @attrs.frozen
@@ -94,14 +99,8 @@ class Casts:
 
 
 @attrs.frozen
-class Fanout:
+class Fanout(_OneWay):
     """A one-way request sent to every host of a topic; nothing is sent back."""
-
-    id: int
-    topic: str
-    method: str
-    args: dict[str, Any]
-    context: dict[str, Any]
 
 
 @attrs.frozen
@@ -320,7 +319,7 @@ def decode(frame: bytes) -> Envelope:
     try:
         envelope = converter.structure(dict(zip(names, fields, strict=True)), cls)
     except Exception as exc:
-        problems = "; ".join(_flatten(exc))
+        problems = describe(exc)
         raise ProtocolError(f"invalid {cls.__name__} message: {problems}") from None
     return envelope
 
@@ -369,9 +368,10 @@ _CHECKS: Final[dict[type[Any], tuple[Callable[[object], bool], ...]]] = {
 }
 
 
-def _flatten(exc: BaseException) -> list[str]:
-    # cattrs reports every bad field as a sub-exception with a note naming it.
+def describe(exc: BaseException) -> str:
+    """A converter error in one line: each failure, after where it happened."""
+    # cattrs groups nested failures, each with a note saying where it happened.
     if isinstance(exc, BaseExceptionGroup):
-        return [line for sub in exc.exceptions for line in _flatten(sub)]
-    where = "; ".join(getattr(exc, "__notes__", []))
-    return [f"{where}: {exc}" if where else str(exc)]
+        return "; ".join(describe(sub) for sub in exc.exceptions)
+    where = "; ".join(n for n in getattr(exc, "__notes__", []) if n)
+    return f"{where}: {exc}" if where else str(exc)

@@ -5,7 +5,7 @@ Run it with `python typed_payloads.py`. It prints:
     booted Instance(name='vm1', host='controller', disks=[Disk(size_gb=10), Disk(size_gb=20)])
     plain data: {'name': 'vm1', 'host': 'controller', 'disks': [{'size_gb': 10}, {'size_gb': 20}]}
     total: 30
-    BadArguments: boot() argument 'request': expected int, got str (Structuring class Disk @ attribute size_gb)
+    BadArguments: boot() argument 'request': Structuring class Disk @ attribute size_gb: expected int, got str
 """  # noqa: E501
 
 import dataclasses

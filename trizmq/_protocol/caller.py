@@ -14,7 +14,6 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any, Final, Generic, TypeVar
 
-from .._dispatch import describe
 from .._errors import (
     BadArguments,
     CallTimeout,
@@ -23,7 +22,17 @@ from .._errors import (
     RemoteError,
     ServiceShutdown,
 )
-from .._wire import Cancel, Envelope, Error, ErrorCode, Reply, converter, decode, encode
+from .._wire import (
+    Cancel,
+    Envelope,
+    Error,
+    ErrorCode,
+    Reply,
+    converter,
+    decode,
+    describe,
+    encode,
+)
 
 W = TypeVar("W")
 
