@@ -98,6 +98,7 @@ class ServiceSide(RuleBasedStateMachine):
             cancel=lambda job: None,
             wake=lambda: None,
             subscribed=lambda: None,
+            clock=lambda: self.now,
         )
 
     def sent(self, identity: bytes, frame: bytes, kind: str) -> None:
@@ -171,8 +172,9 @@ class ServiceSide(RuleBasedStateMachine):
                 self.queue = []
             if len(core.flights) >= LIMITS.max_concurrency and not core.stopping:
                 return  # the runner waits for room
-            job = core.take(self.now)
-            if job is not None:
+            job = core.take()
+            if job is not None:  # its handler waits: the runner gives it a task
+                core.waiting(job, object())
                 self.running.append(job)
 
     @precondition(lambda self: self.running)
@@ -198,7 +200,7 @@ class ServiceSide(RuleBasedStateMachine):
 
     @rule()
     def stop(self) -> None:
-        self.core.stop(self.now)
+        self.core.stop()
 
     # -- the rules -------------------------------------------------------------------
 
@@ -221,9 +223,9 @@ class ServiceSide(RuleBasedStateMachine):
             return
         # The end of the service: everything read, the rest refused, the
         # handlers stopped by the grace period.
-        self.core.stop(self.now)
+        self.core.stop()
         self.core.receive(self.queue)
-        self.core.refuse_pending(self.now)
+        self.core.refuse_pending()
         while self.running:
             self.end(self.running.pop(), "stopped")
         assert not self.core.flights
@@ -268,8 +270,9 @@ def test_a_call_already_past_its_deadline_is_answered_without_running() -> None:
         cancel=lambda job: None,
         wake=lambda: None,
         subscribed=lambda: None,
+        clock=lambda: 0.0,
     )
     core.receive([[b"alice", pack(Kind.CALL, 7, TOPIC, "work", {"n": 1}, {}, 0.0)]])
-    assert core.take(0.0) is None
+    assert core.take() is None
     [error] = answers
     assert (error.id, error.code, error.type_name) == (7, ErrorCode.DEADLINE, "trizmq.CallTimeout")

@@ -245,6 +245,7 @@ class _Runner:
             cancel=self._cancel,
             wake=self._wake,
             subscribed=self._subscribed,
+            clock=trio.current_time,
             log=self.log,
         )
         self._outboxes: dict[bytes, _Outbox] = {}
@@ -337,7 +338,7 @@ class _Runner:
                     core.rotate()
                     taken = 0
                 taken += 1
-                job = core.take(trio.current_time())
+                job = core.take()
                 if job is not None:
                     if await run_inline(self._run(job), self._hand_over, job, scope):
                         return
@@ -365,10 +366,8 @@ class _Runner:
             job.handle.cancel()
 
     def _hand_over(self, job: Job, scope: trio.CancelScope) -> None:
-        job.handle = scope
         scope.deadline = job.ctx.deadline
-        if job.stop_reason is not None:
-            scope.cancel()
+        self.core.waiting(job, scope)
         self._pump_scope = None
         self._handlers.start_soon(self._pump)
 
@@ -379,12 +378,12 @@ class _Runner:
             self._pump_scope.cancel()
         core = self.core
         now = trio.current_time()
-        core.stop(now)
+        core.stop()
         for _ in range(_SHUTDOWN_BATCHES):
             if not (batch := self.sock.receive_available(_BATCH)):
                 break
             core.receive(batch)
-            core.refuse_pending(now)
+            core.refuse_pending()
         deadline = now + self.grace_period
         for job in core.flights.values():
             if job.handle is not None:  # it is: every handler not running now is waiting
@@ -398,7 +397,7 @@ class _Runner:
                 return
             while True:
                 self.core.receive(await self.sock.receive_batch())
-                self.core.refuse_pending(trio.current_time())
+                self.core.refuse_pending()
 
     async def _run(self, job: Job) -> None:
         method = job.method

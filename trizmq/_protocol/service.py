@@ -5,9 +5,10 @@ The shell feeds `ServiceCore` the messages its socket received
 each handler ended (`succeeded`, `failed`, `stopped`). The core answers
 through callables the shell gives it: `send` a frame to a caller, `cancel` a
 running handler, `wake` the reading loop when a held request may go in, and
-tell the stats publisher a subscription came (`subscribed`). Times come in
-as arguments (the shell's clock), so the core's behaviour depends only on
-what it is given.
+tell the stats publisher a subscription came (`subscribed`). The time comes
+from the shell's `clock`, read only where a rule needs it (a call's deadline,
+a subscription's lease), so the core's behaviour depends only on what it is
+given.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class Job:
     args: dict[str, Any]
     ctx: Context
     started: float  # monotonic seconds, for the latency stats
-    # The shell's hold on the running handler (its cancel scope), once it has one.
+    # The shell's hold on the handler (its cancel scope) once it waits; see `waiting`.
     handle: Any = None
     stop_reason: str | None = None  # "caller" or "shutdown" once cancelled by them
 
@@ -103,6 +104,7 @@ class ServiceCore:
         cancel: Callable[[Job], None],
         wake: Callable[[], None],
         subscribed: Callable[[], None],
+        clock: Callable[[], float],
         log: ThrottledLog | None = None,
     ) -> None:
         self.topic = topic
@@ -115,6 +117,8 @@ class ServiceCore:
         self._cancel = cancel
         self._wake = wake
         self._subscribed = subscribed
+        self._clock = clock
+        self._per_caller = limits.max_in_flight_per_caller
         self.log = log or ThrottledLog(logging.getLogger("trizmq.service"))
         self.flights: dict[tuple[bytes, int], Job] = {}
         self.subscribers = Subscriptions()
@@ -148,15 +152,16 @@ class ServiceCore:
         """Messages the socket received, each its frames with the routing id first."""
         self.pending.extend(batch)
 
-    def take(self, now: float) -> Job | None:
+    def take(self) -> Job | None:
         """Take the next request: answer what is wrong with it, or return the
         job whose handler the shell must run now (None when there is none)."""
         if self._admitted:
             item = self._admitted.popleft()
-            job = self._take(item, now)
         else:
             item = self.pending.popleft()
-            job = None if self._hold(item) else self._take(item, now)
+            if (self._held or self._busy.get(item[0], 0) >= self._per_caller) and self._hold(item):
+                return None
+        job = self._take(item)
         if job is None and self._held:
             self._let_in(item[0])  # a refusal made room too
         return job
@@ -176,17 +181,29 @@ class ServiceCore:
         pending.extend(others)
         pending.extend(theirs)
 
-    # -- how handlers ended ----------------------------------------------------
+    # -- how handlers run and end --------------------------------------------------
+
+    def waiting(self, job: Job, handle: Any) -> None:
+        """The handler of `job` waits: the shell runs it on with `handle` (its
+        cancel scope), and it counts against its caller's limit from now on.
+
+        A handler that returns without waiting never does: nothing else
+        happens while it runs, so it never holds a place another request of
+        its caller could want.
+        """
+        job.handle = handle
+        self._busy[job.identity] = self._busy.get(job.identity, 0) + 1
+        if job.stop_reason is not None:  # cancelled before it could be told
+            self._cancel(job)
 
     def succeeded(self, job: Job, result: Any) -> None:
         """The handler of `job` returned `result`."""
-        if isinstance(job.request, Call):
+        reply: Reply | Error | None = None  # nothing answers a cast
+        if type(job.request) is Call:
             try:
-                reply: Reply | Error = Reply(job.request.id, unstructure(result))
+                reply = Reply(job.request.id, unstructure(result))
             except Exception as exc:
                 reply = self._error(job, exc)
-        else:
-            reply = Reply(job.request.id, None)
         self._answer(job, reply)
 
     def failed(self, job: Job, exc: BaseException) -> None:
@@ -211,7 +228,7 @@ class ServiceCore:
 
     # -- shutdown --------------------------------------------------------------
 
-    def stop(self, now: float) -> None:
+    def stop(self) -> None:
         """Stop taking requests: refuse every one not taken yet, and mark the
         handlers in flight as stopped by shutdown (the shell gives them their
         grace period)."""
@@ -223,14 +240,14 @@ class ServiceCore:
         self._held.clear()
         self.held_bytes = 0
         self.pending.extendleft(reversed(waiting))
-        self.refuse_pending(now)
+        self.refuse_pending()
         for job in self.flights.values():
             job.stop_reason = job.stop_reason or "shutdown"
 
-    def refuse_pending(self, now: float) -> None:
+    def refuse_pending(self) -> None:
         """Take every pending request once stopping: each is refused, none runs."""
         while self.pending:
-            self._take(self.pending.popleft(), now)
+            self._take(self.pending.popleft())
 
     # -- the rules ---------------------------------------------------------------
 
@@ -259,9 +276,9 @@ class ServiceCore:
         self._admitted.append(item)
         self._wake()
 
-    def _take(self, item: Item, now: float) -> Job | None:
-        if isinstance(item, tuple):
-            return self._next_cast(*item, now)
+    def _take(self, item: Item) -> Job | None:
+        if type(item) is tuple:
+            return self._next_cast(*item)
         stats = self.stats
         if len(item) != 2:
             stats.rejected["frames"] += 1
@@ -285,9 +302,9 @@ class ServiceCore:
             self._refuse_frame(identity, str(exc))
             return None
         if isinstance(envelope, Call | Cast | Fanout):
-            return self._start(identity, envelope, now)
+            return self._start(identity, envelope)
         if isinstance(envelope, Casts):
-            return self._next_cast(identity, envelope, 0, now)
+            return self._next_cast(identity, envelope, 0)
         if isinstance(envelope, Cancel):
             # An unknown or finished id, or a cast's, is nothing to cancel.
             job = self.flights.get((identity, envelope.id))
@@ -295,6 +312,7 @@ class ServiceCore:
                 job.stop_reason = "caller"
                 self._cancel(job)
         elif isinstance(envelope, StatsSubscribe):
+            now = self._clock()
             if self.subscribers.add(identity, envelope.id, envelope.interval, envelope.lease, now):
                 self._subscribed()
             else:
@@ -307,7 +325,7 @@ class ServiceCore:
             self._reply(identity, _protocol_error(envelope.id, message))
         return None
 
-    def _next_cast(self, identity: bytes, casts: Casts, index: int, now: float) -> Job | None:
+    def _next_cast(self, identity: bytes, casts: Casts, index: int) -> Job | None:
         """Start cast `index` of a CASTS message; the rest come next, one at a time."""
         if index >= len(casts.batch):
             return None
@@ -320,9 +338,9 @@ class ServiceCore:
             else:
                 held.appendleft(rest)
         cast = Cast(casts.id + index, casts.topic, casts.method, casts.batch[index], casts.context)
-        return self._start(identity, cast, now)
+        return self._start(identity, cast)
 
-    def _start(self, identity: bytes, request: Call | Cast | Fanout, now: float) -> Job | None:
+    def _start(self, identity: bytes, request: Call | Cast | Fanout) -> Job | None:
         kind = _KIND_NAMES[type(request)]
         self.stats.received[kind] += 1
         id = request.id
@@ -356,13 +374,13 @@ class ServiceCore:
             self._refuse(identity, request, code, name, str(exc))
             return None
         deadline = math.inf
-        if isinstance(request, Call) and request.timeout is not None:
+        if type(request) is Call and request.timeout is not None:
             if request.timeout <= 0:
                 # Already late: running it could only waste the service's time.
                 message = "the call's deadline had passed when it arrived"
                 self._refuse(identity, request, ErrorCode.DEADLINE, "trizmq.CallTimeout", message)
                 return None
-            deadline = now + request.timeout
+            deadline = self._clock() + request.timeout
         ctx = Context(
             id,
             kind,
@@ -375,7 +393,6 @@ class ServiceCore:
         )
         job = Job(identity, request, method, args, ctx, time.monotonic())
         self.flights[key] = job
-        self._busy[identity] = self._busy.get(identity, 0) + 1
         self.stats.in_flight += 1
         return job
 
@@ -395,21 +412,22 @@ class ServiceCore:
             trace = ""
         return Error(job.request.id, code, type_name, message, trace)
 
-    def _answer(self, job: Job, reply: Reply | Error) -> None:
+    def _answer(self, job: Job, reply: Reply | Error | None) -> None:
         # The reply leaves before the bookkeeping: that is not the caller's to
         # wait for. A caller that gave up wants no answer.
         now = time.monotonic()
-        if isinstance(job.request, Call) and job.stop_reason != "caller":
+        if reply is not None and type(job.request) is Call and job.stop_reason != "caller":
             reply = self._reply(job.identity, reply)
         identity = job.identity
         del self.flights[(identity, job.request.id)]
-        busy = self._busy[identity] - 1
-        if busy:
-            self._busy[identity] = busy
-        else:
-            del self._busy[identity]
-        if self._held:
-            self._let_in(identity)
+        if job.handle is not None:
+            busy = self._busy[identity] - 1
+            if busy:
+                self._busy[identity] = busy
+            else:
+                del self._busy[identity]
+            if self._held:
+                self._let_in(identity)
         stats = self.stats
         stats.in_flight -= 1
         stats.latency.add(now, now - job.started)
