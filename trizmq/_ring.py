@@ -214,26 +214,29 @@ class Ring:
                 serve the topic. The message names the target.
         """
         topic, dot, host = target.partition(".")
+        entry = self._entries.get(topic)
+        # The common case first, with no message built: a valid target.
+        if entry is not None and not self.is_reserved(topic):
+            if not dot:
+                return topic, None
+            if host in entry.hosts:
+                return topic, host
         where = f"{self.source}: target {target!r}"
         if not topic:
             raise RingError(f"{where}: the topic name is empty")
-        if topic not in self._entries:
+        if entry is None:
             raise RingError(f"{where}: unknown topic {topic!r} (topics: {', '.join(self.topics)})")
         if self.is_reserved(topic):
             raise RingError(
                 f"{where}: topic {topic!r} is reserved: trizmq serves nothing there, "
                 "replies travel on the caller's own connection"
             )
-        if not dot:
-            return topic, None
         if not host:
             raise RingError(f"{where}: the host name after '.' is empty")
-        if host not in self._entries[topic].hosts:
-            raise RingError(
-                f"{where}: host {host!r} does not serve topic {topic!r} "
-                f"(its hosts: {', '.join(self._entries[topic].hosts)})"
-            )
-        return topic, host
+        raise RingError(
+            f"{where}: host {host!r} does not serve topic {topic!r} "
+            f"(its hosts: {', '.join(entry.hosts)})"
+        )
 
     @staticmethod
     def is_reserved(topic: str) -> bool:

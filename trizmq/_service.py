@@ -317,6 +317,7 @@ class _Runner:
         """
         job: Job | None = None
         core = self.core
+        flights, limit = core.flights, core.limits.max_concurrency
         # Shielded: stopping the service stops the reading (`_shut_down` cancels
         # the scope of the task that reads), not a handler; the grace period does.
         with trio.CancelScope(shield=True) as scope:
@@ -343,7 +344,7 @@ class _Runner:
                     if await run_inline(self._run(job), self._hand_over, job, scope):
                         return
                     job = None
-                if len(core.flights) >= core.limits.max_concurrency:
+                if len(flights) >= limit:
                     await self._wait_for_room()
         if job is not None:  # the handler this task took over was cancelled
             core.stopped(job)
@@ -413,7 +414,8 @@ class _Runner:
             self.core.failed(job, exc)
         else:
             self.core.succeeded(job, result)
-        self._finished()
+        if self._draining is not None or self._room is not None:
+            self._finished()
 
     def _finished(self) -> None:
         """A handler ended: the last one ends the grace period; room was made."""
