@@ -120,7 +120,7 @@ class RawPeer:
         """Send one frame, waiting (without blocking Trio) while the queue is full.
 
         Raises:
-            TimeoutError: ZeroMQ did not take it within `timeout` seconds.
+            trio.TooSlowError: ZeroMQ did not take it within `timeout` seconds.
         """
         with trio.fail_after(timeout):
             while True:
@@ -166,7 +166,6 @@ class RawPeer:
                 message = await self.receive(timeout=seconds)
                 if message is not None:
                     received.append(message)
-
         return received
 
     async def receive_kind(self, kind: int, timeout: float = 5.0) -> Message | None:
@@ -200,13 +199,11 @@ class Adversary:
         url: str,
         topic: str,
         *,
-        identity: bytes | None = None,
         small_queues: bool = False,
     ) -> RawPeer:
         """Connect a new raw DEALER to `url`, which serves `topic`.
 
         Args:
-            identity: The routing id to connect with (ZeroMQ's random one if None).
             small_queues: Keep the peer's own receive queues tiny, so that what
                 it does not read backs up in the service at once. (Without, ZeroMQ
                 takes 1,000 messages for it first. Either way, once its queues are
@@ -215,8 +212,6 @@ class Adversary:
         """
         sock: zmq.Socket[bytes] = self.context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
-        if identity is not None:
-            sock.setsockopt(zmq.ROUTING_ID, identity)
         if small_queues:
             sock.setsockopt(zmq.RCVHWM, 1)
             sock.setsockopt(zmq.RCVBUF, 64 * 1024)
@@ -232,16 +227,19 @@ class Adversary:
         self.peers.clear()
         self.context.term()
 
-    async def connection_flood(self, url: str, topic: str, count: int, *, batch: int = 100) -> int:
+    async def connection_flood(
+        self, url: str, topic: str, count: int, *, batch: int = 100, hold: float = 1.0
+    ) -> int:
         """Open `count` connections to `url`, `batch` at a time, each saying hello
-        with a ping it does not wait for, and close them; returns how many were opened."""
+        with a ping it does not wait for, and close each batch after `hold`
+        seconds; returns how many were opened."""
         opened = 0
         while opened < count:
             peers = [self.peer(url, topic) for _ in range(min(batch, count - opened))]
             for peer in peers:
                 with trio.move_on_after(0.5):
                     await peer.call(1, "ping", x=1)
-            await trio.sleep(0.2)  # time for the connections to be made, or refused
+            await trio.sleep(hold)  # time for the connections to be made, or refused
             for peer in peers:
                 peer.close()
                 self.peers.remove(peer)

