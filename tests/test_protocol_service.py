@@ -54,7 +54,7 @@ ids = st.sampled_from([1, 2, 3, 2**64 - 1, 0, -1, -(2**63)])
 methods = st.sampled_from(["work", "nop", "missing"])
 topics = st.sampled_from([TOPIC, "network"])
 arguments = st.sampled_from([{"n": 1}, {"n": "one"}, {}, {"m": 1}])
-timeouts = st.sampled_from([None, 30.0, 1.0, 0.0, -5.0, 1e300])
+timeouts = st.sampled_from([None, 30.0, 1.0, 0.0, -5.0, 1e300, math.nan, math.inf])
 
 
 @st.composite
@@ -118,7 +118,8 @@ class ServiceSide(RuleBasedStateMachine):
     ) -> None:
         id, method, topic, args, timeout = request
         self.queue.append([caller, pack(Kind.CALL, id, topic, method, args, {}, timeout)])
-        if id > 0:
+        # A non-finite timeout makes the envelope invalid: answered under id 0.
+        if id > 0 and (timeout is None or math.isfinite(timeout)):
             self.calls[(caller, id)] += 1
 
     @rule(caller=callers, request=requests(), kind=st.sampled_from([Kind.CAST, Kind.FANOUT]))
