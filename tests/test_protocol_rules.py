@@ -43,7 +43,7 @@ class Port:
             TOPIC,
             "node",
             expose(Endpoint()),
-            ServiceStats("node", TOPIC, 9601),
+            ServiceStats("node", TOPIC, 9601, ["work"]),
             Limits(
                 **{
                     "max_concurrency": 100,
@@ -252,3 +252,32 @@ def test_requests_of_a_caller_at_its_limit_wait_and_run_in_order() -> None:
         port.core.succeeded(running.pop(0), 0)
         running += port.send()  # let in: the next in line
     assert [job.request.id for job in running] == [4, 5]
+
+
+# -- what the stats say, per method ----------------------------------------------
+
+
+def test_each_exposed_method_has_its_own_counts(port: Port) -> None:
+    [ok, failing] = port.send(call(1), call(2))
+    port.core.succeeded(ok, 1)
+    port.core.failed(failing, ValueError("no disk"))
+    work = port.core.stats.snapshot()["methods"]["work"]
+    assert work["received"] == {"call": 2, "cast": 0, "fanout": 0}
+    assert work["errors"] == {"ValueError": 1}
+    assert (work["in_flight"], work["latency_ms"]["count"]) == (0, 2)
+
+
+def test_a_method_that_is_not_exposed_gets_no_counts_of_its_own(port: Port) -> None:
+    port.send(call(1, method="no_such_thing"))
+    assert set(port.core.stats.snapshot()["methods"]) == {"work"}
+
+
+def test_the_last_errors_say_which_method_failed_how_and_where(port: Port) -> None:
+    [job] = port.send(call(1))
+    try:
+        raise ValueError("no disk")
+    except ValueError as exc:
+        port.core.failed(job, exc)
+    [last] = port.core.stats.snapshot()["last_errors"]
+    assert (last["method"], last["type"], last["message"]) == ("work", "ValueError", "no disk")
+    assert last["traceback"][-1] == "ValueError: no disk"

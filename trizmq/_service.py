@@ -181,7 +181,7 @@ async def serve(
             methods,
             host,
             topic,
-            ServiceStats(host, topic, port),
+            ServiceStats(host, topic, port, methods, url),
             Limits(
                 max_concurrency=max_concurrency,
                 max_in_flight_per_caller=max_in_flight_per_caller,

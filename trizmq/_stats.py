@@ -8,9 +8,13 @@ someone asked for stats.
 from __future__ import annotations
 
 import math
+import os
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
+from collections.abc import Iterable
 from typing import Any
+
+from ._logs import clip
 
 #: Kinds counted in `received` and `sent`.
 RECEIVED_KINDS = ("call", "cast", "fanout")
@@ -25,13 +29,18 @@ MAX_SUBSCRIBERS = 64
 #: Seconds of handler latencies the percentiles are computed over.
 LATENCY_WINDOW = 10.0
 _LATENCY_SAMPLES = 8192
+_METHOD_LATENCY_SAMPLES = 1024
+#: Failed handlers a port remembers for its stats (`last_errors`).
+LAST_ERRORS = 10
+# Lines of a failed handler's traceback kept in `last_errors`: its end, where it was raised.
+_TRACEBACK_LINES = 4
 
 
 class LatencyWindow:
-    """Handler latencies of the last `LATENCY_WINDOW` seconds (at most 8192 samples)."""
+    """Handler latencies of the last `LATENCY_WINDOW` seconds (at most `samples`)."""
 
-    def __init__(self) -> None:
-        self._samples: deque[tuple[float, float]] = deque(maxlen=_LATENCY_SAMPLES)
+    def __init__(self, samples: int = _LATENCY_SAMPLES) -> None:
+        self._samples: deque[tuple[float, float]] = deque(maxlen=samples)
 
     def add(self, now: float, seconds: float) -> None:
         """Record one handler latency, ending at monotonic time `now`."""
@@ -55,13 +64,45 @@ class LatencyWindow:
         }
 
 
+class MethodStats:
+    """What went through one exposed method of a port since it started."""
+
+    __slots__ = ("errors", "in_flight", "latency", "received", "timeouts")
+
+    def __init__(self) -> None:
+        self.received: Counter[str] = Counter(dict.fromkeys(RECEIVED_KINDS, 0))
+        self.errors: Counter[str] = Counter()
+        self.in_flight = 0
+        self.timeouts = 0
+        self.latency = LatencyWindow(_METHOD_LATENCY_SAMPLES)
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """This method's part of the stats message (`methods` on the monitor page)."""
+        return {
+            "received": dict(self.received),
+            "errors": dict(self.errors),
+            "in_flight": self.in_flight,
+            "timeouts": self.timeouts,
+            "latency_ms": self.latency.summary(now),
+        }
+
+
 class ServiceStats:
     """What went through one service port since it started."""
 
-    def __init__(self, host: str, topic: str, port: int) -> None:
+    def __init__(
+        self, host: str, topic: str, port: int, methods: Iterable[str] = (), endpoint: str = ""
+    ) -> None:
         self.host = host
         self.topic = topic
         self.port = port
+        self.endpoint = endpoint
+        self.pid = os.getpid()
+        # Only exposed methods get here, so the table stays as small as the endpoint.
+        self.methods: defaultdict[str, MethodStats] = defaultdict(MethodStats)
+        for name in methods:
+            self.methods[name] = MethodStats()
+        self.last_errors: deque[dict[str, Any]] = deque(maxlen=LAST_ERRORS)
         self.started = time.time()
         self._started_monotonic = time.monotonic()
         # The kinds are always present, so a reader can rely on the keys.
@@ -77,6 +118,18 @@ class ServiceStats:
         self.peers = 0
         self.latency = LatencyWindow()
 
+    def failed(self, method: str, type_name: str, message: str, trace: str) -> None:
+        """Remember a failed handler for `last_errors`."""
+        self.last_errors.append(
+            {
+                "time": time.time(),
+                "method": method,
+                "type": type_name,
+                "message": clip(message),
+                "traceback": [clip(line) for line in trace.splitlines()[-_TRACEBACK_LINES:]],
+            }
+        )
+
     def snapshot(self) -> dict[str, Any]:
         """The stats message's `data`: plain data, documented on the monitor page."""
         now = time.monotonic()
@@ -84,6 +137,8 @@ class ServiceStats:
             "host": self.host,
             "topic": self.topic,
             "port": self.port,
+            "pid": self.pid,
+            "endpoint": self.endpoint,
             "started": self.started,
             "uptime": now - self._started_monotonic,
             "received": dict(self.received),
@@ -97,6 +152,8 @@ class ServiceStats:
             "cancelled": self.cancelled,
             "peers": self.peers,
             "latency_ms": self.latency.summary(now),
+            "methods": {name: m.snapshot(now) for name, m in self.methods.items()},
+            "last_errors": list(self.last_errors),
         }
 
 

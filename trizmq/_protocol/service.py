@@ -222,6 +222,7 @@ class ServiceCore:
             reply = Error(id, ErrorCode.DEADLINE, "trizmq.Cancelled", "cancelled by the caller", "")
         else:
             self.stats.timeouts += 1
+            self.stats.methods[job.method.name].timeouts += 1
             message = "the call's deadline passed"
             reply = Error(id, ErrorCode.DEADLINE, "trizmq.CallTimeout", message, "")
         self._answer(job, reply)
@@ -394,6 +395,9 @@ class ServiceCore:
         job = Job(identity, request, method, args, ctx, time.monotonic())
         self.flights[key] = job
         self.stats.in_flight += 1
+        counts = self.stats.methods[method.name]
+        counts.received[kind] += 1
+        counts.in_flight += 1
         return job
 
     def _error(self, job: Job, exc: BaseException) -> Error:
@@ -408,6 +412,7 @@ class ServiceCore:
             job.ctx.caller,
             trace,
         )
+        self.stats.failed(job.request.method, type_name, message, trace)
         if not self.limits.send_tracebacks:
             trace = ""
         return Error(job.request.id, code, type_name, message, trace)
@@ -429,10 +434,14 @@ class ServiceCore:
             if self._held:
                 self._let_in(identity)
         stats = self.stats
+        counts = stats.methods[job.method.name]
         stats.in_flight -= 1
+        counts.in_flight -= 1
         stats.latency.add(now, now - job.started)
+        counts.latency.add(now, now - job.started)
         if isinstance(reply, Error) and reply.code == ErrorCode.EXCEPTION:
             stats.errors[reply.type_name] += 1
+            counts.errors[reply.type_name] += 1
 
     def _refuse(
         self,
