@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: demo test lint typecheck pytest docs docs-build bench clean
+.PHONY: demo test lint typecheck pytest prometheus docs docs-build bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,23 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict trizmq monitor
 
-pytest: $(STAMP)
+pytest: $(STAMP) prometheus
 	$(BIN)/pytest
+
+# tests/test_metrics.py runs a real Prometheus server: Debian's package, installed
+# when missing and run as root (on a host with systemd it also starts one on :9090).
+prometheus:
+	@command -v prometheus >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Prometheus (Debian's prometheus package) for the metrics tests"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; \
+	  else \
+	    echo "The tests need a Prometheus server (the prometheus command, none on PATH):" \
+	      "install it with 'sudo apt-get install prometheus' (Debian, Ubuntu) or from" \
+	      "https://prometheus.io/download/ and put it on PATH, then run make again." >&2; \
+	    exit 1; \
+	  fi; }
 
 docs-build: $(STAMP)
 	$(BIN)/mkdocs build --strict --quiet --site-dir $(CURDIR)/.site

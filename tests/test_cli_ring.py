@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -76,6 +77,9 @@ def test_ring_check_invalid_ring_prints_error_on_stderr_and_exits_2(tmp_path: Pa
             f"a number has more than {sys.get_int_max_str_digits()} digits",
         ),
     ],
+    # Short ids: pytest puts the id in the child's environment (PYTEST_CURRENT_TEST),
+    # and one over 128 KiB makes starting the child fail with E2BIG.
+    ids=["nested", "long-number"],
 )
 def test_ring_check_of_a_pathological_ring_prints_one_line_and_exits_2(
     tmp_path: Path, text: str, problem: str
@@ -98,6 +102,12 @@ def test_ring_check_json_output_matches_ring() -> None:
     result = run_cli("ring", "check", "--json", str(SEED_RING))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == Ring.load(str(SEED_RING)).to_json()
+
+
+def test_version_prints_trizmq_and_the_installed_version() -> None:
+    result = run_cli("--version")
+    version = importlib.metadata.version("trizmq")
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"trizmq {version}\n", "")
 
 
 # -- in-process: parser structure and shared helpers --------------------------

@@ -22,6 +22,8 @@ from conftest import (
     unique_resolve,
 )
 
+from trizmq.cli import main
+
 
 async def trizmq(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[bytes]:
     """Run `trizmq COMMAND RING ARGS --resolve ...` against the cluster."""
@@ -59,7 +61,7 @@ async def test_call_of_a_failing_method_prints_the_remote_error_and_exits_1(
         done = await trizmq(cluster, "call", "scheduler", "fail", "--arg", 'message="over quota"')
     assert done.returncode == 1
     assert done.stdout == b""
-    assert text(done.stderr) == "cluster_app.QuotaExceeded: over quota\n"
+    assert text(done.stderr) == "trizmq: cluster_app.QuotaExceeded: over quota\n"
 
 
 @pytest.mark.serve_args("--send-tracebacks")
@@ -160,6 +162,103 @@ async def test_fanout_exits_0_and_reaches_every_host(cluster: Cluster) -> None:
                 target = f"network.{host}"
                 seen = await eventually(functools.partial(client.call, target, "kinds_of", key=key))
                 assert seen == ["fanout"], host
+
+
+def elsewhere(cluster: Cluster, host: str) -> tuple[list[str], str]:
+    """`--resolve` options with `host` at an address nothing serves (the others the
+    cluster's), and that address."""
+    resolve = {**cluster.resolve, **unique_resolve([host])}
+    options = [arg for name, addr in resolve.items() for arg in ("--resolve", f"{name}={addr}")]
+    return options, resolve[host]
+
+
+async def test_cast_to_a_host_not_connected_exits_3_and_says_nothing_was_sent(
+    cluster: Cluster,
+) -> None:
+    resolve, address = elsewhere(cluster, "controller")
+    command = trizmq_command(
+        "cast", str(SEED_RING), "compute.controller", "ping", "--arg", "x=1",
+        "--connect-timeout", "0.5", *resolve,
+    )  # fmt: skip
+    with trio.fail_after(20):
+        done = await run_process(command)
+    assert (done.returncode, text(done.stderr)) == (
+        3,
+        f"trizmq: cast: compute.controller at tcp://{address}:9501: "
+        "not connected within 0.5 s, nothing sent\n",
+    )
+
+
+async def test_cast_to_a_topic_goes_to_a_host_whose_connection_is_up(cluster: Cluster) -> None:
+    # compute's first host, controller, is down here: the cast goes to computenodex.
+    key = f"cli-cast-{secrets.token_hex(4)}"
+    command = trizmq_command(
+        "cast", str(SEED_RING), "compute", "record", "--arg", f'key="{key}"',
+        *elsewhere(cluster, "controller")[0],
+    )  # fmt: skip
+    with trio.fail_after(20):
+        done = await run_process(command)
+        assert (done.returncode, done.stderr) == (0, b"")
+        async with cluster.client() as client:
+            seen = await eventually(
+                lambda: client.call("compute.computenodex", "kinds_of", key=key)
+            )
+    assert seen == ["cast"]
+
+
+async def test_fanout_with_a_host_not_connected_exits_3_and_sends_to_none(
+    cluster: Cluster,
+) -> None:
+    key = f"cli-fanout-{secrets.token_hex(4)}"
+    command = trizmq_command(
+        "fanout", str(SEED_RING), "network", "record", "--arg", f'key="{key}"',
+        "--connect-timeout", "0.5", *elsewhere(cluster, "controller")[0],
+    )  # fmt: skip
+    with trio.fail_after(20):
+        done = await run_process(command)
+        async with cluster.client() as client:
+            seen = await client.call("network.computenodex", "kinds_of", key=key)
+    assert done.returncode == 3
+    assert text(done.stderr).startswith("trizmq: fanout: network.controller at tcp://")
+    assert "computenodex" not in text(done.stderr)
+    assert seen == []
+
+
+def help_of(command: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """`trizmq COMMAND --help`, its words one space apart."""
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_cast_and_fanout_help_say_what_the_cli_cannot_know(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cast, fanout = help_of("cast", capsys), help_of("fanout", capsys)
+    for help in (cast, fanout):
+        assert "has no answer" in help and "try a method with trizmq call first" in help
+    assert "sends nothing and exits 3" in cast and "sends to none and exits 3" in fanout
+
+
+def test_fanout_help_says_it_takes_a_topic_or_a_topic_host(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    help = help_of("fanout", capsys)
+    assert "TARGET 'topic' (every host of it) or 'topic.host' (that host only)" in help
+
+
+async def test_serve_on_an_address_in_use_says_so_in_one_line(cluster: Cluster) -> None:
+    address = cluster.resolve["computenodex"]
+    command = trizmq_command(
+        "serve", str(SEED_RING), "--host", "computenodex", "--app", APP, "--topic", "compute",
+        "--resolve", f"computenodex={address}",
+    )  # fmt: skip
+    with trio.fail_after(20):
+        done = await run_process(command)
+    assert (done.returncode, text(done.stderr)) == (
+        2,
+        f"trizmq: compute.computenodex: cannot bind tcp://{address}:9501: Address already in use\n",
+    )
 
 
 async def test_serve_of_an_app_topic_the_ring_does_not_list_for_the_host_exits_2() -> None:

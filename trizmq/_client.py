@@ -16,7 +16,7 @@ import zmq
 
 from ._curve import Curve
 from ._deadlines import Deadlines
-from ._errors import AuthenticationFailed, MessageTooLarge, PeerLost
+from ._errors import AuthenticationFailed, MessageTooLarge, PeerLost, RingError
 from ._nursery import open_nursery
 from ._protocol.caller import CallerCore, Ids
 from ._ring import Ring, resolve_address
@@ -107,7 +107,7 @@ class _Peer:
         self.counts = self.core.counts
         self._down = down  # the hosts of this topic known to be down, shared by its peers
         self.refused: AuthenticationFailed | None = None  # set while handshakes fail
-        self._handshaken = False
+        self.handshaken = False
         self._nursery = nursery
         self._sleeping: dict[int, _Pending] = {}  # followers, oldest first
         self._leader: _Pending | None = None
@@ -173,14 +173,14 @@ class _Peer:
         """A socket monitor event: the connection came up, went down, or was refused."""
         if event == zmq.EVENT_CONNECTED:
             self._down.discard(self.host)
-            self._handshaken = False
+            self.handshaken = False
             return
         if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-            self._handshaken = True
+            self.handshaken = True
             self.refused = None
             return
         pending = list(self.core.pending)
-        if event == zmq.EVENT_DISCONNECTED and self._handshaken:
+        if event == zmq.EVENT_DISCONNECTED and self.handshaken:
             self._down.add(self.host)
             lost = PeerLost(
                 "PeerLost", f"connection to {self.url} lost", host=self.host, topic=self.topic
@@ -500,7 +500,7 @@ class Client:
         return peer
 
     def _connect(self, topic: str, host: str) -> _Peer:
-        url = f"tcp://{resolve_address(host, self._resolve)}:{self.ring.port(topic)}"
+        url = self.url(f"{topic}.{host}")
         sock = open_socket(zmq.DEALER)
         sock.zmq.setsockopt(zmq.ROUTING_ID, self._identity)
         set_heartbeat(sock, self._heartbeat)
@@ -513,6 +513,27 @@ class Client:
         self._nursery.start_soon(watch_events, sock, monitor, peer.on_event)
         sock.zmq.connect(url)
         return peer
+
+    def connected(self, target: str) -> bool:
+        """Whether the connection to the service `"topic.host"` is up: its
+        handshake done and not lost since. Connects first if it was not yet.
+
+        Raises:
+            RingError: The target is not a host of a topic of the ring.
+            AuthenticationFailed: The service refused this client's handshake.
+        """
+        topic, host = self.ring.resolve_target(target)
+        if host is None:
+            raise RingError(f"{self.ring.source}: connected({target!r}) needs 'topic.host'")
+        peer = self._peer_of(topic, host)
+        return peer.handshaken and host not in self._down.get(topic, ())
+
+    def url(self, target: str) -> str:
+        """The address the client connects to for the service `"topic.host"`."""
+        topic, host = self.ring.resolve_target(target)
+        if host is None:
+            raise RingError(f"{self.ring.source}: url({target!r}) needs 'topic.host'")
+        return f"tcp://{resolve_address(host, self._resolve)}:{self.ring.port(topic)}"
 
     def stats(self) -> dict[str, dict[str, int]]:
         """The client's side, per `topic.host`: calls, casts, fanouts sent; replies,

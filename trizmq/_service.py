@@ -21,7 +21,7 @@ from ._logs import ThrottledLog, clip
 from ._nursery import open_nursery
 from ._protocol.service import Job, Limits, ServiceCore, caller_name
 from ._ring import Ring, resolve_address
-from ._stats import ServiceStats
+from ._stats import ServiceStats, registered
 from ._transport import (
     DEFAULT_HEARTBEAT,
     AsyncSocket,
@@ -174,7 +174,9 @@ async def serve(
         try:
             sock.zmq.bind(url)
         except zmq.ZMQError as exc:
-            raise OSError(exc.errno, f"{topic}.{host}: cannot bind {url}: {exc}") from None
+            # pyzmq's own message repeats the address: its errno's text says it once.
+            reason = str(exc) if exc.errno is None else zmq.strerror(exc.errno)
+            raise OSError(exc.errno, f"{topic}.{host}: cannot bind {url}: {reason}") from None
         runner = _Runner(
             sock,
             monitor,
@@ -194,7 +196,8 @@ async def serve(
             max_queued_reply_bytes=max_queued_reply_bytes,
         )
         logger.info("%s.%s serving on %s", topic, host, url)
-        await runner.run(url, task_status)
+        with registered(runner.stats):  # for the metrics exporter, while it serves
+            await runner.run(url, task_status)
 
 
 @contextlib.contextmanager

@@ -7,11 +7,13 @@ someone asked for stats.
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import math
 import os
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ._logs import clip
@@ -30,6 +32,13 @@ MAX_SUBSCRIBERS = 64
 LATENCY_WINDOW = 10.0
 _LATENCY_SAMPLES = 8192
 _METHOD_LATENCY_SAMPLES = 1024
+#: Upper bounds, in seconds, of the buckets each method counts every handler
+#: latency in since the port started (the metrics' histogram); the last bucket,
+#: past them, is unbounded.
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
 #: Failed handlers a port remembers for its stats (`last_errors`).
 LAST_ERRORS = 10
 # Lines of a failed handler's traceback kept in `last_errors`: its end, where it was raised.
@@ -64,6 +73,24 @@ class LatencyWindow:
         }
 
 
+class MethodLatency(LatencyWindow):
+    """A method's latency window, and a histogram of every latency since the port started."""
+
+    def __init__(self, samples: int = _METHOD_LATENCY_SAMPLES) -> None:
+        super().__init__(samples)
+        #: Latencies per bucket of `LATENCY_BUCKETS` (not cumulative: one
+        #: increment per handler), then the ones past the last bound.
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.sum = 0.0
+
+    def add(self, now: float, seconds: float) -> None:
+        """Record one handler latency, ending at monotonic time `now`."""
+        self._samples.append((now, seconds))
+        # bisect_left: a latency equal to a bound counts in that bound's bucket ("le").
+        self.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.sum += seconds
+
+
 class MethodStats:
     """What went through one exposed method of a port since it started."""
 
@@ -74,7 +101,7 @@ class MethodStats:
         self.errors: Counter[str] = Counter()
         self.in_flight = 0
         self.timeouts = 0
-        self.latency = LatencyWindow(_METHOD_LATENCY_SAMPLES)
+        self.latency = MethodLatency()
 
     def snapshot(self, now: float) -> dict[str, Any]:
         """This method's part of the stats message (`methods` on the monitor page)."""
@@ -130,6 +157,10 @@ class ServiceStats:
             }
         )
 
+    def uptime(self) -> float:
+        """Seconds since the port started, on a monotonic clock."""
+        return time.monotonic() - self._started_monotonic
+
     def snapshot(self) -> dict[str, Any]:
         """The stats message's `data`: plain data, documented on the monitor page."""
         now = time.monotonic()
@@ -155,6 +186,26 @@ class ServiceStats:
             "methods": {name: m.snapshot(now) for name, m in self.methods.items()},
             "last_errors": list(self.last_errors),
         }
+
+
+# The ports this process serves now, in the order they started (a dict as an
+# ordered set), for the metrics exporter to read when it is scraped.
+_serving: dict[ServiceStats, None] = {}
+
+
+@contextlib.contextmanager
+def registered(stats: ServiceStats) -> Iterator[None]:
+    """List a port's stats in `serving_stats` while the service runs."""
+    _serving[stats] = None
+    try:
+        yield
+    finally:
+        del _serving[stats]
+
+
+def serving_stats() -> list[ServiceStats]:
+    """The stats of every port this process serves now."""
+    return list(_serving)
 
 
 class Subscriptions:

@@ -8,12 +8,13 @@ prints and ``trizmq-monitor`` draws. Trio code fills the board; readers only
 look at it, and never wait on a service.
 
 ```python
-board = StatsBoard(ring, {"controller": "127.0.0.2"})
-async with trio.open_nursery() as nursery:
-    await nursery.start(watch_ring, board)
-    await trio.sleep(1)
-    print(board.as_json())
-    nursery.cancel_scope.cancel()
+async def show(ring: trizmq.Ring) -> None:
+    board = StatsBoard(ring, {"controller": "127.0.0.2"})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watch_ring, board)
+        await trio.sleep(1)
+        print(board.as_json())
+        nursery.cancel_scope.cancel()
 ```
 """
 
@@ -21,17 +22,17 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 import attrs
 import trio
 import zmq
 
+from . import _stats
 from ._curve import Curve
 from ._errors import ProtocolError
 from ._ring import Ring, Service, resolve_address
-from ._stats import LATENCY_WINDOW as _LATENCY_WINDOW
 from ._transport import open_socket
 from ._wire import Stats, StatsSubscribe, decode, encode
 
@@ -57,10 +58,29 @@ LEASE = 3.0
 """Seconds a subscription lasts unless renewed; `watch_ring` renews it three times a lease."""
 HISTORY = 120
 """How many `rate_in` values a `PortView` keeps in its `history`."""
-LATENCY_WINDOW = _LATENCY_WINDOW
+LATENCY_WINDOW = _stats.LATENCY_WINDOW
 """Seconds of handler run times that a snapshot's `latency_ms` summarizes (the services' own)."""
 _RETRY = 0.2
 _MIN_RATE_SPAN = 0.1
+# The snapshot's fields that `trizmq stats --json` passes through, in its order.
+_SNAPSHOT_FIELDS = (
+    "pid",
+    "endpoint",
+    "received",
+    "sent",
+    "bytes_in",
+    "bytes_out",
+    "in_flight",
+    "errors",
+    "rejected",
+    "timeouts",
+    "cancelled",
+    "peers",
+    "uptime",
+    "latency_ms",
+    "methods",
+    "last_errors",
+)
 
 
 @attrs.define
@@ -112,9 +132,44 @@ class PortView:
         self.data = data
         self.last_seen = now
 
+    @property
+    def pid(self) -> int | None:
+        """The service's process id, from the latest snapshot; None before the first.
+
+        Like every field of `data`, it is kept when the port goes down: it is
+        then the last one known.
+        """
+        return None if self.data is None else self.data.get("pid")
+
+    @property
+    def endpoint(self) -> str | None:
+        """The address the service is bound to (``tcp://127.0.0.2:9501``), or None."""
+        return None if self.data is None else self.data.get("endpoint")
+
+    @property
+    def methods(self) -> Mapping[str, Mapping[str, Any]]:
+        """Per exposed method, what went through it, from the latest snapshot.
+
+        A mapping of method name to ``{"received": {kind: n}, "errors": {type: n},
+        "in_flight": n, "timeouts": n, "latency_ms": {...}}`` (see the monitor
+        page); every exposed method is present from the start. Empty before the
+        first snapshot, or from a service that does not publish them.
+        """
+        return {} if self.data is None else self.data.get("methods") or {}
+
+    @property
+    def last_errors(self) -> Sequence[Mapping[str, Any]]:
+        """The port's last failed handlers, oldest first, from the latest snapshot.
+
+        Each is ``{"time", "method", "type", "message", "traceback"}``, the
+        traceback its last lines. Empty before the first snapshot.
+        """
+        return () if self.data is None else self.data.get("last_errors") or ()
+
     def as_json(self, now: float) -> dict[str, Any]:
-        """One object of `trizmq stats --json`."""
+        """One object of `trizmq stats --json`: every number None for a port that is down."""
         state = self.state(now)
+        data = self.data if state != "down" else None
         result: dict[str, Any] = {
             "host": self.service.host,
             "topic": self.service.topic,
@@ -122,26 +177,12 @@ class PortView:
             "address": self.address,
             "state": "up" if state == "stale" else state,
             "fresh": state == "up",
-            "rate_in": self.rate_in,
-            "rate_out": self.rate_out,
+            # The last rates of a port that died are not its rates now.
+            "rate_in": None if data is None else self.rate_in,
+            "rate_out": None if data is None else self.rate_out,
             "malformed": self.malformed,
         }
-        fields = (
-            "received",
-            "sent",
-            "bytes_in",
-            "bytes_out",
-            "in_flight",
-            "errors",
-            "rejected",
-            "timeouts",
-            "cancelled",
-            "peers",
-            "uptime",
-            "latency_ms",
-        )
-        data = self.data if state != "down" else None
-        for name in fields:
+        for name in _SNAPSHOT_FIELDS:
             result[name] = None if data is None else data.get(name)
         return result
 

@@ -12,12 +12,17 @@ command's function, so ``trizmq call`` starts without them.
 - `ring`, `rpc`, `keys`, `stats`, `demo`, `bench`: the subcommands.
 
 Exit codes: 0 success, 2 a usage or configuration error (argparse's own usage
-errors exit 2 as well); ``call``, ``demo`` and ``bench`` document their others.
+errors exit 2 as well), 141 when the reader of the output closed the pipe (as
+for a command killed by SIGPIPE); ``call``, ``cast``, ``fanout``, ``stats``,
+``demo`` and ``bench`` document their others. Every error is one line on
+stderr that starts with ``trizmq: ``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -30,10 +35,13 @@ from .ring import add_ring_parser
 from .rpc import add_rpc_parsers
 from .stats import add_stats_parser
 
-__all__ = ["EXIT_CONFIG_ERROR", "build_parser", "main"]
+__all__ = ["EXIT_BROKEN_PIPE", "EXIT_CONFIG_ERROR", "build_parser", "main"]
 
 #: The exit code of a usage or configuration error.
 EXIT_CONFIG_ERROR = 2
+#: The exit code when the reader of the output went away: a shell's for SIGPIPE (128 + 13).
+EXIT_BROKEN_PIPE = 141
+
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -46,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(
         prog="trizmq", description="RPC on Trio and ZeroMQ: tools for trizmq rings and services."
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"trizmq {importlib.metadata.version('trizmq')}",
+        help="print the installed version, 'trizmq X.Y.Z', and exit",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_ring_parser(commands)
@@ -67,14 +81,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             ``sys.argv[1:]``.
 
     Returns:
-        The exit code: 0 on success, 2 for an invalid ring or option.
+        The exit code: 0 on success, 2 for an invalid ring or option, 141 when
+        the output's reader closed the pipe.
     """
     args = build_parser().parse_args(argv)
     func: Command = args.func
     try:
         return func(args)
+    except BrokenPipeError:
+        # `trizmq stats --watch | head`: the reader has all it wanted. Output still
+        # buffered would fail again when Python flushes at exit: send it nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except (UsageError, TrizmqError, OSError) as exc:
         # A usage or configuration problem (an option, the ring, keys, an address
         # in use): one line, no traceback.
-        print(f"trizmq: {exc}", file=sys.stderr)
+        print(f"trizmq: {_message(exc)}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+
+
+def _message(exc: Exception) -> str:
+    """An error's text, without the ``[Errno N]`` that `str` puts before an OSError's."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)

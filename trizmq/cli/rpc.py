@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from .._client import open_client
+from .._client import Client, open_client
 from .._errors import CallTimeout, RemoteError, RingError
 from .._nursery import open_nursery
 from .._ring import Ring, load_json
@@ -43,6 +43,14 @@ from .options import (
 
 EXIT_REMOTE_ERROR = 1
 EXIT_TIMEOUT = 3
+#: Seconds `cast` and `fanout` wait for their connections before sending nothing.
+DEFAULT_CONNECT_TIMEOUT = 5.0
+# What `cast` and `fanout` cannot know: the protocol answers neither.
+_NO_ANSWER = (
+    "A one-way request has no answer: exit 0 does not mean the service has the method "
+    "or takes the arguments (it counts a refusal only in its stats, under 'rejected' "
+    "in trizmq stats --json); try a method with trizmq call first."
+)
 
 
 def load_app(spec: str) -> dict[str, object]:
@@ -94,8 +102,21 @@ async def _serve_app(args: argparse.Namespace, resolve: dict[str, str]) -> None:
     curve = service_curve(args)
     if not topics:
         raise RingError(f"{args.app}: provides none of the topics of host {args.host!r}")
+    metrics = None
+    if args.metrics is not None:
+        # Imported here: only `serve --metrics` needs it.
+        from .._metrics import parse_address, serve_metrics
+
+        try:
+            metrics = parse_address(args.metrics)
+        except ValueError as exc:
+            raise UsageError(f"--metrics {exc}") from None
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_nursery() as nursery:
+            if metrics is not None:
+                # Before the services, so a scraper finds it once they log "serving on".
+                url = await nursery.start(serve_metrics, *metrics)
+                print(f"trizmq: metrics on {url}", file=sys.stderr, flush=True)
             for topic in topics:
                 url = await nursery.start(
                     functools.partial(
@@ -189,16 +210,52 @@ async def _send(args: argparse.Namespace, resolve: dict[str, str]) -> int:
                 print(f"trizmq: timeout: {exc}", file=sys.stderr)
                 return EXIT_TIMEOUT
             except RemoteError as exc:
-                print(f"{exc.type_name}: {exc.message}", file=sys.stderr)
+                print(f"trizmq: {exc.type_name}: {exc.message}", file=sys.stderr)
                 if args.traceback and exc.remote_traceback:
                     print(exc.remote_traceback, file=sys.stderr, end="")
                 return EXIT_REMOTE_ERROR
             print(json.dumps(result, default=_json_default))
-        elif args.command == "cast":
-            await client.cast(args.target, args.method, context=context, **kwargs)
-        else:
-            await client.fanout(args.target, args.method, context=context, **kwargs)
+            return 0
+        target = await _connected_target(client, args.command, args.target, args.connect_timeout)
+        if target is None:
+            return EXIT_TIMEOUT
+        send = client.cast if args.command == "cast" else client.fanout
+        await send(target, args.method, context=context, **kwargs)
     return 0
+
+
+async def _connected_target(
+    client: Client, command: str, target: str, seconds: float
+) -> str | None:
+    """Where to send a cast or fanout once the connections it needs are up, or None.
+
+    A cast needs one host: of a bare topic, the first in ring order whose
+    connection is up. A fanout needs every host of its target. None (after
+    saying which were not up) when that is not so within `seconds`: nothing
+    is sent, rather than a message queued for a service that may never take it.
+    """
+    if not seconds > 0:
+        raise UsageError(f"--connect-timeout {seconds:g}: must be more than 0")
+    topic, only = client.ring.resolve_target(target)
+    hosts = client.ring.hosts_of(topic) if only is None else (only,)
+    with trio.move_on_after(seconds):
+        while True:
+            up = [host for host in hosts if client.connected(f"{topic}.{host}")]
+            if command == "fanout" and len(up) == len(hosts):
+                return target
+            if command == "cast" and up:
+                return f"{topic}.{up[0]}"
+            await trio.sleep(0.01)
+    down = ", ".join(
+        f"{topic}.{host} at {client.url(f'{topic}.{host}')}"
+        for host in hosts
+        if not client.connected(f"{topic}.{host}")
+    )
+    print(
+        f"trizmq: {command}: {down}: not connected within {seconds:g} s, nothing sent",
+        file=sys.stderr,
+    )
+    return None
 
 
 def _cmd_send(args: argparse.Namespace) -> int:
@@ -295,18 +352,45 @@ def add_rpc_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser
         help="send failed handlers' tracebacks to callers (for development; "
         "by default they go to the log only)",
     )
+    p.add_argument(
+        "--metrics",
+        metavar="ADDR:PORT",
+        default=None,
+        help="serve Prometheus metrics of every topic on http://ADDR:PORT/metrics "
+        "(PORT 0 picks a free port; the log says which)",
+    )
     add_resolve_option(p)
     add_service_curve_options(p)
     p.set_defaults(func=_cmd_serve)
 
-    for name, what in (
-        ("call", "call a method and print its result as JSON"),
-        ("cast", "send a one-way request to one host of a topic"),
-        ("fanout", "send a one-way request to every host of a topic"),
+    for name, what, target, more in (
+        (
+            "call",
+            "call a method and print its result as JSON",
+            "'topic' (its next host, round-robin) or 'topic.host' (that host)",
+            "",
+        ),
+        (
+            "cast",
+            "send a one-way request to one host of a topic",
+            "'topic' (the first of its hosts, in ring order, whose connection is up) "
+            "or 'topic.host' (that host)",
+            "Waits until the connection to the service is up, hands the message to it and "
+            "exits 0; if it is not up within --connect-timeout, sends nothing and exits 3. "
+            + _NO_ANSWER,
+        ),
+        (
+            "fanout",
+            "send a one-way request to every host of a topic",
+            "'topic' (every host of it) or 'topic.host' (that host only)",
+            "Waits until the connection to every host is up, hands the message to each and "
+            "exits 0; if one is not up within --connect-timeout, sends to none and exits 3. "
+            + _NO_ANSWER,
+        ),
     ):
-        p = commands.add_parser(name, help=what, description=what.capitalize() + ".")
+        p = commands.add_parser(name, help=what, description=f"{what.capitalize()}. {more}".strip())
         p.add_argument("ring", metavar="RING", help="the JSON ring file")
-        p.add_argument("target", metavar="TARGET", help="'topic' or 'topic.host'")
+        p.add_argument("target", metavar="TARGET", help=target)
         p.add_argument("method", metavar="METHOD", help="the method to run")
         p.add_argument(
             "--arg",
@@ -334,6 +418,15 @@ def add_rpc_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser
                 "--traceback",
                 action="store_true",
                 help="print the remote traceback of a remote error",
+            )
+        else:
+            p.add_argument(
+                "--connect-timeout",
+                type=float,
+                default=DEFAULT_CONNECT_TIMEOUT,
+                metavar="S",
+                help="seconds to wait for the connection before sending nothing and "
+                "exiting 3 (default %(default)s)",
             )
         add_resolve_option(p)
         add_client_curve_options(p)

@@ -6,20 +6,28 @@ import argparse
 import functools
 import json
 import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import trio
 
+from .._nursery import open_nursery
 from .._ring import Ring
 from ..stats import StatsBoard, watch_ring
 from .options import add_client_curve_options, add_resolve_option, client_curve, resolve_map
 
 #: Seconds a one-shot snapshot waits for ports that have not answered yet.
 SNAPSHOT_WAIT = 2.0
+#: The exit code of ``trizmq stats --check`` when a port of the ring is down.
+EXIT_DOWN = 4
 
 
-def format_board(board: StatsBoard) -> str:
-    """A text table of every port: state, messages, rates, latency, errors."""
+def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A text table of ports as `StatsBoard.as_json` gives them.
+
+    One line per port: state, messages, rates, latency, errors; ``-`` for
+    every number of a port that is down.
+    """
     header = (
         "HOST",
         "TOPIC:PORT",
@@ -35,19 +43,19 @@ def format_board(board: StatsBoard) -> str:
         "FLIGHT",
         "PEERS",
     )
-    rows = [header]
-    for row in board.as_json():
+    lines = [header]
+    for row in rows:
         got: dict[str, int] = row["received"] or {}
         lat: dict[str, float] = row["latency_ms"] or {}
         state = row["state"] if row["fresh"] or row["state"] == "down" else "stale"
-        rows.append(
+        lines.append(
             (
                 row["host"],
                 f"{row['topic']}:{row['port']}",
                 state,
                 *(str(got.get(kind, "-")) for kind in ("call", "cast", "fanout")),
-                f"{row['rate_in']:.1f}",
-                f"{row['rate_out']:.1f}",
+                _rate(row["rate_in"]),
+                _rate(row["rate_out"]),
                 _ms(lat.get("p50")),
                 _ms(lat.get("p99")),
                 str(sum((row["errors"] or {}).values())) if row["errors"] is not None else "-",
@@ -55,10 +63,14 @@ def format_board(board: StatsBoard) -> str:
                 _int(row["peers"]),
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
     )
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def _ms(value: float | None) -> str:
@@ -69,31 +81,50 @@ def _int(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-async def _stats(args: argparse.Namespace) -> None:
+def _down_report(rows: Sequence[Mapping[str, Any]]) -> str | None:
+    """The ``--check`` line naming the ports that are down, or None if none is."""
+    down = [
+        f"{row['topic']}.{row['host']} at {row['address']}:{row['port']}"
+        for row in rows
+        if row["state"] == "down"
+    ]
+    if not down:
+        return None
+    return f"trizmq: {len(down)} of {len(rows)} ports down: {', '.join(down)}"
+
+
+async def _stats(args: argparse.Namespace) -> int:
     board = StatsBoard(Ring.load(args.ring), resolve_map(args))
-    async with trio.open_nursery() as nursery:
+    # trizmq's nursery, so that a lone error (a closed pipe) reaches `main` as itself.
+    async with open_nursery() as nursery:
         await nursery.start(functools.partial(watch_ring, board, curve=client_curve(args)))
         with trio.move_on_after(SNAPSHOT_WAIT):
             # The board is plain data filled by the feed's tasks: look, don't wait on it.
             while not board.answered():  # noqa: ASYNC110
                 await trio.sleep(0.05)
         while True:
+            rows = board.as_json()
             if args.json:
-                print(json.dumps(board.as_json(), indent=None if args.watch else 2), flush=True)
+                print(json.dumps(rows, indent=None if args.watch else 2), flush=True)
             else:
-                print(format_board(board) + ("\n" if args.watch else ""), flush=True)
+                print(format_table(rows) + ("\n" if args.watch else ""), flush=True)
             if not args.watch:
                 break
             await trio.sleep(args.interval)
         nursery.cancel_scope.cancel()
+    if args.check and (report := _down_report(rows)) is not None:
+        print(report, file=sys.stderr)
+        return EXIT_DOWN
+    return 0
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
     try:
-        trio.run(_stats, args)
+        code: int = trio.run(_stats, args)
     except KeyboardInterrupt:
         print(file=sys.stderr)
-    return 0
+        return 0
+    return code
 
 
 def add_stats_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -103,14 +134,24 @@ def add_stats_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         help="show the stats of every service port of a ring",
         description=(
             "Subscribe to the stats of every (host, topic:port) of the ring and print one "
-            "snapshot, unreachable ports shown as down; --watch keeps printing."
+            f"snapshot, ports that do not answer within {SNAPSHOT_WAIT:g} s shown as down "
+            "(their numbers '-'); --watch keeps printing. With --check it is a health check: "
+            f"exit {EXIT_DOWN} if any port is down, naming them on stderr. A reader that "
+            "closes the pipe (trizmq stats --watch | head) ends it quietly, with exit 141 "
+            "as for a command killed by SIGPIPE."
         ),
     )
     p.add_argument("ring", metavar="RING", help="the JSON ring file")
     p.add_argument(
         "--json", action="store_true", help="print a JSON list, one object per (host, topic, port)"
     )
-    p.add_argument("--watch", action="store_true", help="keep printing until interrupted")
+    once = p.add_mutually_exclusive_group()
+    once.add_argument("--watch", action="store_true", help="keep printing until interrupted")
+    once.add_argument(
+        "--check",
+        action="store_true",
+        help=f"exit {EXIT_DOWN} if a port of the ring is down (after printing, as without it)",
+    )
     p.add_argument(
         "--interval",
         type=float,
