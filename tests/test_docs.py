@@ -4,7 +4,13 @@ The rule for ```python blocks in docs/*.md, which this module enforces:
 
 - **An include**: the block holds nothing but `--8<-- "docs/examples/NAME.py"`
   lines (a whole file, or a `:section` or `:lines` of it). The file is a
-  standalone example and runs whole, below.
+  standalone example and runs whole, below. What the block shows, its includes
+  one after the other, is a whole program that runs as shown (every name it
+  uses defined, no `await` outside a function): for an example, its `program`
+  and `run` sections. A part of a program is allowed only right after a
+  `<!-- fragment -->` line, and the page says so and shows the whole program
+  too. No include shows the tests' plumbing (`TRIZMQ_EXAMPLE_RESOLVE`): an
+  example reads it after its `program` section, in `addresses_for_tests`.
 - **Or an inline block**: it runs as it stands. A page's inline blocks run in
   order in one namespace, as a REPL session would, with `trizmq`, `trio`,
   `attrs` and `math` imported and the seed ring as `seed_ring.json` in the
@@ -23,14 +29,17 @@ loopback addresses no other test uses; it must exit 0 and, when its docstring
 has a line ending in "prints:", print exactly the indented lines that follow.
 
 A ```console block right after a `<!-- session -->` line is a shell session and
-runs too, in a directory holding `seed_ring.json` and the example files: each
+runs too, in a directory laid out as a checkout (`trizmq/demo/seed_ring.json`,
+`docs/examples/`) that also holds `seed_ring.json` and the example files: each
 `$ ` command runs, and the lines after it are its output (see `run_session`).
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
 import contextlib
+import inspect
 import io
 import json
 import math
@@ -40,6 +49,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import symtable
 import sys
 import textwrap
 import time
@@ -63,6 +73,11 @@ PAGES = sorted(DOCS.glob("*.md"))
 PYTHON = {"python", "py", "python3", "py3"}
 INCLUDE = re.compile(r"""^-{1,}8<-{1,}[ \t]+(["'])(?P<target>.+)\1$""")
 SESSION_MARK = "<!-- session -->"
+FRAGMENT_MARK = "<!-- fragment -->"
+#: Pages whose parts of programs are not yet marked as fragments, nor shown whole.
+UNMARKED_FRAGMENTS: set[str] = set()
+#: What examples read, after their `program` section, to run on the tests' addresses.
+PLUMBING = ("TRIZMQ_EXAMPLE_RESOLVE", "addresses_for_tests")
 #: Host names the examples use; each gets a loopback address of its own.
 EXAMPLE_HOSTS = ("controller", "computenodex", "localhost")
 #: Seconds every example together may take.
@@ -182,6 +197,83 @@ def test_every_include_shows_whole_statements(target: str) -> None:
         compile(snippet(target), target, "exec", flags=flags)
     except SyntaxError as exc:
         raise AssertionError(f"{target} shows no whole Python statements: {exc}") from None
+
+
+def shown(block: Block) -> str:
+    """What an include block shows: its includes, one after the other."""
+    return "\n".join(snippet(target) for target in block.includes())
+
+
+def undefined_names(source: str) -> set[str]:
+    """The global names `source` uses but neither defines nor gets from builtins."""
+    top = symtable.symtable(source, "<shown>", "exec")
+    used: set[str] = set()
+
+    def walk(table: symtable.SymbolTable) -> None:
+        for symbol in table.get_symbols():
+            if symbol.is_referenced() and (table is top or symbol.is_global()):
+                used.add(symbol.get_name())
+        for child in table.get_children():
+            walk(child)
+
+    walk(top)
+    defined = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported()}
+    return used - defined - set(dir(builtins)) - {"__file__"}
+
+
+def include_blocks() -> list[Block]:
+    return [b for b in python_blocks() if b.includes() and b.page not in UNMARKED_FRAGMENTS]
+
+
+@pytest.mark.parametrize("block", include_blocks(), ids=lambda b: b.where)
+def test_an_include_shows_a_whole_program_unless_marked_as_a_fragment(block: Block) -> None:
+    if block.after == FRAGMENT_MARK:
+        return
+    source = shown(block)
+    try:
+        compile(source, block.where, "exec")
+    except SyntaxError as exc:
+        raise AssertionError(
+            f"{block.where}: not a whole program ({exc}); show the example's "
+            f"program and run sections, or put {FRAGMENT_MARK} before the block"
+        ) from None
+    missing = undefined_names(source)
+    assert not missing, (
+        f"{block.where}: uses {sorted(missing)} without defining them; show the "
+        f"whole program, or put {FRAGMENT_MARK} before the block"
+    )
+
+
+def test_a_page_with_fragments_shows_their_whole_programs() -> None:
+    parts: dict[str, set[str]] = {}
+    whole: dict[str, set[str]] = {}
+    for block in include_blocks():
+        kind = parts if block.after == FRAGMENT_MARK else whole
+        kind.setdefault(block.page, set()).update(t.split(":")[0] for t in block.includes())
+    for page, files in parts.items():
+        missing = files - whole.get(page, set())
+        assert not missing, f"docs/{page} shows parts of {sorted(missing)}, not the whole"
+
+
+@pytest.mark.parametrize("path", example_files(), ids=lambda p: p.name)
+def test_an_example_s_program_and_run_sections_are_the_whole_program(path: Path) -> None:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not any(_SECTION.search(line) for line in lines):
+        return  # shown whole
+    name = f"docs/examples/{path.name}"
+    source = f"{snippet(name + ':program')}\n{snippet(name + ':run')}"
+    compile(source, name, "exec")
+    assert not undefined_names(source), f"{name}: uses {sorted(undefined_names(source))}"
+
+
+@pytest.mark.parametrize(
+    "target", sorted({t for b in python_blocks() for t in b.includes()}), ids=str
+)
+def test_no_include_shows_the_tests_plumbing(target: str) -> None:
+    text = snippet(target)
+    assert not [word for word in PLUMBING if word in text], (
+        f"{target} shows the tests' plumbing: keep it out of the sections pages include"
+    )
 
 
 def test_the_docs_have_python_examples_of_both_kinds() -> None:
@@ -412,6 +504,7 @@ def run_session(block: Block, workdir: Path) -> None:
     - `trizmq ... &`: a background job; the lines shown must appear in its output.
     - `kill %1 %2`: SIGTERM to those jobs, which must exit 0.
     - `echo $?`: the exit code of the last command.
+    - `cd DIR`: the commands after it run in DIR.
     - `mkdir`, `cp`, `ls`, `cat`: as they are.
 
     The addresses 127.0.0.2 and 127.0.0.3 (controller and computenodex) are
@@ -426,6 +519,7 @@ def run_session(block: Block, workdir: Path) -> None:
     env = _tool_env()
     trizmq_command = str(Path(sys.executable).parent / "trizmq")
     jobs: list[tuple[subprocess.Popen[bytes], Path]] = []
+    logs = workdir
     last = 0
     try:
         for step in session_steps(block):
@@ -433,7 +527,7 @@ def run_session(block: Block, workdir: Path) -> None:
             output = [here(line) for line in step.output]
             where = f"{block.where}: $ {step.command}"
             if words[0] == "trizmq" and words[-1] == "&":
-                log = workdir / f"job{len(jobs) + 1}.log"
+                log = logs / f"job{len(jobs) + 1}.log"
                 with log.open("wb") as out:
                     proc = subprocess.Popen(
                         [trizmq_command, *words[1:-1]],
@@ -455,6 +549,10 @@ def run_session(block: Block, workdir: Path) -> None:
                     code = proc.wait(timeout=15)
                     assert code == 0, f"{where}: job {n} exited {code}:\n{log.read_text()}"
                     assert all(line in log.read_text() for line in output), where
+            elif words[0] == "cd":
+                assert len(words) == 2, f"{where}: cd takes one directory"
+                workdir = workdir / words[1]
+                assert workdir.is_dir(), f"{where}: no such directory"
             elif words == ["echo", "$?"]:
                 assert output == [str(last)], f"{where}: the last command exited {last}"
             elif words[0] == "trizmq" or words[0] in SESSION_TOOLS:
@@ -483,6 +581,12 @@ def run_session(block: Block, workdir: Path) -> None:
 
 @pytest.mark.parametrize("block", session_blocks(), ids=lambda b: b.where)
 def test_session_runs_as_shown(block: Block, tmp_path: Path) -> None:
+    # A checkout's files where a checkout has them, and copies where sessions use them.
+    (tmp_path / "trizmq" / "demo").mkdir(parents=True)
+    shutil.copy(SEED_RING, tmp_path / "trizmq" / "demo" / "seed_ring.json")
+    shutil.copytree(
+        EXAMPLES, tmp_path / "docs" / "examples", ignore=shutil.ignore_patterns("__pycache__")
+    )
     shutil.copy(SEED_RING, tmp_path / "seed_ring.json")
     for path in example_files():
         shutil.copy(path, tmp_path / path.name)
@@ -508,6 +612,26 @@ def public_names() -> list[str]:
 def test_every_public_name_is_in_the_api_reference(name: str) -> None:
     page = (DOCS / "api.md").read_text(encoding="utf-8")
     assert re.search(rf"^::: trizmq\.{name}$", page, re.MULTILINE), f"docs/api.md lacks {name}"
+
+
+def test_the_api_reference_documents_the_public_modules_and_nothing_private() -> None:
+    page = (DOCS / "api.md").read_text(encoding="utf-8")
+    objects = re.findall(r"^::: (\S+)$", page, re.MULTILINE)
+    assert {"trizmq.stats", "trizmq.cli.options"} <= set(objects)
+    assert [name for name in objects if "._" in name or name.startswith("_")] == []
+
+
+def _tree(text: str) -> list[str]:
+    """The lines of the first fenced block of `text` that draws a tree (`├──`)."""
+    for match in re.finditer(r"^```[^\n]*\n(.*?)^```", text, re.MULTILINE | re.DOTALL):
+        if "├──" in match[1]:
+            return match[1].rstrip().splitlines()
+    raise AssertionError("no tree")
+
+
+def test_the_api_reference_draws_the_error_tree_of_the_code() -> None:
+    page = (DOCS / "api.md").read_text(encoding="utf-8")
+    assert _tree(page) == _tree(inspect.getdoc(trizmq._errors) or "")
 
 
 def _nav_pages(node: Any) -> Iterator[str]:

@@ -1,3 +1,4 @@
+# --8<-- [start:program]
 """CurveZMQ: an encrypted service that only lets in the clients it knows.
 
 Run it with `python curve.py`. It writes throw-away keys into a temporary
@@ -6,11 +7,9 @@ directory (as `trizmq keys generate` does) and prints:
     alice -> 3
     mallory: AuthenticationFailed: compute.controller at tcp://ADDRESS:9501 refused this client's key
     plaintext: AuthenticationFailed: compute.controller at tcp://ADDRESS:9501 refused the security handshake (CURVE on one side only, or a key it does not allow?)
-"""  # noqa: E501
+"""
 
 import functools
-import json
-import os
 import tempfile
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import zmq.auth
 import trizmq
 
 ring = trizmq.Ring.from_mapping({"compute:9501": ["controller"]})
-resolve = {"controller": "127.0.0.2"} | json.loads(os.environ.get("TRIZMQ_EXAMPLE_RESOLVE", "{}"))
+resolve = {"controller": "127.0.0.2"}
 
 
 class Compute:
@@ -76,6 +75,27 @@ async def main(keys: Path) -> None:
         nursery.cancel_scope.cancel()
 
 
+# --8<-- [end:program]
+# Not shown in the docs: the docstring shows output lines whole, however long.
+# ruff: noqa: E501
+
+
+def addresses_for_tests() -> dict[str, str]:
+    """Not shown in the docs: host addresses that the docs' tests give this run.
+
+    The tests run every example at once, each on loopback addresses of its own,
+    given as JSON in TRIZMQ_EXAMPLE_RESOLVE (host name -> address).
+    """
+    import json
+    import os
+
+    return json.loads(os.environ.get("TRIZMQ_EXAMPLE_RESOLVE", "{}"))
+
+
+resolve.update(addresses_for_tests())
+
+# --8<-- [start:run]
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as directory:
         trio.run(main, Path(directory))
+# --8<-- [end:run]

@@ -1,3 +1,4 @@
+# --8<-- [start:program]
 """oslo.messaging's client and server, written with trizmq.
 
 Run it with the seed ring file: `python oslo_style.py seed_ring.json`. It prints:
@@ -8,8 +9,6 @@ Run it with the seed ring file: `python oslo_style.py seed_ring.json`. It prints
     refresh_cache() ran on controller, computenodex
 """
 
-import json
-import os
 import sys
 
 import attrs
@@ -18,16 +17,17 @@ import trio
 import trizmq
 
 RESOLVE = {"controller": "127.0.0.2", "computenodex": "127.0.0.3"}
-RESOLVE |= json.loads(os.environ.get("TRIZMQ_EXAMPLE_RESOLVE", "{}"))
 
 
+# --8<-- [start:endpoint]
 @attrs.define
 class Instance:
+    """A typed payload: the service structures it from the type hints."""
+
     name: str
     flavor: str
 
 
-# --8<-- [start:endpoint]
 class ComputeManager:
     """An endpoint: its public methods are what callers may call."""
 
@@ -73,10 +73,10 @@ class ComputeAPI:
 
 
 async def main(ring_path: str) -> None:
+    # --8<-- [start:server]
     ring = trizmq.Ring.load(ring_path)
     managers = {host: ComputeManager() for host in ring.hosts_of("compute")}
     async with trio.open_nursery() as nursery:
-        # --8<-- [start:server]
         # Each host's service would be its own process on its own node (`trizmq serve`).
         for host, manager in managers.items():
             await nursery.start(trizmq.serve, ring, "compute", manager, host, RESOLVE)
@@ -95,5 +95,24 @@ async def main(ring_path: str) -> None:
         nursery.cancel_scope.cancel()
 
 
+# --8<-- [end:program]
+
+
+def addresses_for_tests() -> dict[str, str]:
+    """Not shown in the docs: host addresses that the docs' tests give this run.
+
+    The tests run every example at once, each on loopback addresses of its own,
+    given as JSON in TRIZMQ_EXAMPLE_RESOLVE (host name -> address).
+    """
+    import json
+    import os
+
+    return json.loads(os.environ.get("TRIZMQ_EXAMPLE_RESOLVE", "{}"))
+
+
+RESOLVE.update(addresses_for_tests())
+
+# --8<-- [start:run]
 if __name__ == "__main__":
     trio.run(main, sys.argv[1] if len(sys.argv) > 1 else "seed_ring.json")
+# --8<-- [end:run]

@@ -1,3 +1,4 @@
+# --8<-- [start:program]
 """Typed payloads: attrs classes and dataclasses cross the wire both ways.
 
 Run it with `python typed_payloads.py`. It prints:
@@ -6,11 +7,9 @@ Run it with `python typed_payloads.py`. It prints:
     plain data: {'name': 'vm1', 'host': 'controller', 'disks': [{'size_gb': 10}, {'size_gb': 20}]}
     total: 30
     BadArguments: boot() argument 'request': Structuring class Disk @ attribute size_gb: expected int, got str
-"""  # noqa: E501
+"""
 
 import dataclasses
-import json
-import os
 
 import attrs
 import trio
@@ -18,7 +17,7 @@ import trio
 import trizmq
 
 ring = trizmq.Ring.from_mapping({"compute:9501": ["controller"]})
-resolve = {"controller": "127.0.0.2"} | json.loads(os.environ.get("TRIZMQ_EXAMPLE_RESOLVE", "{}"))
+resolve = {"controller": "127.0.0.2"}
 
 
 # --8<-- [start:types]
@@ -74,5 +73,26 @@ async def main() -> None:
         nursery.cancel_scope.cancel()
 
 
+# --8<-- [end:program]
+# Not shown in the docs: the docstring shows output lines whole, however long.
+# ruff: noqa: E501
+
+
+def addresses_for_tests() -> dict[str, str]:
+    """Not shown in the docs: host addresses that the docs' tests give this run.
+
+    The tests run every example at once, each on loopback addresses of its own,
+    given as JSON in TRIZMQ_EXAMPLE_RESOLVE (host name -> address).
+    """
+    import json
+    import os
+
+    return json.loads(os.environ.get("TRIZMQ_EXAMPLE_RESOLVE", "{}"))
+
+
+resolve.update(addresses_for_tests())
+
+# --8<-- [start:run]
 if __name__ == "__main__":
     trio.run(main)
+# --8<-- [end:run]
