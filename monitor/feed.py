@@ -10,6 +10,13 @@ a timer and Trio never touches a widget.
 waits until the run has finished. A guest run left unfinished would break every
 later `trio.run()` in the thread, so the app always awaits `stop` before it
 exits.
+
+`ReplayFeed` stands in for it where the numbers must not change from one run
+to the next (the monitor's screenshot tests, the pictures of the docs): it
+plays recorded snapshots into a board of its own, and nothing runs.
+
+Both are a `Feed`, what `MonitorApp` takes: the app calls `steps` on every
+refresh and reads the board after each step.
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 import outcome
 import trio
@@ -25,7 +33,10 @@ import trio
 from trizmq import Curve, Ring, TrizmqError
 from trizmq.stats import DEFAULT_INTERVAL, StatsBoard, watch_ring
 
-__all__ = ["GuestFeed", "MonotonicClock", "describe_error"]
+__all__ = ["Feed", "Frame", "GuestFeed", "MonotonicClock", "ReplayFeed", "describe_error"]
+
+#: One step of a `ReplayFeed`: a time, and the snapshots the ports sent then.
+Frame = tuple[float, Mapping[tuple[str, str], Mapping[str, Any]]]
 
 
 class MonotonicClock(trio.abc.Clock):
@@ -46,6 +57,35 @@ class MonotonicClock(trio.abc.Clock):
     def deadline_to_sleep_time(self, deadline: float) -> float:
         """Seconds from now until `deadline`."""
         return deadline - time.monotonic()
+
+
+class Feed(Protocol):
+    """Where `MonitorApp` gets its numbers: a board, kept up to date.
+
+    Attributes:
+        board: The board to read; None until it exists.
+        interval: Seconds between two stats messages of a port.
+    """
+
+    board: StatsBoard | None
+    interval: float
+
+    @property
+    def finished(self) -> bool:
+        """Whether nothing of the feed runs any more (or ever ran)."""
+
+    def start(self, on_done: Callable[[outcome.Outcome[None]], object]) -> None:
+        """Start filling the board; `on_done` gets the outcome if it ever stops."""
+
+    async def stop(self) -> outcome.Outcome[None] | None:
+        """Stop filling the board and wait until everything has stopped."""
+
+    def steps(self) -> Iterator[float]:
+        """Bring the board up to date, yielding the feed's time after each change.
+
+        The last time yielded is now; the app reads the board after each step,
+        so that it sees every snapshot.
+        """
 
 
 class GuestFeed:
@@ -139,6 +179,10 @@ class GuestFeed:
         # Shielded: the run must finish even if the waiting task is cancelled.
         return await asyncio.shield(self._done)
 
+    def steps(self) -> Iterator[float]:
+        """The board is filled as snapshots arrive: one step, now."""
+        yield self.clock.current_time()
+
     async def _main(self) -> None:
         with self._scope:
             # The system resolver may block for a while on an unknown name.
@@ -146,6 +190,64 @@ class GuestFeed:
                 StatsBoard, self.ring, self.resolve, abandon_on_cancel=True
             )
             await watch_ring(self.board, interval=self.interval, curve=self.curve)
+
+
+class ReplayFeed:
+    """Recorded snapshots played into a board, for a display that is the same on every run.
+
+    Nothing runs: the first `steps` plays every frame in order, as if each
+    had just arrived at its time, and the feed's time then stays at `now`.
+
+    Args:
+        ring: The ring the snapshots are of.
+        frames: `(time, {(host, topic): snapshot})`, in time order; a port
+            missing from the last frames has stopped sending (stale, then down).
+        resolve: Host name to address overrides, so that no name is looked up.
+        interval: Seconds between two stats messages, as when they were recorded.
+        now: The feed's time once played; by default the last frame's time.
+
+    Attributes:
+        board: The board, complete once `steps` has run.
+    """
+
+    def __init__(
+        self,
+        ring: Ring,
+        frames: Sequence[Frame],
+        resolve: Mapping[str, str] | None = None,
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        now: float | None = None,
+    ) -> None:
+        self.ring = ring
+        self.interval = interval
+        self.board: StatsBoard | None = StatsBoard(ring, resolve)
+        self._frames = list(frames)
+        self._played = 0
+        self.now = now if now is not None else (self._frames[-1][0] if self._frames else 0.0)
+
+    @property
+    def finished(self) -> bool:
+        """Always true: nothing runs."""
+        return True
+
+    def start(self, on_done: Callable[[outcome.Outcome[None]], object]) -> None:
+        """Nothing to start; `on_done` is never called."""
+
+    async def stop(self) -> outcome.Outcome[None] | None:
+        """Nothing to stop."""
+        return None
+
+    def steps(self) -> Iterator[float]:
+        """Play the frames not played yet, one step each, then yield `now`."""
+        assert self.board is not None
+        while self._played < len(self._frames):
+            at, snapshots = self._frames[self._played]
+            self._played += 1
+            for key, data in snapshots.items():
+                self.board.ports[key].update(dict(data), at)
+            yield at
+        yield self.now
 
 
 def describe_error(exc: BaseException) -> str:

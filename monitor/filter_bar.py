@@ -15,7 +15,7 @@ __all__ = ["FilterBar"]
 
 
 class FilterBar(Widget):
-    """A one-line filter input, hidden while no filter is set.
+    """A one-line filter input above the footer, hidden while no filter is set.
 
     Typing narrows the rows at once (`Changed`); Enter keeps the filter and
     returns to the table, Escape clears it (`Done` either way).
@@ -28,7 +28,6 @@ class FilterBar(Widget):
 
     DEFAULT_CSS = """
     FilterBar {
-        dock: bottom;
         height: 1;
         layout: horizontal;
         display: none;

@@ -3,55 +3,91 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
-from rich.table import Table
 from rich.text import Text
-from textual.reactive import reactive
-from textual.widget import Widget
+from textual.binding import Binding, BindingType
+from textual.widgets import DataTable
 
 from .model import NodeTotal, format_count, format_rate
 
-__all__ = ["NodeTotals"]
+__all__ = ["NodeTotals", "node_line"]
 
 
-class NodeTotals(Widget):
+class NodeTotals(DataTable[Text]):
     """The ring's hosts added up: ports up out of total, messages per second, errors.
 
-    Set `totals` to redraw.
+    A table without a header, one row per host, that takes the focus (Tab):
+    Enter on a host posts `DataTable.RowSelected`, and the app opens the node
+    view. Call `show` to redraw.
+
+    | Key | Action |
+    | :- | :- |
+    | up, down, home, end | Select a host. |
+    | enter | Open the node view of the host. |
     """
 
     DEFAULT_CSS = """
     NodeTotals {
         height: auto;
-        padding: 0 1;
+        max-height: 8;
         background: $panel;
+        scrollbar-size-vertical: 1;
+    }
+    NodeTotals > .datatable--cursor {
+        background: $panel;
+        text-style: none;
+    }
+    NodeTotals:focus > .datatable--cursor {
+        background: $block-cursor-background;
+        text-style: bold;
     }
     """
 
-    totals: reactive[tuple[NodeTotal, ...]] = reactive((), layout=True)
-    """The hosts to show, one line each."""
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "select_cursor", "Node view", key_display="⏎", tooltip="open the host"),
+        Binding("home", "scroll_top", "First", show=False),
+        Binding("end", "scroll_bottom", "Last", show=False),
+    ]
 
-    def render(self) -> Table:
-        """A grid: host, ports up, rates in and out, errors."""
-        grid = Table.grid(padding=(0, 2))
-        for justify in ("left", "right", "left", "right", "right", "right"):
-            grid.add_column(justify=justify, no_wrap=True)
-        for node in self.totals:
-            grid.add_row(*_line(node))
-        return grid
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(cursor_type="row", show_header=False, cell_padding=0, id=id)
+        self.totals: tuple[NodeTotal, ...] = ()
+        self._shown: list[tuple[str, ...]] = []
 
-    def watch_totals(self, totals: Sequence[NodeTotal]) -> None:
-        """Measure again and update the tooltip (each host's full counts).
+    def on_mount(self) -> None:
+        """The columns: host, ports up, notes, rates in and out, errors."""
+        for key in ("host", "up", "notes", "in", "out", "err"):
+            self.add_column("", key=key)
 
-        Textual caches a widget's content height by width only.
-        """
-        self.clear_cached_dimensions()
+    @property
+    def selected(self) -> str | None:
+        """The host under the cursor, or None when there is none."""
+        if not self.totals:
+            return None
+        return self.totals[min(max(self.cursor_row, 0), len(self.totals) - 1)].host
+
+    def show(self, totals: Sequence[NodeTotal]) -> None:
+        """Show these totals, one row per host, keeping the cursor on its host."""
+        self.totals = tuple(totals)
+        lines = [node_line(node) for node in self.totals]
+        plain = [tuple(cell.plain for cell in line) for line in lines]
+        if plain == self._shown:
+            return
+        selected = self.cursor_row
+        self.clear()
+        for node, line in zip(self.totals, lines, strict=True):
+            self.add_row(*line, key=node.host)
+        self._shown = plain
+        if self.row_count:
+            self.move_cursor(row=min(selected, self.row_count - 1), animate=False)
         self.tooltip = "\n".join(
-            f"{n.host}: {n.up} up, {n.stale} stale, {n.down} down of {n.total}" for n in totals
+            f"{n.host}: {n.up} up, {n.stale} stale, {n.down} down of {n.total}" for n in self.totals
         )
 
 
-def _line(node: NodeTotal) -> tuple[Text, ...]:
+def node_line(node: NodeTotal) -> tuple[Text, ...]:
+    """A host's totals as cells: host, ports up, stale and down, rates, errors."""
     if node.up == node.total:
         health = "green"
     elif node.up + node.stale == node.total:
@@ -64,10 +100,10 @@ def _line(node: NodeTotal) -> tuple[Text, ...]:
     if node.down:
         notes.append(f"{node.down} down")
     return (
-        Text(node.host, style="bold"),
-        Text(f"{node.up}/{node.total} up", style=f"bold {health}"),
-        Text(", ".join(notes), style=health),
-        Text(f"in {format_rate(node.rate_in)}/s"),
-        Text(f"out {format_rate(node.rate_out)}/s"),
-        Text(f"err {format_count(node.errors)}", style="bold red" if node.errors else ""),
+        Text(f" {node.host}", style="bold"),
+        Text(f"  {node.up}/{node.total} up", style=f"bold {health}", justify="right"),
+        Text(f"  {', '.join(notes)}", style=health),
+        Text(f"  in {format_rate(node.rate_in)}/s", justify="right"),
+        Text(f"  out {format_rate(node.rate_out)}/s", justify="right"),
+        Text(f"  err {format_count(node.errors)} ", style="bold red" if node.errors else ""),
     )

@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
+from textual.dom import NoScreen
 from textual.geometry import Size
 from textual.reactive import reactive
 from textual.widget import Widget
@@ -34,11 +35,11 @@ TWO_COLUMNS = 76
 class PortDetail(Widget):
     """The selected port: a title line, then every stats field as label and value.
 
-    The fields take two columns when the pane is at least 76 characters wide
-    (the narrow layout, under the table; long values are cut with an ellipsis)
-    and one column otherwise (the side pane of a wide terminal, where they
-    wrap). A port that is down shows its last snapshot, marked as such. Set
-    `row` to redraw.
+    In a narrow terminal the fields take two columns when the pane is at
+    least 76 characters wide (under the table, where height is short; long
+    values are cut with an ellipsis); otherwise one column, where long values
+    (an exception's type) wrap rather than being cut. A port that is down
+    shows its last snapshot, marked as such. Set `row` to redraw.
     """
 
     DEFAULT_CSS = """
@@ -51,28 +52,44 @@ class PortDetail(Widget):
 
     row: reactive[PortRow | None] = reactive(None, layout=True)
     """The port shown."""
+    fit_width: int | None = None
+    """The width `width: auto` gives it (the app sets the table's), or None for the content's."""
+
+    def get_content_width(self, container: Size, viewport: Size) -> int:
+        """`fit_width` less the padding, when set."""
+        if self.fit_width is None:
+            return super().get_content_width(container, viewport)
+        return max(1, self.fit_width - 2)
 
     def render(self) -> Group | Text:
         """The title and the fields, fitted to the pane's width."""
-        return _layout(self.row, self.size.width)
+        return _layout(self.row, self.size.width, two=self._two_columns)
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         """The lines the content takes at `width` (the layout depends on it)."""
         console = self.app.console
-        renderable = _layout(self.row, width)
+        renderable = _layout(self.row, width, two=self._two_columns)
         return len(console.render_lines(renderable, console.options.update_width(width)))
+
+    @property
+    def _two_columns(self) -> bool:
+        # Only where height is short: the narrow layout (no screen yet: assume it).
+        try:
+            return not self.screen.has_class("-wide")
+        except NoScreen:
+            return True
 
     def watch_row(self) -> None:
         """Measure again: Textual caches a widget's height by width only."""
         self.clear_cached_dimensions()
 
 
-def _layout(row: PortRow | None, width: int) -> Group | Text:
-    """The title and the fields, in one or two columns depending on `width`."""
+def _layout(row: PortRow | None, width: int, *, two: bool = True) -> Group | Text:
+    """The title and the fields, in two columns if `two` and `width` allow, else one."""
     if row is None:
         return Text("No port selected.", style="dim")
     fields = _fields(row.data, row)
-    columns = 2 if width >= TWO_COLUMNS else 1
+    columns = 2 if two and width >= TWO_COLUMNS else 1
     per_column = -(-len(fields) // columns)
     grid = Table.grid(padding=(0, 1), expand=True)
     for _ in range(columns):
@@ -136,9 +153,14 @@ def _fields(data: Mapping[str, Any] | None, row: PortRow) -> list[tuple[str, Tex
         if row.live
         else Text("-", style="dim")
     )
+    started = format_clock(data.get("started"))
+    pid = data.get("pid")
+    process = " · ".join(
+        part for part in (None if pid is None else f"pid {pid}", data.get("endpoint")) if part
+    )
     return [
-        ("started", format_clock(data.get("started"))),
-        ("uptime", format_duration(data.get("uptime"))),
+        ("started", f"{started}, up {format_duration(data.get('uptime'))}"),
+        ("process", process or Text("-", style="dim")),
         ("rate", rate),
         ("received", _pairs(received, empty="0", by_count=False)),
         ("sent", _pairs(sent, empty="0", by_count=False)),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from rich.text import Text
+from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 
 from .model import PortRow, Sort, format_count, format_ms, format_rate
@@ -49,7 +51,11 @@ COLUMNS = (
 
 
 def _cells(row: PortRow) -> tuple[str, ...]:
-    """The text of each column for one row, in `COLUMNS` order."""
+    """The text of each column for one row, in `COLUMNS` order.
+
+    A port that is down shows `-` for every number but its error count, the
+    last one known.
+    """
     return (
         row.host,
         row.name,
@@ -68,13 +74,22 @@ class PortTable(DataTable[Text]):
     """The ports of the ring with their state, rates, latency and load.
 
     Cell padding is 0 and every cell starts with a space instead, which keeps
-    the ten columns of the seed ring within 80 characters.
+    the ten columns of the seed ring within 80 characters. Enter on a row
+    posts `DataTable.RowSelected` (the app opens the port view); a click on a
+    header posts `DataTable.HeaderSelected` (the app sorts by that column).
 
     | Key | Action |
     | :- | :- |
     | up, down | Select the previous or next port. |
     | pageup, pagedown, home, end | Move by a page, to the first or the last port. |
+    | enter | Open the port. |
     """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "select_cursor", "Open", key_display="⏎", tooltip="open the port"),
+        Binding("home", "scroll_top", "First", show=False),
+        Binding("end", "scroll_bottom", "Last", show=False),
+    ]
 
     DEFAULT_CSS = """
     PortTable {
@@ -87,11 +102,14 @@ class PortTable(DataTable[Text]):
     }
     """
 
-    def __init__(self, rows: Sequence[PortRow], *, id: str | None = None) -> None:
+    def __init__(
+        self, rows: Sequence[PortRow], *, host_column: bool = True, id: str | None = None
+    ) -> None:
         """Make the columns fit the ring's names.
 
         Args:
             rows: Every row of the ring, for the widths of the name columns.
+            host_column: Whether to show the host (the node view does not).
             id: The widget id.
         """
         super().__init__(cursor_type="row", cell_padding=0, zebra_stripes=True, id=id)
@@ -99,10 +117,19 @@ class PortTable(DataTable[Text]):
             "host": max([len("host"), *(len(r.host) for r in rows)]),
             "port": max([len("topic:port"), *(len(r.name) for r in rows)]),
         }
-        self._columns = [Column(c.key, c.label, c.width or widths[c.key], c.right) for c in COLUMNS]
+        self._columns = [
+            Column(c.key, c.label, c.width or widths[c.key], c.right)
+            for c in COLUMNS
+            if host_column or c.key != "host"
+        ]
         self._keys: list[tuple[str, str]] = []
         self._shown: dict[tuple[str, str], tuple[str, ...]] = {}
         self._sorted_by: str | None = None
+
+    @property
+    def natural_width(self) -> int:
+        """Columns the table takes with every column and the scrollbar."""
+        return sum(column.width + 1 for column in self._columns) + 1
 
     @property
     def keys(self) -> list[tuple[str, str]]:
@@ -142,19 +169,23 @@ class PortTable(DataTable[Text]):
             self._keys = keys
             self._shown = {}
             for row in rows:
-                cells = _cells(row)
+                cells = self._cells(row)
                 self._shown[row.key] = cells
                 self.add_row(*self._styled(row, cells), key=_row_key(row.key))
             if selected in keys:
                 self.move_cursor(row=keys.index(selected), animate=False)
             return
         for row in rows:
-            cells = _cells(row)
+            cells = self._cells(row)
             if self._shown.get(row.key) == cells:
                 continue
             self._shown[row.key] = cells
             for column, cell in zip(self._columns, self._styled(row, cells), strict=True):
                 self.update_cell(_row_key(row.key), column.key, cell)
+
+    def _cells(self, row: PortRow) -> tuple[str, ...]:
+        cells = dict(zip((c.key for c in COLUMNS), _cells(row), strict=True))
+        return tuple(cells[column.key] for column in self._columns)
 
     def _styled(self, row: PortRow, cells: tuple[str, ...]) -> list[Text]:
         dim = "" if row.live else "dim"
@@ -162,7 +193,7 @@ class PortTable(DataTable[Text]):
         for column, text in zip(self._columns, cells, strict=True):
             style = STATE_STYLES[row.state] if column.key == "state" else dim
             if column.key == "err" and row.errors:
-                style = "bold red"
+                style = "bold red" if row.live else "red"
             styled.append(
                 Text(" " + text, style=style, justify="right" if column.right else "left")
             )

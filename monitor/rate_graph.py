@@ -17,8 +17,9 @@ __all__ = ["RateGraph"]
 class RateGraph(Widget):
     """A caption (current and peak rate) and a sparkline of a port's `rate_in` history.
 
-    The line scrolls from right to left, one bar per stats message, and is
-    scaled from zero. Set `row` to redraw.
+    The line scrolls from right to left, one bar per stats message (each the
+    rate over the last 3 s, see `trends`), and is scaled from zero. Set `row`
+    to redraw.
     """
 
     DEFAULT_CSS = """

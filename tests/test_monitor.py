@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 import trio
-from conftest import SEED_RING, Cluster, subprocess_env, trizmq_command
+from conftest import SEED_RING, Cluster, eventually, subprocess_env, trizmq_command
 from rich.console import Console
 from rich.text import Text
 from textual.pilot import Pilot
@@ -49,11 +49,13 @@ from trizmq_monitor.model import (
 )
 from trizmq_monitor.node_totals import NodeTotals
 from trizmq_monitor.port_detail import PortDetail
+from trizmq_monitor.port_screen import MethodTable, PortScreen, errors_text, port_heading
 from trizmq_monitor.port_table import PortTable
 from trizmq_monitor.rate_graph import RateGraph
 
 import trizmq
 from trizmq._curve import generate_keys
+from trizmq.stats import StatsBoard, watch_ring
 
 SIZE = (120, 40)
 #: Seconds a scenario may run before it is failed.
@@ -222,8 +224,20 @@ def test_detail_shows_errors_by_type(cluster: Cluster) -> None:
 def test_killed_node_goes_down_within_3_s_and_comes_back(fresh_cluster: Cluster) -> None:
     dead = {("computenodex", "compute"), ("computenodex", "network")}
 
+    async def fail_once() -> None:
+        async with fresh_cluster.client(timeout=5) as client:
+            with pytest.raises(trizmq.RemoteError):
+                await client.call("network.computenodex", "fail", message="gone")
+
+    trio.run(fail_once)
+
+    def node_errors(app: MonitorApp) -> int:
+        hosts = {node.host: node for node in app.query_one(NodeTotals).totals}
+        return hosts["computenodex"].errors
+
     async def scenario(app: MonitorApp, pilot: Pilot[None]) -> None:
         await until(pilot, lambda: all_up(app), what="every port up")
+        await until(pilot, lambda: node_errors(app) == 1, what="computenodex err 1")
         others_seen: set[str] = set()
 
         def dead_down() -> bool:
@@ -238,11 +252,98 @@ def test_killed_node_goes_down_within_3_s_and_comes_back(fresh_cluster: Cluster)
         await pilot.pause(0.3)
         assert all(cell(app, k, "state") == "down" for k in dead)
         assert "8/10 up" in app.sub_title
+        # Counts do not go backwards when a port dies: its last one is kept.
+        assert node_errors(app) == 1
+        assert cell(app, ("computenodex", "network"), "err") == "1"
+        assert cell(app, ("computenodex", "network"), "in") == "-"
 
         fresh_cluster.restart("computenodex")
         await until(pilot, lambda: all_up(app), timeout=5.0, what="computenodex back up")
 
     run_app(monitor(fresh_cluster), scenario)
+
+
+def test_enter_opens_the_port_view_with_its_methods_and_last_errors(cluster: Cluster) -> None:
+    key = ("controller", "consoleauth")
+
+    async def fail_once() -> None:
+        async with cluster.client(timeout=5) as client:
+            with pytest.raises(trizmq.RemoteError):
+                await client.call("consoleauth.controller", "fail", message="no console")
+
+    trio.run(fail_once)
+
+    def method_cell(methods: MethodTable, name: str, column: str) -> str:
+        value: Text = methods.get_cell(name, column)
+        return value.plain.strip()
+
+    async def scenario(app: MonitorApp, pilot: Pilot[None]) -> None:
+        await until(pilot, lambda: all_up(app), what="every port up")
+        with traffic(cluster, "consoleauth.controller", x=1):
+            await pilot.press("slash", *"consoleauth", "enter")
+            await until(pilot, lambda: table(app).keys == [key], what="only consoleauth")
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, PortScreen), what="port view")
+            methods = app.screen.query_one(MethodTable)
+            # Real per-method rows, from the service's own snapshot.
+            await until(
+                pilot,
+                lambda: methods.row_count and float(method_cell(methods, "ping", "in")) > 10,
+                what="ping in/s > 10",
+            )
+            assert {"ping", "fail", "whoami", "echo"} <= {str(k.value) for k in methods.rows}
+            assert method_cell(methods, "fail", "err") == "1"
+            assert method_cell(methods, "echo", "total") == "0"
+            assert float(method_cell(methods, "ping", "p50")) >= 0
+        # Busiest first: ping, then fail (one request).
+        assert [str(k.value) for k in methods.rows][:2] == ["ping", "fail"]
+        screen = app.screen
+        assert isinstance(screen, PortScreen) and screen.row is not None
+        heading = render_text(port_heading(screen.row), width=200)
+        pid = cluster.process("controller").pid
+        assert "consoleauth:9503 on controller · up " in heading
+        assert f" · pid {pid} · tcp://{cluster.resolve['controller']}:9503" in heading
+        errors = render_text(errors_text(screen.row), width=200)
+        assert "errors cluster_app.QuotaExceeded 1" in errors
+        assert "fail cluster_app.QuotaExceeded: no console" in errors
+        assert "raise QuotaExceeded(message)" in errors  # the remote traceback
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, PortScreen), what="back")
+        assert app.focused is table(app)
+
+    run_app(monitor(cluster), scenario, size=(80, 24))
+
+
+def test_recorded_snapshots_are_shaped_as_the_live_ones(cluster: Cluster) -> None:
+    """The snapshot tests replay made-up snapshots: they have every field of real ones."""
+    from test_monitor_snapshots import recorded_frames
+
+    async def live() -> dict[str, Any]:
+        async with cluster.client(timeout=5) as client:
+            with pytest.raises(trizmq.RemoteError):
+                await client.call("scheduler.controller", "fail", message="no host")
+        board = StatsBoard(cluster.ring(), cluster.resolve)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(watch_ring, board)
+            view = board.ports[("controller", "scheduler")]
+            await eventually(lambda: view.data)
+            nursery.cancel_scope.cancel()
+        assert view.data is not None
+        return view.data
+
+    real = trio.run(live)
+    made_up = recorded_frames(cluster.ring())[-1][1][("controller", "scheduler")]
+
+    def shape(data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: shape(v) for k, v in data.items() if k not in ("methods", "errors")}
+        if isinstance(data, list):
+            return [shape(data[0])] if data else []
+        return type(data).__name__.replace("int", "float")
+
+    assert shape(made_up) == shape(real)
+    method = shape(next(iter(real["methods"].values())))
+    assert all(shape(m) == method for m in made_up["methods"].values())
 
 
 def test_filter_narrows_the_rows_and_escape_clears_it(cluster: Cluster) -> None:
@@ -286,7 +387,7 @@ def test_s_cycles_the_sort_column(cluster: Cluster) -> None:
         assert "sort topic" in app.sub_title
 
         def sorted_by(label: str) -> Callable[[], bool]:
-            return lambda: app.sub_title.endswith(f"sort {label}")
+            return lambda: f"sort {label}," in app.sub_title
 
         for sort in SORTS[2:]:
             await pilot.press("s")
@@ -321,7 +422,9 @@ def test_question_mark_shows_help_and_escape_closes_it(cluster: Cluster) -> None
         await pilot.press("question_mark")
         await until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help shown")
         keys = dict(app.help_sections())["keys"]
-        assert [k for k, _ in keys][1:] == ["/", "s", "p", "?", "q", "esc"]
+        assert [k for k, _ in keys][3:] == [
+            *("/", "s", "S", "r", "n", "p", "ctrl+s", "?", "q", "Escape", "ctrl+p")
+        ]
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(app.screen, HelpScreen), what="help closed")
         assert app.return_code is None  # escape closed the help, it did not quit
