@@ -30,8 +30,7 @@ MAX_SUBSCRIBERS = 64
 
 #: Seconds of handler latencies the percentiles are computed over.
 LATENCY_WINDOW = 10.0
-_LATENCY_SAMPLES = 8192
-_METHOD_LATENCY_SAMPLES = 1024
+_LATENCY_SAMPLES = 1024
 #: Upper bounds, in seconds, of the buckets each method counts every handler
 #: latency in since the port started (the metrics' histogram); the last bucket,
 #: past them, is unbounded.
@@ -55,28 +54,37 @@ class LatencyWindow:
         """Record one handler latency, ending at monotonic time `now`."""
         self._samples.append((now, seconds))
 
+    def recent(self, now: float) -> list[float]:
+        """The latencies, in seconds, of the window ending at `now`."""
+        return [s for t, s in self._samples if now - t <= LATENCY_WINDOW]
+
     def summary(self, now: float) -> dict[str, float]:
         """p50, p90, p99 and max, in milliseconds, of the window ending at `now`."""
-        recent = sorted(s for t, s in self._samples if now - t <= LATENCY_WINDOW)
-        if not recent:
-            return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0, "count": 0}
+        return summarise(self.recent(now))
 
-        def at(q: float) -> float:
-            return recent[min(len(recent) - 1, int(q * len(recent)))] * 1000
 
-        return {
-            "p50": at(0.5),
-            "p90": at(0.9),
-            "p99": at(0.99),
-            "max": recent[-1] * 1000,
-            "count": len(recent),
-        }
+def summarise(latencies: list[float]) -> dict[str, float]:
+    """p50, p90, p99, max (in milliseconds) and count of `latencies` (in seconds)."""
+    if not latencies:
+        return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0, "count": 0}
+    ordered = sorted(latencies)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    return {
+        "p50": at(0.5),
+        "p90": at(0.9),
+        "p99": at(0.99),
+        "max": ordered[-1] * 1000,
+        "count": len(ordered),
+    }
 
 
 class MethodLatency(LatencyWindow):
     """A method's latency window, and a histogram of every latency since the port started."""
 
-    def __init__(self, samples: int = _METHOD_LATENCY_SAMPLES) -> None:
+    def __init__(self, samples: int = _LATENCY_SAMPLES) -> None:
         super().__init__(samples)
         #: Latencies per bucket of `LATENCY_BUCKETS` (not cumulative: one
         #: increment per handler), then the ones past the last bound.
@@ -143,7 +151,6 @@ class ServiceStats:
         self.timeouts = 0
         self.cancelled = 0
         self.peers = 0
-        self.latency = LatencyWindow()
 
     def failed(self, method: str, type_name: str, message: str, trace: str) -> None:
         """Remember a failed handler for `last_errors`."""
@@ -182,7 +189,10 @@ class ServiceStats:
             "timeouts": self.timeouts,
             "cancelled": self.cancelled,
             "peers": self.peers,
-            "latency_ms": self.latency.summary(now),
+            # The port's latencies are its methods': recorded once, for the method.
+            "latency_ms": summarise(
+                [s for m in self.methods.values() for s in m.latency.recent(now)]
+            ),
             "methods": {name: m.snapshot(now) for name, m in self.methods.items()},
             "last_errors": list(self.last_errors),
         }

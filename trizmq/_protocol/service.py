@@ -119,6 +119,7 @@ class ServiceCore:
         self._subscribed = subscribed
         self._clock = clock
         self._per_caller = limits.max_in_flight_per_caller
+        self._method_stats = stats.methods
         self.log = log or ThrottledLog(logging.getLogger("trizmq.service"))
         self.flights: dict[tuple[bytes, int], Job] = {}
         self.subscribers = Subscriptions()
@@ -395,7 +396,7 @@ class ServiceCore:
         job = Job(identity, request, method, args, ctx, time.monotonic())
         self.flights[key] = job
         self.stats.in_flight += 1
-        counts = self.stats.methods[method.name]
+        counts = self._method_stats[method.name]
         counts.received[kind] += 1
         counts.in_flight += 1
         return job
@@ -434,10 +435,9 @@ class ServiceCore:
             if self._held:
                 self._let_in(identity)
         stats = self.stats
-        counts = stats.methods[job.method.name]
+        counts = self._method_stats[job.method.name]
         stats.in_flight -= 1
         counts.in_flight -= 1
-        stats.latency.add(now, now - job.started)
         counts.latency.add(now, now - job.started)
         if isinstance(reply, Error) and reply.code == ErrorCode.EXCEPTION:
             stats.errors[reply.type_name] += 1
