@@ -78,6 +78,8 @@ FRAGMENT_MARK = "<!-- fragment -->"
 UNMARKED_FRAGMENTS: set[str] = set()
 #: What examples read, after their `program` section, to run on the tests' addresses.
 PLUMBING = ("TRIZMQ_EXAMPLE_RESOLVE", "addresses_for_tests")
+#: The module that reads TRIZMQ_EXAMPLE_RESOLVE for every example.
+ADDRESSES_HELPER = "example_addresses.py"
 #: Host names the examples use; each gets a loopback address of its own.
 EXAMPLE_HOSTS = ("controller", "computenodex", "localhost")
 #: Seconds every example together may take.
@@ -143,7 +145,8 @@ def python_blocks() -> list[Block]:
 
 
 def example_files() -> list[Path]:
-    return sorted(EXAMPLES.glob("*.py"))
+    """The examples: every file of docs/examples but the one helper they share."""
+    return sorted(p for p in EXAMPLES.glob("*.py") if p.name != ADDRESSES_HELPER)
 
 
 # -- the rule -----------------------------------------------------------------------------
@@ -438,8 +441,8 @@ def test_example_runs_and_prints_what_its_docstring_shows(
 def test_an_example_that_serves_takes_its_addresses_from_the_environment(path: Path) -> None:
     source = path.read_text(encoding="utf-8")
     if "trizmq.serve" in source or '"serve"' in source:
-        assert "TRIZMQ_EXAMPLE_RESOLVE" in source, (
-            f"{path.name} binds ports: read TRIZMQ_EXAMPLE_RESOLVE so tests can move it"
+        assert "addresses_for_tests()" in source, (
+            f"{path.name} binds ports: take addresses_for_tests() so tests can move it"
         )
 
 

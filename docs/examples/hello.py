@@ -33,17 +33,7 @@ async def main() -> None:
 # --8<-- [end:program]
 
 
-def addresses_for_tests() -> dict[str, str]:
-    """Not shown in the docs: host addresses that the docs' tests give this run.
-
-    The tests run every example at once, each on loopback addresses of its own,
-    given as JSON in TRIZMQ_EXAMPLE_RESOLVE (host name -> address).
-    """
-    import json
-    import os
-
-    return json.loads(os.environ.get("TRIZMQ_EXAMPLE_RESOLVE", "{}"))
-
+from example_addresses import addresses_for_tests  # noqa: E402  (not shown in the docs)
 
 resolve.update(addresses_for_tests())
 
