@@ -104,15 +104,10 @@ def add_client_curve_options(parser: argparse.ArgumentParser) -> None:
     Args:
         parser: The command's parser.
     """
-    group = parser.add_argument_group("CurveZMQ (optional)")
-    group.add_argument(
-        "--curve-secret",
-        metavar="FILE",
-        type=Path,
-        help="this client's secret key file (NAME.key_secret)",
-    )
-    group.add_argument(
-        "--curve-server", metavar="FILE", type=Path, help="the services' public key file (NAME.key)"
+    _add_curve_options(
+        parser,
+        "this client's secret key file (NAME.key_secret)",
+        ("--curve-server", "FILE", "the services' public key file (NAME.key)"),
     )
 
 
@@ -124,19 +119,20 @@ def add_service_curve_options(parser: argparse.ArgumentParser) -> None:
     Args:
         parser: The command's parser.
     """
+    _add_curve_options(
+        parser,
+        "the service's secret key file (NAME.key_secret)",
+        ("--curve-allow", "DIR", "a directory of the public key files of allowed clients"),
+    )
+
+
+def _add_curve_options(
+    parser: argparse.ArgumentParser, secret_help: str, other: tuple[str, str, str]
+) -> None:
     group = parser.add_argument_group("CurveZMQ (optional)")
-    group.add_argument(
-        "--curve-secret",
-        metavar="FILE",
-        type=Path,
-        help="the service's secret key file (NAME.key_secret)",
-    )
-    group.add_argument(
-        "--curve-allow",
-        metavar="DIR",
-        type=Path,
-        help="a directory of the public key files of allowed clients",
-    )
+    group.add_argument("--curve-secret", metavar="FILE", type=Path, help=secret_help)
+    flag, metavar, help = other
+    group.add_argument(flag, metavar=metavar, type=Path, help=help)
 
 
 def client_curve(args: argparse.Namespace) -> Curve | None:
