@@ -133,3 +133,12 @@ def test_an_answer_that_is_neither_reply_nor_error_is_a_protocol_error() -> None
 def test_a_casts_message_takes_consecutive_ids() -> None:
     ids = Ids()
     assert [ids.next(), ids.take(3), ids.next()] == [1, 2, 5]
+
+
+def test_a_deadline_answered_by_the_service_counts_as_a_timeout_not_an_error() -> None:
+    core: CallerCore[Any] = CallerCore("compute", "node")
+    with pytest.raises(trizmq.CallTimeout):
+        core.outcome(
+            Error(1, ErrorCode.DEADLINE, "trizmq.CallTimeout", "late", ""), "boot", 1, None
+        )
+    assert dict(core.counts) == {"timeout": 1}

@@ -134,11 +134,13 @@ class CallerCore(Generic[W]):
                     f"{self.topic}.{self.host}: the result of {method!r} does not fit "
                     f"returns={getattr(returns, '__name__', returns)}: {describe(exc)}"
                 ) from None
+        if isinstance(envelope, Error) and envelope.code == ErrorCode.DEADLINE:
+            # The service's deadline passed before the caller's: a timeout all the same.
+            self.counts["timeout"] += 1
+            raise self.timed_out(method, timeout)
         self.counts["error"] += 1
         if not isinstance(envelope, Error):
             raise ProtocolError(f"{self.topic}.{self.host}: a call was answered with {envelope!r}")
-        if envelope.code == ErrorCode.DEADLINE:
-            raise self.timed_out(method, timeout)
         cls = _REMOTE_ERRORS.get(envelope.code, RemoteError)
         raise cls(
             envelope.type_name,
