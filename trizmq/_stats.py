@@ -145,12 +145,30 @@ class ServiceStats:
         self.sent: Counter[str] = Counter(dict.fromkeys(SENT_KINDS, 0))
         self.bytes_in = 0
         self.bytes_out = 0
-        self.in_flight = 0
-        self.errors: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
-        self.timeouts = 0
         self.cancelled = 0
         self.peers = 0
+
+    # Handlers run only for exposed methods, so the port's handler counts are its
+    # methods' together: counted once, per method, and summed when read.
+
+    @property
+    def in_flight(self) -> int:
+        """Handlers running now."""
+        return sum(m.in_flight for m in self.methods.values())
+
+    @property
+    def errors(self) -> Counter[str]:
+        """Handler exceptions since the port started, by exception type."""
+        total: Counter[str] = Counter()
+        for m in self.methods.values():
+            total.update(m.errors)
+        return total
+
+    @property
+    def timeouts(self) -> int:
+        """Handlers cancelled because their call's deadline passed."""
+        return sum(m.timeouts for m in self.methods.values())
 
     def failed(self, method: str, type_name: str, message: str, trace: str) -> None:
         """Remember a failed handler for `last_errors`."""

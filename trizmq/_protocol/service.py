@@ -222,8 +222,7 @@ class ServiceCore:
             self.stats.cancelled += 1
             reply = Error(id, ErrorCode.DEADLINE, "trizmq.Cancelled", "cancelled by the caller", "")
         else:
-            self.stats.timeouts += 1
-            self.stats.methods[job.method.name].timeouts += 1
+            self._method_stats[job.method.name].timeouts += 1
             message = "the call's deadline passed"
             reply = Error(id, ErrorCode.DEADLINE, "trizmq.CallTimeout", message, "")
         self._answer(job, reply)
@@ -259,7 +258,7 @@ class ServiceCore:
         identity = item[0]
         held = self._held.get(identity)
         if held is None:
-            if self.stopping or self._busy.get(identity, 0) < self.limits.max_in_flight_per_caller:
+            if self.stopping or self._busy.get(identity, 0) < self._per_caller:
                 return False
             held = self._held[identity] = collections.deque()
         held.append(item)
@@ -269,7 +268,7 @@ class ServiceCore:
     def _let_in(self, identity: bytes) -> None:
         """Let a caller's next held request in, if it has room now."""
         held = self._held.get(identity)
-        if held is None or self._busy.get(identity, 0) >= self.limits.max_in_flight_per_caller:
+        if held is None or self._busy.get(identity, 0) >= self._per_caller:
             return
         item = held.popleft()
         self.held_bytes -= _size(item)
@@ -395,7 +394,6 @@ class ServiceCore:
         )
         job = Job(identity, request, method, args, ctx, time.monotonic())
         self.flights[key] = job
-        self.stats.in_flight += 1
         counts = self._method_stats[method.name]
         counts.received[kind] += 1
         counts.in_flight += 1
@@ -434,13 +432,10 @@ class ServiceCore:
                 del self._busy[identity]
             if self._held:
                 self._let_in(identity)
-        stats = self.stats
         counts = self._method_stats[job.method.name]
-        stats.in_flight -= 1
         counts.in_flight -= 1
         counts.latency.add(now, now - job.started)
         if isinstance(reply, Error) and reply.code == ErrorCode.EXCEPTION:
-            stats.errors[reply.type_name] += 1
             counts.errors[reply.type_name] += 1
 
     def _refuse(
