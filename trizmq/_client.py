@@ -500,7 +500,7 @@ class Client:
         return peer
 
     def _connect(self, topic: str, host: str) -> _Peer:
-        url = self.url(f"{topic}.{host}")
+        url = self._url(topic, host)
         sock = open_socket(zmq.DEALER)
         sock.zmq.setsockopt(zmq.ROUTING_ID, self._identity)
         set_heartbeat(sock, self._heartbeat)
@@ -522,17 +522,21 @@ class Client:
             RingError: The target is not a host of a topic of the ring.
             AuthenticationFailed: The service refused this client's handshake.
         """
-        topic, host = self.ring.resolve_target(target)
-        if host is None:
-            raise RingError(f"{self.ring.source}: connected({target!r}) needs 'topic.host'")
+        topic, host = self._service_of(target, "connected")
         peer = self._peer_of(topic, host)
         return peer.handshaken and host not in self._down.get(topic, ())
 
     def url(self, target: str) -> str:
         """The address the client connects to for the service `"topic.host"`."""
+        return self._url(*self._service_of(target, "url"))
+
+    def _service_of(self, target: str, asker: str) -> tuple[str, str]:
         topic, host = self.ring.resolve_target(target)
         if host is None:
-            raise RingError(f"{self.ring.source}: url({target!r}) needs 'topic.host'")
+            raise RingError(f"{self.ring.source}: {asker}({target!r}) needs 'topic.host'")
+        return topic, host
+
+    def _url(self, topic: str, host: str) -> str:
         return f"tcp://{resolve_address(host, self._resolve)}:{self.ring.port(topic)}"
 
     def stats(self) -> dict[str, dict[str, int]]:
