@@ -226,7 +226,8 @@ def _refuse_ext(code: int, data: bytes) -> NoReturn:
 
 
 class _TooManyContainers(Exception):
-    pass
+    def __str__(self) -> str:
+        return f"more than {MAX_CONTAINERS} arrays and maps"
 
 
 def _unpack(frame: bytes, max_ext_len: int) -> Any:
@@ -263,8 +264,6 @@ def _unpack_problem(frame: bytes) -> str:
         # so a frame that unpacks now was refused for a timestamp.
         _unpack(frame, max_ext_len=2**31 - 1)
         _refuse_ext(-1, b"")
-    except _TooManyContainers:
-        return f"more than {MAX_CONTAINERS} arrays and maps"
     except Exception as exc:
         return str(exc)
 
@@ -288,10 +287,8 @@ def decode(frame: bytes) -> Envelope:
             if len(frame) <= MAX_CONTAINERS
             else _unpack(frame, max_ext_len=0)
         )
-    except _TooManyContainers:
-        raise ProtocolError(
-            f"not a msgpack message: more than {MAX_CONTAINERS} arrays and maps"
-        ) from None
+    except _TooManyContainers as exc:  # counting them all again would cost as much
+        raise ProtocolError(f"not a msgpack message: {exc}") from None
     except Exception:
         raise ProtocolError(f"not a msgpack message: {_unpack_problem(frame)}") from None
     if not isinstance(data, list) or len(data) < 2:
