@@ -199,13 +199,13 @@ class _Loop:
 
 
 class Client:
-    """A `trizmq.Client` for code that is not Trio: the same calls, blocking.
+    """The client for code that is not Trio: the same calls, blocking.
 
     Create one with `trizmq.sync.open_client`. Any thread may use it, any
     number at once; each call blocks its thread until done. Every method
-    behaves, returns and raises as the `trizmq.Client` method of the same
-    name. Calls made after `close`, and calls `close` interrupts, raise
-    `RuntimeError`.
+    takes, returns and raises what the method of the same name of
+    [`trizmq.Client`][trizmq.Client] does. Calls made after `close`, and calls
+    `close` interrupts, raise `RuntimeError`.
     """
 
     def __init__(self, loop: _Loop, client: _client.Client) -> None:
@@ -219,7 +219,10 @@ class Client:
 
     @property
     def identity(self) -> str:
-        """The name services see as `Context.caller`, as `trizmq.Client.identity`."""
+        """The name services see as `Context.caller`.
+
+        As [`trizmq.Client.identity`][trizmq.Client.identity].
+        """
         return self._async.identity
 
     def prepare(
@@ -229,7 +232,9 @@ class Client:
         timeout: float | None = None,
         context: Mapping[str, Any] | None = None,
     ) -> BoundTarget:
-        """A target with its own default timeout and context, as `trizmq.Client.prepare`.
+        """A target with its own default timeout and context.
+
+        As [`trizmq.Client.prepare`][trizmq.Client.prepare], blocking.
 
         Raises:
             RingError: The target is not in the ring.
@@ -276,7 +281,9 @@ class Client:
         context: Mapping[str, Any] | None = None,
         **args: Any,
     ) -> Any:
-        """Call `method` on one host of `target` and return its result, as `trizmq.Client.call`.
+        """Call `method` on one host of `target` and return its result.
+
+        As [`trizmq.Client.call`][trizmq.Client.call], blocking.
 
         Raises:
             RemoteError: The handler raised (`NoSuchMethod`, `BadArguments`...).
@@ -299,7 +306,10 @@ class Client:
         context: Mapping[str, Any] | None = None,
         **args: Any,
     ) -> None:
-        """Send a one-way request to one host of `target`, as `trizmq.Client.cast`."""
+        """Send a one-way request to one host of `target`.
+
+        As [`trizmq.Client.cast`][trizmq.Client.cast], blocking.
+        """
         self._loop.run(lambda: self._async.cast(target, method, context=context, **args))
 
     def cast_many(
@@ -311,8 +321,9 @@ class Client:
         *,
         context: Mapping[str, Any] | None = None,
     ) -> int:
-        """One cast per item of `calls`, in a batch, as `trizmq.Client.cast_many`.
+        """Send one cast per item of `calls` (each a dict of arguments), in a batch.
 
+        As [`trizmq.Client.cast_many`][trizmq.Client.cast_many], blocking;
         `calls` is read whole in the calling thread first.
 
         Returns:
@@ -330,16 +341,21 @@ class Client:
         context: Mapping[str, Any] | None = None,
         **args: Any,
     ) -> None:
-        """Send a one-way request to every host of the topic `target`, as `trizmq.Client.fanout`."""
+        """Send a one-way request to every host of the topic `target`.
+
+        As [`trizmq.Client.fanout`][trizmq.Client.fanout], blocking.
+        """
         self._loop.run(lambda: self._async.fanout(target, method, context=context, **args))
 
-    # `stream`, once `trizmq.Client.stream` exists (the `stream` branch), is
-    # `_BlockingStream(self._loop, lambda: self._async.stream(target, method, ...))`
-    # with the signature of `trizmq.Client.stream`: wired by the lead at the merge.
+    # TO WIRE AT THE MERGE of the `stream` branch (`trizmq.Client.stream`): a
+    # `stream` method with the signature of `trizmq.Client.stream`, returning
+    # `_BlockingStream(self._loop, lambda: self._async.stream(target, method, ...))`.
 
     def connected(self, target: str) -> bool:
-        """Whether the connection to the service `"topic.host"` is up, as
-        `trizmq.Client.connected`."""
+        """Whether the connection to the service `"topic.host"` is up.
+
+        As [`trizmq.Client.connected`][trizmq.Client.connected], blocking.
+        """
         return self._loop.run_sync(lambda: self._async.connected(target))
 
     def url(self, target: str) -> str:
@@ -347,7 +363,7 @@ class Client:
         return self._loop.run_sync(lambda: self._async.url(target))
 
     def stats(self) -> dict[str, dict[str, int]]:
-        """The client's side, per `topic.host`, as `trizmq.Client.stats`."""
+        """The client's side, per `topic.host`, as [`trizmq.Client.stats`][trizmq.Client.stats]."""
         return self._loop.run_sync(self._async.stats)
 
     def close(self) -> None:
@@ -361,7 +377,10 @@ class Client:
 
 
 class BoundTarget:
-    """A target prepared with `Client.prepare`, as `trizmq.BoundTarget`: blocking."""
+    """A target prepared with `Client.prepare`: the same calls, fewer arguments.
+
+    As [`trizmq.BoundTarget`][trizmq.BoundTarget], blocking.
+    """
 
     def __init__(self, client: Client, bound: _client.BoundTarget) -> None:
         self.client = client
@@ -392,7 +411,10 @@ class BoundTarget:
         context: Mapping[str, Any] | None = None,
         **args: Any,
     ) -> Any:
-        """`Client.call` on this target, with its defaults, as `trizmq.BoundTarget.call`."""
+        """`Client.call` on this target, with its defaults.
+
+        As [`trizmq.BoundTarget.call`][trizmq.BoundTarget.call], blocking.
+        """
         return self.client._loop.run(
             lambda: self._bound.call(
                 method, timeout=timeout, returns=returns, context=context, **args
@@ -427,12 +449,12 @@ def open_client(ring: Ring, **options: Any) -> Iterator[Client]:
     """Open a blocking client of the ring's services, for the `with` block.
 
     Takes the arguments of [`trizmq.open_client`][trizmq.open_client]. Starts
-    a thread that runs a Trio loop holding a `trizmq.Client`; leaving the block
-    closes the client and waits for the thread to end.
+    a thread that runs a Trio loop holding a [`trizmq.Client`][trizmq.Client];
+    leaving the block closes the client and waits for the thread to end.
 
     Raises:
         RuntimeError: Called from inside a Trio run.
-        Exception: What `trizmq.open_client` raises, in the calling thread.
+        Exception: What [`trizmq.open_client`][trizmq.open_client] raises, in the calling thread.
     """
     resource = _client.open_client(ring, **options)  # a wrong argument raises here
     loop = _Loop()
