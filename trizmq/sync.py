@@ -87,7 +87,7 @@ class _Loop:
         _refuse_in_trio()
         entered: list[T] = []
         self._thread = threading.Thread(
-            target=self._run_thread, args=(resource, entered), name="trizmq.sync"
+            target=self._run_thread, args=(resource, entered), name="trizmq.sync", daemon=False
         )
         self._thread.start()
         self._ready.wait()
