@@ -273,3 +273,35 @@ async def test_a_pool_member_known_down_is_passed_over() -> None:
                 await notifier.warn(None, "x", {})
             await eventually(lambda: len(inboxes["a1"].got) == 5)
     assert len(inboxes["a2"].got) == 1
+
+
+class Failing:
+    """A notification endpoint that fails on every `warn`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def warn(self, ctx: trizmq.Context, *rest: Any) -> None:
+        raise LookupError(f"{self.name} failed")
+
+
+async def test_every_endpoint_gets_a_notification_however_many_others_fail(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ring = trizmq.Ring.from_mapping({"notifications:9700": ["a1"]})
+    resolve = unique_resolve(["a1"])
+    inbox = Inbox()
+    listener = trizmq.NotificationListener(Failing("first"), inbox, Failing("second"))
+    with trio.fail_after(10):
+        async with (
+            serving(ring, "notifications", listener, "a1", resolve),
+            trizmq.open_client(ring, resolve=resolve) as client,
+        ):
+            await trizmq.Notifier(client, "me").warn(None, "x", {})
+            await eventually(lambda: listener.counts["failed"].get("warn") == 2)
+    assert inbox.got == [("a1", "warn", "me")]
+    assert listener.counts == {"handled": {"warn": 1}, "dropped": {}, "failed": {"warn": 2}}
+    (line,) = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    assert "notifications.a1: cast warn from client/" in line
+    assert "LookupError: first failed" in line
+    assert "LookupError: second failed" in line
