@@ -212,7 +212,7 @@ class Ring:
         Returns:
             Pool name to its hosts, both in the order the ring lists them. A
             topic whose hosts are a plain list is one pool, named
-            ``"default"`` (`DEFAULT_POOL`).
+            ``"default"``.
 
         Raises:
             RingError: The topic is not in the ring.
