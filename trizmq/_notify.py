@@ -42,7 +42,7 @@ class Notifier:
         client: The client that sends the notifications.
         publisher_id: Who publishes, e.g. ``"compute.controller"``.
         topics: The topics to notify, each a topic of the ring (not
-            ``"topic.host"``).
+            ``"topic.host"``); a string is one topic.
         context: Default context dict of the notifications, under each one's
             own `ctx` (the client's default context under both).
 
@@ -89,7 +89,9 @@ class Notifier:
         """Send a notification of `priority`.
 
         Args:
-            priority: One of `PRIORITIES`, in any case (``"INFO"`` is ``"info"``).
+            priority: ``"audit"``, ``"debug"``, ``"info"``, ``"warn"``,
+                ``"error"``, ``"critical"`` or ``"sample"``, in any case
+                (``"INFO"`` is ``"info"``).
             ctx: A dict the listeners' endpoints see as `Context.values`
                 (oslo's ``ctxt``), merged over the notifier's context; or None.
             event_type: What happened, e.g. ``"compute.instance.create.end"``.
@@ -100,7 +102,7 @@ class Notifier:
             The notification's ``message_id`` (its ``metadata``'s).
 
         Raises:
-            ValueError: The priority is not one of `PRIORITIES`.
+            ValueError: The priority is not one of those.
             RingError: A topic is not in the ring.
             AuthenticationFailed: A host refused this client's CURVE keys.
         """
@@ -178,13 +180,16 @@ class NotificationListener:
     """Serves notifications: the endpoint of a notification topic.
 
     Give it to `serve`, or map the topic to it in a `trizmq serve --app`
-    module. Its methods are the seven priorities (`PRIORITIES`), and each
-    hands the notification to every one of `endpoints` that has a method of
-    that name, in the order given, as oslo.messaging's notification
-    dispatcher does. An endpoint's method looks like oslo's, with the
-    request's `Context` first (its ``values`` are the sender's context)::
+    module. Its methods are the seven priorities (``audit``, ``debug``,
+    ``info``, ``warn``, ``error``, ``critical``, ``sample``), and each hands
+    the notification to every one of `endpoints` that has a method of that
+    name, in the order given, as oslo.messaging's notification dispatcher
+    does. An endpoint's method looks like oslo's, with the request's
+    `Context` first (its ``values`` are the sender's context):
 
-        def info(self, ctx, publisher_id, event_type, payload, metadata): ...
+    ```python
+    def info(self, ctx, publisher_id, event_type, payload, metadata): ...
+    ```
 
     It may be async, or not (then it runs in a Trio worker thread).
 
