@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import trio
-from conftest import Cluster, eventually, serving, unique_resolve
+from conftest import Cluster, eventually, run_process, serving, trizmq_command, unique_resolve
 
 import trizmq
 
@@ -133,7 +133,8 @@ async def test_a_synchronous_endpoint_method_gets_its_priority(notified: Cluster
     with trio.fail_after(30):
         ids = await emit(notified, "ERROR", kind, 2)
         got = await seen_all(notified, kind, 2)
-    assert [n["metadata"]["message_id"] for n in got["b1"]] == ids
+    # Each in a worker thread of its own: they may end in either order.
+    assert sorted(n["metadata"]["message_id"] for n in got["b1"]) == sorted(ids)
     assert {n["method"] for n in got["b1"]} == {"error"}
 
 
@@ -180,6 +181,53 @@ async def test_a_notifier_sends_to_each_of_its_topics(notified: Cluster) -> None
     # b1 is the one host of pool `b` of `notifications`, and of `monitoring`.
     sent = {(topic, id) for topic in ("notifications", "monitoring") for id in ids}
     assert sorted((n["topic"], n["metadata"]["message_id"]) for n in got["b1"]) == sorted(sent)
+
+
+async def test_a_fanout_to_a_topic_of_pools_reaches_every_host_of_every_pool(
+    notified: Cluster,
+) -> None:
+    kind = event("fanout")
+    metadata = {"message_id": "by-hand", "timestamp": "2026-11-30T23:00:00+00:00"}
+    with trio.fail_after(30):
+        async with notified.client() as client:
+            await client.fanout(
+                "notifications",
+                "info",
+                publisher_id="me",
+                event_type=kind,
+                payload={},
+                metadata=metadata,
+            )
+        got = await eventually(
+            lambda: seen(notified, kind), 10, until=lambda got: all(got.values())
+        )
+    assert {host: len(notifications) for host, notifications in got.items()} == {
+        "a1": 1,
+        "a2": 1,
+        "b1": 1,
+    }
+
+
+async def test_serve_refuses_a_ring_with_a_host_in_two_pools(tmp_path: Path) -> None:
+    ring = tmp_path / "ring.json"
+    ring.write_text(json.dumps({"notifications:9700": {"a": ["a1"], "b": ["b1", "a1"]}}))
+    result = await run_process(
+        trizmq_command(
+            "serve",
+            str(ring),
+            "--host",
+            "a1",
+            "--app",
+            "notify_app:SERVICES",
+            "--resolve",
+            "a1=127.0.0.1",
+        )
+    )
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == (
+        f"trizmq: {ring}: key 'notifications:9700': host 'a1' is in both pool 'a' and "
+        "pool 'b'; a host serves a topic on one port, so it belongs to one pool"
+    )
 
 
 # -- in one process -----------------------------------------------------------
