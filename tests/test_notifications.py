@@ -230,6 +230,63 @@ async def test_serve_refuses_a_ring_with_a_host_in_two_pools(tmp_path: Path) -> 
     )
 
 
+# -- trizmq notify -------------------------------------------------------------
+
+
+async def test_trizmq_notify_reaches_one_member_of_each_pool_and_prints_the_id(
+    notified: Cluster,
+) -> None:
+    kind = event("cli")
+    with trio.fail_after(30):
+        result = await run_process(
+            trizmq_command(
+                "notify",
+                str(notified.ring_path),
+                "INFO",
+                kind,
+                "--payload",
+                '{"n": 7}',
+                "--publisher-id",
+                "ops",
+                "--context",
+                '{"user": "admin"}',
+                *notified.resolve_args,
+            )
+        )
+        assert result.returncode == 0, result.stderr
+        got = await seen_all(notified, kind, 1)
+    id = result.stdout.decode().strip()
+    (a,) = got["a1"] + got["a2"]
+    (b,) = got["b1"]
+    for notification in (a, b):
+        assert notification["metadata"]["message_id"] == id
+        assert notification["publisher_id"] == "ops"
+        assert notification["payload"] == {"n": 7}
+        assert notification["context"] == {"user": "admin"}
+
+
+async def test_trizmq_notify_sends_nothing_while_a_listener_is_not_up(tmp_path: Path) -> None:
+    ring = tmp_path / "ring.json"
+    ring.write_text(json.dumps({"notifications:9700": {"a": ["ghost"]}}))
+    address = unique_resolve(["ghost"])["ghost"]
+    command = ["notify", str(ring), "info", "x", "--connect-timeout", "0.3"]
+    result = await run_process(trizmq_command(*command, "--resolve", f"ghost={address}"))
+    assert result.returncode == 3
+    assert result.stderr.decode() == (
+        f"trizmq: notify: notifications.ghost at tcp://{address}:9700: "
+        "not connected within 0.3 s, nothing sent\n"
+    )
+    assert result.stdout == b""
+
+
+async def test_trizmq_notify_refuses_an_unknown_priority(tmp_path: Path) -> None:
+    ring = tmp_path / "ring.json"
+    ring.write_text(json.dumps(RING))
+    result = await run_process(trizmq_command("notify", str(ring), "notice", "x"))
+    assert result.returncode == 2
+    assert "argument PRIORITY: invalid choice: 'notice'" in result.stderr.decode()
+
+
 # -- in one process -----------------------------------------------------------
 
 
