@@ -103,8 +103,9 @@ class Notifier:
 
         Raises:
             ValueError: The priority is not one of those.
-            RingError: A topic is not in the ring.
-            AuthenticationFailed: A host refused this client's CURVE keys.
+            MessageTooLarge: The notification is over the client's message size limit.
+            AuthenticationFailed: A host refused this client's CURVE keys (the
+                pools before it have the notification).
         """
         method = priority.lower()
         if method not in PRIORITIES:
