@@ -482,6 +482,32 @@ class Client:
             peer.counts["fanout"] += 1
         await trio.lowlevel.checkpoint()
 
+    async def _cast_to_pools(
+        self,
+        topic: str,
+        method: str,
+        args: Mapping[str, Any],
+        context: Mapping[str, Any] | None,
+    ) -> None:
+        """Send one cast to one host of each pool of `topic` (see `Ring.pools_of`).
+
+        `Notifier`'s delivery: within a pool, hosts take turns as for `cast`,
+        hosts known to be down passed over.
+
+        Raises:
+            RingError: The topic is not in the ring.
+        """
+        pools = self.ring.pools_of(topic)
+        # One frame for every pool: their hosts are distinct connections.
+        frame = self._encode(
+            Cast(self._ids.next(), topic, method, _unstructure(args), self._merge(context))
+        )
+        for pool, hosts in pools.items():
+            host = self._round_robin.next((topic, pool), hosts, self._down.get(topic))
+            peer = self._peer_of(topic, host)
+            await peer.sock.send([frame])
+            peer.counts["cast"] += 1
+
     def _merge(self, context: Mapping[str, Any] | None) -> dict[str, Any]:
         if not context:
             return self._context
