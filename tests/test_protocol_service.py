@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import trizmq
-from trizmq._dispatch import expose
+from trizmq._dispatch import Endpoints
 from trizmq._protocol.service import Job, Limits, ServiceCore
 from trizmq._stats import MAX_SUBSCRIBERS, ServiceStats
 from trizmq._wire import Call, ErrorCode, Kind, decode
@@ -91,7 +91,7 @@ class ServiceSide(RuleBasedStateMachine):
         self.core = ServiceCore(
             TOPIC,
             "node",
-            expose(Endpoint()),
+            Endpoints([Endpoint()]),
             ServiceStats("node", TOPIC, 9601),
             LIMITS,
             send=self.sent,
@@ -264,7 +264,7 @@ def test_a_call_already_past_its_deadline_is_answered_without_running() -> None:
     core = ServiceCore(
         TOPIC,
         "node",
-        expose(Endpoint()),
+        Endpoints([Endpoint()]),
         ServiceStats("node", TOPIC, 9601),
         LIMITS,
         send=lambda identity, frame, kind: answers.append(decode(frame)),

@@ -60,6 +60,8 @@ class Call:
     args: dict[str, Any]
     context: dict[str, Any]
     timeout: float | None = attrs.field(validator=lambda _, a, v: _check_seconds(a, v))
+    namespace: str | None = None
+    version: str | None = None
 
 
 def _check_seconds(attribute: attrs.Attribute[Any], value: float | None) -> None:
@@ -77,6 +79,8 @@ class _OneWay:
     method: str
     args: dict[str, Any]
     context: dict[str, Any]
+    namespace: str | None = None
+    version: str | None = None
 
 
 @attrs.frozen
@@ -96,6 +100,8 @@ class Casts:
     method: str
     batch: list[dict[str, Any]]
     context: dict[str, Any]
+    namespace: str | None = None
+    version: str | None = None
 
 
 @attrs.frozen
@@ -163,6 +169,10 @@ _CLASS_OF: Final[dict[int, type[Any]]] = {kind: cls for cls, kind in _KIND_OF.it
 _FIELDS_OF: Final[dict[type[Any], tuple[str, ...]]] = {
     cls: tuple(a.name for a in attrs.fields(cls)) for cls in _KIND_OF
 }
+#: The requests, whose last two fields (`namespace`, `version`) are optional:
+#: left out when both are nil, so a request that names neither is the same
+#: bytes as before they existed.
+_ADDRESSED: Final = frozenset({Call, Cast, Casts, Fanout})
 
 
 class ErrorCode:
@@ -174,6 +184,7 @@ class ErrorCode:
     PROTOCOL: Final = "protocol"
     DEADLINE: Final = "deadline"
     SHUTDOWN: Final = "shutdown"
+    UNSUPPORTED_VERSION: Final = "unsupported_version"
 
 
 #: The converter of trizmq payloads, built once: attrs classes and dataclasses
@@ -217,6 +228,8 @@ def encode(envelope: Envelope) -> bytes:
     """
     cls = type(envelope)
     fields = [getattr(envelope, name) for name in _FIELDS_OF[cls]]
+    if cls in _ADDRESSED and fields[-1] is None and fields[-2] is None:
+        del fields[-2:]
     data: bytes = msgpack.packb([VERSION, _KIND_OF[cls], *fields], **_packer_options)
     return data
 
@@ -302,9 +315,11 @@ def decode(frame: bytes) -> Envelope:
     if cls is None:
         raise ProtocolError(f"unknown message kind {kind!r}")
     names = _FIELDS_OF[cls]
-    if len(fields) != len(names):
-        raise ProtocolError(f"a {cls.__name__} message has {len(names)} fields, got {len(fields)}")
-    for check, value in zip(_CHECKS[cls], fields, strict=True):
+    if len(fields) != len(names) and not (cls in _ADDRESSED and len(fields) == len(names) - 2):
+        count = f"{len(names) - 2} or {len(names)}" if cls in _ADDRESSED else len(names)
+        raise ProtocolError(f"a {cls.__name__} message has {count} fields, got {len(fields)}")
+    # Without namespace and version, the checks of those two are left over.
+    for check, value in zip(_CHECKS[cls], fields, strict=False):
         if not check(value):
             break
     else:
@@ -314,7 +329,7 @@ def decode(frame: bytes) -> Envelope:
         except Exception:
             pass  # the converter below says what is wrong
     try:
-        envelope = converter.structure(dict(zip(names, fields, strict=True)), cls)
+        envelope = converter.structure(dict(zip(names, fields, strict=False)), cls)
     except Exception as exc:
         problems = describe(exc)
         raise ProtocolError(f"invalid {cls.__name__} message: {problems}") from None
@@ -327,6 +342,10 @@ def _is_int(value: object) -> bool:
 
 def _is_str(value: object) -> bool:
     return type(value) is str
+
+
+def _is_optional_str(value: object) -> bool:
+    return value is None or type(value) is str
 
 
 def _is_number(value: object) -> bool:
@@ -353,10 +372,32 @@ def _is_any(value: object) -> bool:
 # directly. A message that fails them goes through the converter, whose
 # detailed errors say what is wrong.
 _CHECKS: Final[dict[type[Any], tuple[Callable[[object], bool], ...]]] = {
-    Call: (_is_int, _is_str, _is_str, _is_str_dict, _is_str_dict, _is_optional_number),
-    Cast: (_is_int, _is_str, _is_str, _is_str_dict, _is_str_dict),
-    Casts: (_is_int, _is_str, _is_str, _is_list_of_str_dicts, _is_str_dict),
-    Fanout: (_is_int, _is_str, _is_str, _is_str_dict, _is_str_dict),
+    Call: (
+        *(_is_int, _is_str, _is_str, _is_str_dict, _is_str_dict, _is_optional_number),
+        *(_is_optional_str, _is_optional_str),
+    ),
+    Cast: (
+        _is_int,
+        _is_str,
+        _is_str,
+        _is_str_dict,
+        _is_str_dict,
+        _is_optional_str,
+        _is_optional_str,
+    ),
+    Casts: (
+        *(_is_int, _is_str, _is_str, _is_list_of_str_dicts, _is_str_dict),
+        *(_is_optional_str, _is_optional_str),
+    ),
+    Fanout: (
+        _is_int,
+        _is_str,
+        _is_str,
+        _is_str_dict,
+        _is_str_dict,
+        _is_optional_str,
+        _is_optional_str,
+    ),
     Reply: (_is_int, _is_any),
     Error: (_is_int, _is_str, _is_str, _is_str, _is_str),
     Cancel: (_is_int,),
