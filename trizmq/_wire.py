@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import math
+import operator
 from collections.abc import Callable
 from typing import Any, Final, NoReturn, TypeAlias
 
@@ -173,6 +174,26 @@ _FIELDS_OF: Final[dict[type[Any], tuple[str, ...]]] = {
 #: left out when both are nil, so a request that names neither is the same
 #: bytes as before they existed.
 _ADDRESSED: Final = frozenset({Call, Cast, Casts, Fanout})
+#: The numbers of fields a message of each kind may have.
+_ARITIES: Final[dict[type[Any], frozenset[int]]] = {
+    cls: frozenset({len(names), len(names) - 2} if cls in _ADDRESSED else {len(names)})
+    for cls, names in _FIELDS_OF.items()
+}
+
+
+def _fields_getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    if len(names) == 1:  # attrgetter of one name returns the value, not a tuple
+        name = names[0]
+        return lambda envelope: (getattr(envelope, name),)
+    return operator.attrgetter(*names)
+
+
+# What `encode` needs of each class: its kind, a getter of its fields (a
+# tuple), and whether the last two may be left out.
+_ENCODING: Final[dict[type[Any], tuple[Kind, Callable[[Any], tuple[Any, ...]], bool]]] = {
+    cls: (kind, _fields_getter(_FIELDS_OF[cls]), cls in _ADDRESSED)
+    for cls, kind in _KIND_OF.items()
+}
 
 
 class ErrorCode:
@@ -226,11 +247,11 @@ def encode(envelope: Envelope) -> bytes:
     Raises:
         TypeError: a payload value msgpack cannot encode.
     """
-    cls = type(envelope)
-    fields = [getattr(envelope, name) for name in _FIELDS_OF[cls]]
-    if cls in _ADDRESSED and fields[-1] is None and fields[-2] is None:
-        del fields[-2:]
-    data: bytes = msgpack.packb([VERSION, _KIND_OF[cls], *fields], **_packer_options)
+    kind, fields_of, addressed = _ENCODING[type(envelope)]
+    fields = fields_of(envelope)
+    if addressed and fields[-1] is None and fields[-2] is None:
+        fields = fields[:-2]
+    data: bytes = msgpack.packb([VERSION, kind, *fields], **_packer_options)
     return data
 
 
@@ -314,9 +335,8 @@ def decode(frame: bytes) -> Envelope:
     cls = _CLASS_OF.get(kind) if type(kind) is int else None
     if cls is None:
         raise ProtocolError(f"unknown message kind {kind!r}")
-    names = _FIELDS_OF[cls]
-    if len(fields) != len(names) and not (cls in _ADDRESSED and len(fields) == len(names) - 2):
-        count = f"{len(names) - 2} or {len(names)}" if cls in _ADDRESSED else len(names)
+    if len(fields) not in _ARITIES[cls]:
+        count = " or ".join(map(str, sorted(_ARITIES[cls])))
         raise ProtocolError(f"a {cls.__name__} message has {count} fields, got {len(fields)}")
     # Without namespace and version, the checks of those two are left over.
     for check, value in zip(_CHECKS[cls], fields, strict=False):
@@ -329,7 +349,7 @@ def decode(frame: bytes) -> Envelope:
         except Exception:
             pass  # the converter below says what is wrong
     try:
-        envelope = converter.structure(dict(zip(names, fields, strict=False)), cls)
+        envelope = converter.structure(dict(zip(_FIELDS_OF[cls], fields, strict=False)), cls)
     except Exception as exc:
         problems = describe(exc)
         raise ProtocolError(f"invalid {cls.__name__} message: {problems}") from None
