@@ -743,6 +743,8 @@ class BoundTarget:
             namespace: Replaces the namespace.
             version_cap: Replaces the version cap.
 
+        Each argument left None keeps this target's value.
+
         Raises:
             RingError: The host does not serve the topic.
             ValueError: A version is not `"MAJOR.MINOR"`, or the namespace is
@@ -751,7 +753,8 @@ class BoundTarget:
         """
         target = self.target
         if host is not None:
-            target = f"{target.partition('.')[0]}.{host}"
+            topic, _ = self.client.ring.resolve_target(target)
+            target = f"{topic}.{host}"
             self.client.ring.resolve_target(target)
         return BoundTarget(
             self.client,

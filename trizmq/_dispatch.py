@@ -181,6 +181,8 @@ class Endpoints:
         where = topic if namespace is None else f"{topic} (namespace {clip(namespace)!r})"
         exposed = self._namespaces.get(namespace)
         if exposed is None:
+            if namespace is None:
+                raise _no_such_method(where, name)
             raise Refused(
                 ErrorCode.NO_SUCH_METHOD,
                 "trizmq.NoSuchMethod",

@@ -70,8 +70,8 @@ class Target:
 
     An endpoint without one implements version `"1.0"` of the default
     namespace. A call that names no version reaches any endpoint of its
-    namespace; one that names `"5.1"` only an endpoint of version 5.1 to 5.9...
-    (same major, minor at least 1).
+    namespace; one that names `"5.1"` only an endpoint of the same major
+    version, 5, and a minor of at least 1.
 
     Attributes:
         namespace: The namespace of the endpoint's methods, or None for the

@@ -371,14 +371,10 @@ class ServiceCore:
             message = "the service is stopping"
             self._refuse(identity, request, ErrorCode.SHUTDOWN, "trizmq.ServiceShutdown", message)
             return None
+        method = None
         if request.namespace is None and request.version is None:
             method = self._default.get(request.method)
-            if method is None:
-                message = f"{self.topic} has no method {clip(request.method)!r}"
-                code, name = ErrorCode.NO_SUCH_METHOD, "trizmq.NoSuchMethod"
-                self._refuse(identity, request, code, name, message)
-                return None
-        else:
+        if method is None:
             try:
                 method = self.endpoints.find(
                     self.topic, request.method, request.namespace, request.version
