@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -104,6 +104,8 @@ class Cluster:
 
     Attributes:
         ring_path: The ring file every process and client uses.
+        app: The `--app` of every host, or of each host by name (change it
+            and `restart` a host to run another app there).
         resolve: Host name -> loopback address, for `open_client(resolve=...)`.
         hosts: The hosts this cluster runs, in ring order.
     """
@@ -115,7 +117,7 @@ class Cluster:
         ring_path: Path = SEED_RING,
         hosts: Sequence[str] | None = None,
         serve_args: Sequence[str] = (),
-        app: str = APP,
+        app: str | Mapping[str, str] = APP,
     ) -> None:
         self.workdir = workdir
         self.ring_path = ring_path
@@ -172,7 +174,7 @@ class Cluster:
             "--host",
             host,
             "--app",
-            self.app,
+            self.app if isinstance(self.app, str) else self.app[host],
             *topics,
             *self.resolve_args,
             *self.serve_args,

@@ -16,7 +16,8 @@ import zmq
 
 from ._curve import Curve
 from ._deadlines import Deadlines
-from ._errors import AuthenticationFailed, MessageTooLarge, PeerLost, RingError
+from ._errors import AuthenticationFailed, MessageTooLarge, PeerLost, RingError, VersionCapError
+from ._known import KnownExceptions
 from ._nursery import open_nursery
 from ._protocol.caller import CallerCore, Ids
 from ._ring import Ring, resolve_address
@@ -29,6 +30,7 @@ from ._transport import (
     set_heartbeat,
     watch_events,
 )
+from ._versions import check_namespace, is_compatible, parse_version
 from ._wire import (
     DEFAULT_MAX_MESSAGE_SIZE,
     Call,
@@ -98,12 +100,13 @@ class _Peer:
         sock: AsyncSocket,
         down: set[str],
         nursery: trio.Nursery,
+        known: KnownExceptions | None,
     ) -> None:
         self.topic = topic
         self.host = host
         self.url = url
         self.sock = sock
-        self.core: CallerCore[_Pending] = CallerCore(topic, host)
+        self.core: CallerCore[_Pending] = CallerCore(topic, host, known)
         self.counts = self.core.counts
         self._down = down  # the hosts of this topic known to be down, shared by its peers
         self.refused: AuthenticationFailed | None = None  # set while handshakes fail
@@ -238,6 +241,7 @@ class Client:
         heartbeat: float,
         max_message_size: int,
         curve: Curve | None,
+        known: KnownExceptions | None = None,
     ) -> None:
         self.ring = ring
         self._nursery = nursery
@@ -250,6 +254,7 @@ class Client:
         self._heartbeat = heartbeat
         self._curve = curve
         self._max_message_size = max_message_size
+        self._known = known
         self._peers: dict[tuple[str, str], _Peer] = {}
         self._down: dict[str, set[str]] = {}
         self._ids = Ids()
@@ -268,19 +273,36 @@ class Client:
         *,
         timeout: float | None = None,
         context: Mapping[str, Any] | None = None,
+        version: str | None = None,
+        namespace: str | None = None,
+        version_cap: str | None = None,
     ) -> BoundTarget:
-        """A target with its own default timeout and context, as `RPCClient.prepare`.
+        """A target with its own defaults, as oslo.messaging's `RPCClient.prepare`.
 
         Args:
             target: `"topic"` or `"topic.host"`.
             timeout: Default timeout of its calls (else the client's).
             context: Default context of its messages (merged over the client's).
+            version: The API version its calls, casts and fanouts need,
+                `"MAJOR.MINOR"`: the service runs them on an endpoint of the
+                same major version and a minor at least this one, or answers
+                calls with `UnsupportedVersion`. None: any endpoint of the
+                namespace.
+            namespace: The namespace of the methods (an endpoint's
+                `Target.namespace`); None for the topic's main API.
+            version_cap: The highest version this target may send (a rolling
+                upgrade's pin): see `BoundTarget.can_send_version`.
 
         Raises:
             RingError: The target is not in the ring.
+            ValueError: A version is not `"MAJOR.MINOR"`, or the namespace is
+                neither None nor a non-empty str.
+            VersionCapError: `version` is above `version_cap`.
         """
         self.ring.resolve_target(target)
-        return BoundTarget(self, target, timeout, dict(context or {}))
+        return BoundTarget(
+            self, target, timeout, dict(context or {}), namespace, version, version_cap
+        )
 
     @overload
     async def call(
@@ -340,12 +362,34 @@ class Client:
             RingError: The target is not in the ring.
             TypeError: The result does not fit `returns`.
         """
+        return await self._call(target, method, timeout, returns, context, args, None, None)
+
+    async def _call(
+        self,
+        target: str,
+        method: str,
+        timeout: float | None,
+        returns: type[Any] | None,
+        context: Mapping[str, Any] | None,
+        args: Mapping[str, Any],
+        namespace: str | None,
+        version: str | None,
+    ) -> Any:
         seconds = self._timeout if timeout is None else timeout
         peer = self._peer(target)
         id = self._ids.next()
         wire_timeout = None if seconds == math.inf else float(seconds)
         frame = self._encode(
-            Call(id, peer.topic, method, _unstructure(args), self._merge(context), wire_timeout)
+            Call(
+                id,
+                peer.topic,
+                method,
+                _unstructure(args),
+                self._merge(context),
+                wire_timeout,
+                namespace,
+                version,
+            )
         )
         waiter = _Pending(peer, id)
         peer.core.pending[id] = waiter
@@ -393,9 +437,28 @@ class Client:
         Raises:
             RingError: The target is not in the ring.
         """
+        await self._cast(target, method, context, args, None, None)
+
+    async def _cast(
+        self,
+        target: str,
+        method: str,
+        context: Mapping[str, Any] | None,
+        args: Mapping[str, Any],
+        namespace: str | None,
+        version: str | None,
+    ) -> None:
         peer = self._peer(target)
         frame = self._encode(
-            Cast(self._ids.next(), peer.topic, method, _unstructure(args), self._merge(context))
+            Cast(
+                self._ids.next(),
+                peer.topic,
+                method,
+                _unstructure(args),
+                self._merge(context),
+                namespace,
+                version,
+            )
         )
         await peer.sock.send([frame])
         peer.counts["cast"] += 1
@@ -423,19 +486,37 @@ class Client:
             RingError: The target is not in the ring.
             MessageTooLarge: One cast alone is over the message size limit.
         """
+        return await self._cast_many(target, method, calls, context, None, None)
+
+    async def _cast_many(
+        self,
+        target: str,
+        method: str,
+        calls: Iterable[Mapping[str, Any]],
+        context: Mapping[str, Any] | None,
+        namespace: str | None,
+        version: str | None,
+    ) -> int:
         batches: dict[_Peer, list[dict[str, Any]]] = {}
         for args in calls:
             batches.setdefault(self._peer(target), []).append(_unstructure(args))
         values = self._merge(context)
         for peer, batch in batches.items():
-            for frame, count in self._casts_frames(peer.topic, method, batch, values):
+            frames = self._casts_frames(peer.topic, method, batch, values, namespace, version)
+            for frame, count in frames:
                 await peer.sock.send_soon([frame])
                 peer.counts["cast"] += count
         await trio.lowlevel.checkpoint()
         return sum(map(len, batches.values()))
 
     def _casts_frames(
-        self, topic: str, method: str, batch: list[dict[str, Any]], values: dict[str, Any]
+        self,
+        topic: str,
+        method: str,
+        batch: list[dict[str, Any]],
+        values: dict[str, Any],
+        namespace: str | None,
+        version: str | None,
     ) -> Iterator[tuple[bytes, int]]:
         """`CASTS` frames carrying `batch` in order, each within the size limit,
         with how many casts each carries."""
@@ -445,7 +526,7 @@ class Client:
         while chunks:
             chunk = chunks.pop(0)
             first = self._ids.take(len(chunk))
-            frame = encode(Casts(first, topic, method, chunk, values))
+            frame = encode(Casts(first, topic, method, chunk, values, namespace, version))
             if len(frame) <= self._max_message_size:
                 yield frame, len(chunk)
             elif len(chunk) == 1:
@@ -470,11 +551,30 @@ class Client:
         Raises:
             RingError: The topic is not in the ring.
         """
+        await self._fanout(target, method, context, args, None, None)
+
+    async def _fanout(
+        self,
+        target: str,
+        method: str,
+        context: Mapping[str, Any] | None,
+        args: Mapping[str, Any],
+        namespace: str | None,
+        version: str | None,
+    ) -> None:
         topic, only = self.ring.resolve_target(target)
         hosts = self.ring.hosts_of(topic) if only is None else (only,)
         # One frame for every host: an id need only be unique on its connection.
         frame = self._encode(
-            Fanout(self._ids.next(), topic, method, _unstructure(args), self._merge(context))
+            Fanout(
+                self._ids.next(),
+                topic,
+                method,
+                _unstructure(args),
+                self._merge(context),
+                namespace,
+                version,
+            )
         )
         for host in hosts:
             peer = self._peer_of(topic, host)
@@ -534,7 +634,9 @@ class Client:
         if self._curve is not None:
             self._curve.apply(sock.zmq)
         down = self._down.setdefault(topic, set())
-        peer = self._peers[(topic, host)] = _Peer(topic, host, url, sock, down, self._nursery)
+        peer = self._peers[(topic, host)] = _Peer(
+            topic, host, url, sock, down, self._nursery, self._known
+        )
         monitor = open_monitor(sock, _PEER_EVENTS)
         self._nursery.start_soon(watch_events, sock, monitor, peer.on_event)
         sock.zmq.connect(url)
@@ -592,7 +694,20 @@ class Client:
 
 
 class BoundTarget:
-    """A target prepared with `Client.prepare`: the same calls, fewer arguments."""
+    """A target prepared with `Client.prepare`: the same calls, fewer arguments.
+
+    Its calls, casts and fanouts carry its namespace and version (see
+    `Client.prepare`).
+
+    Attributes:
+        client: The client it sends through.
+        target: `"topic"` or `"topic.host"`.
+        timeout: Default timeout of its calls, or None for the client's.
+        context: Default context of its messages.
+        namespace: The namespace its requests name, or None.
+        version: The version its requests need, or None.
+        version_cap: The highest version it may send, or None.
+    """
 
     def __init__(
         self,
@@ -600,11 +715,82 @@ class BoundTarget:
         target: str,
         timeout: float | None,
         context: dict[str, Any],
+        namespace: str | None = None,
+        version: str | None = None,
+        version_cap: str | None = None,
     ) -> None:
+        check_namespace(namespace)
+        for given in (version, version_cap):
+            if given is not None:
+                parse_version(given)
         self.client = client
         self.target = target
         self.timeout = timeout
         self.context = context
+        self.namespace = namespace
+        self.version = version
+        self.version_cap = version_cap
+        if version is not None and not self.can_send_version(version):
+            raise VersionCapError(
+                f"{target}: version {version} is above the version cap {version_cap}"
+            )
+
+    def can_send_version(self, version: str | None = None) -> bool:
+        """Whether this target may send `version` (its own when None), as oslo's
+        `can_send_version`: always without a cap, else when the cap allows it
+        (the same major version, a minor at most the cap's).
+
+        Raises:
+            ValueError: The version is not `"MAJOR.MINOR"`.
+        """
+        version = self.version if version is None else version
+        if self.version_cap is None or version is None:
+            return True
+        return is_compatible(self.version_cap, version)
+
+    def prepare(
+        self,
+        *,
+        host: str | None = None,
+        timeout: float | None = None,
+        context: Mapping[str, Any] | None = None,
+        version: str | None = None,
+        namespace: str | None = None,
+        version_cap: str | None = None,
+    ) -> BoundTarget:
+        """A copy of this target with some defaults changed, as oslo's
+        `prepare(server=host, version=...)` on a prepared client.
+
+        Args:
+            host: Send to this host of the topic (`"topic.host"`).
+            timeout: Replaces the default timeout.
+            context: Merged over the default context.
+            version: Replaces the version (checked against the cap).
+            namespace: Replaces the namespace.
+            version_cap: Replaces the version cap.
+
+        Each argument left None keeps this target's value.
+
+        Raises:
+            RingError: The host does not serve the topic.
+            ValueError: A version is not `"MAJOR.MINOR"`, or the namespace is
+                neither None nor a non-empty str.
+            VersionCapError: The version is above the cap.
+        """
+        target = self.target
+        if host is not None:
+            topic, _ = self.client.ring.resolve_target(target)
+            target = f"{topic}.{host}"
+            self.client.ring.resolve_target(target)
+        return BoundTarget(
+            self.client,
+            target,
+            self.timeout if timeout is None else timeout,
+            self._merge(context),
+            self.namespace if namespace is None else namespace,
+            self.version if version is None else version,
+            self.version_cap if version_cap is None else version_cap,
+        )
 
     def _merge(self, context: Mapping[str, Any] | None) -> dict[str, Any]:
         # The call's context over the target's; the client adds its own under both.
@@ -621,26 +807,45 @@ class BoundTarget:
         **args: Any,
     ) -> Any:
         """`Client.call` on this target, with its defaults."""
-        return await self.client.call(
+        return await self.client._call(
             self.target,
             method,
-            timeout=self.timeout if timeout is None else timeout,
-            returns=returns,
-            context=self._merge(context),
-            **args,
+            self.timeout if timeout is None else timeout,
+            returns,
+            self._merge(context),
+            args,
+            self.namespace,
+            self.version,
         )
 
     async def cast(
         self, method: str, /, *, context: Mapping[str, Any] | None = None, **args: Any
     ) -> None:
-        """`Client.cast` on this target, with its default context."""
-        await self.client.cast(self.target, method, context=self._merge(context), **args)
+        """`Client.cast` on this target, with its defaults."""
+        await self.client._cast(
+            self.target, method, self._merge(context), args, self.namespace, self.version
+        )
+
+    async def cast_many(
+        self,
+        method: str,
+        calls: Iterable[Mapping[str, Any]],
+        /,
+        *,
+        context: Mapping[str, Any] | None = None,
+    ) -> int:
+        """`Client.cast_many` on this target, with its defaults."""
+        return await self.client._cast_many(
+            self.target, method, calls, self._merge(context), self.namespace, self.version
+        )
 
     async def fanout(
         self, method: str, /, *, context: Mapping[str, Any] | None = None, **args: Any
     ) -> None:
-        """`Client.fanout` on this target, with its default context."""
-        await self.client.fanout(self.target, method, context=self._merge(context), **args)
+        """`Client.fanout` on this target, with its defaults."""
+        await self.client._fanout(
+            self.target, method, self._merge(context), args, self.namespace, self.version
+        )
 
 
 @asynccontextmanager
@@ -654,6 +859,7 @@ async def open_client(
     heartbeat: float = DEFAULT_HEARTBEAT,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     curve: Curve | None = None,
+    allowed_exceptions: Iterable[type[BaseException] | str] = (),
 ) -> AsyncIterator[Client]:
     """Open a client of the ring's services, for the `async with` block.
 
@@ -674,7 +880,22 @@ async def open_client(
         max_message_size: Largest message, in bytes, sent or accepted.
         curve: The client's CURVE keys (`Curve.client`), for services that
             require them; a refused handshake raises `AuthenticationFailed`.
+        allowed_exceptions: Exception classes, and module names
+            (`"nova.exception"`), whose remote exceptions a call raises as
+            themselves (oslo's `allowed_remote_exmods`): a handler's exception
+            whose type is such a class, or a class of such a module, is
+            raised as an instance of it, made from its message, with the
+            attributes of a `RemoteError` (`type_name`, `message`,
+            `remote_traceback`, `host`, `topic`); any other stays a
+            `RemoteError`. A listed module is imported when a remote error
+            first names one of its classes; nothing else is ever imported.
+
+    Raises:
+        TypeError: An item of `allowed_exceptions` is neither an `Exception`
+            subclass nor a module name.
     """
+    # Checked before the block: a bad list opens no client.
+    known = KnownExceptions(allowed_exceptions) if allowed_exceptions else None
     client: Client | None = None
     try:
         async with open_nursery() as nursery:
@@ -688,6 +909,7 @@ async def open_client(
                 heartbeat=heartbeat,
                 max_message_size=max_message_size,
                 curve=curve,
+                known=known,
             )
             yield client
             nursery.cancel_scope.cancel()

@@ -7,14 +7,14 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
 import trio
 import zmq
 
 from ._curve import Authenticator, Curve
-from ._dispatch import Method, expose
+from ._dispatch import Endpoints
 from ._errors import RingError
 from ._inline import run_inline
 from ._logs import ThrottledLog, clip
@@ -88,7 +88,7 @@ class _Outbox:
 async def serve(
     ring: Ring,
     topic: str,
-    endpoint: object,
+    endpoint: object | Sequence[object],
     host: str,
     resolve: dict[str, str] | None = None,
     *,
@@ -115,7 +115,11 @@ async def serve(
     Args:
         ring: The ring the topic and host come from.
         topic: The topic served.
-        endpoint: The object whose public methods are callable.
+        endpoint: The object whose public methods are callable, or a list (or
+            tuple) of them: endpoints of other namespaces, or of other versions,
+            each declaring its own with a `target` class attribute
+            (`trizmq.Target`). A request reaches the first endpoint of its
+            namespace whose version is compatible and that has the method.
         host: The ring host this service runs as.
         resolve: Host name to address overrides, e.g. `{"controller": "127.0.0.2"}`.
         bind: Bind this address instead of the host's (`"*"` for every interface).
@@ -145,13 +149,15 @@ async def serve(
     Raises:
         RingError: The ring does not list `topic` for `host`.
         OSError: The port cannot be bound.
-        TypeError: An exposed method cannot take a Context first.
+        TypeError: An exposed method cannot take a Context first, or an
+            endpoint's `target` is not a `trizmq.Target`.
+        ValueError: An empty list of endpoints.
     """
     if not ring.serves(topic, host):
         raise RingError(f"{ring.source}: the ring does not list topic {topic!r} on host {host!r}")
     port = ring.port(topic)
     address = bind if bind is not None else resolve_address(host, resolve)
-    methods = expose(endpoint)
+    endpoints = Endpoints(list(endpoint) if isinstance(endpoint, list | tuple) else [endpoint])
     if curve is not None and curve.allowed_clients is None:
         raise TypeError("serve() needs a service's keys: use Curve.server(...)")
     with (
@@ -180,10 +186,10 @@ async def serve(
         runner = _Runner(
             sock,
             monitor,
-            methods,
+            endpoints,
             host,
             topic,
-            ServiceStats(host, topic, port, methods, url),
+            ServiceStats(host, topic, port, endpoints.methods, url),
             Limits(
                 max_concurrency=max_concurrency,
                 max_in_flight_per_caller=max_in_flight_per_caller,
@@ -221,7 +227,7 @@ class _Runner:
         self,
         sock: AsyncSocket,
         monitor: AsyncSocket,
-        methods: dict[str, Method],
+        endpoints: Endpoints,
         host: str,
         topic: str,
         stats: ServiceStats,
@@ -241,7 +247,7 @@ class _Runner:
         self.core = ServiceCore(
             topic,
             host,
-            methods,
+            endpoints,
             stats,
             limits,
             send=self._send,

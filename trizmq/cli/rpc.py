@@ -54,11 +54,12 @@ _NO_ANSWER = (
 
 
 def load_app(spec: str) -> dict[str, object]:
-    """Import `MODULE:ATTR` and return its topic -> endpoint mapping.
+    """Import `MODULE:ATTR` and return its topic -> endpoint(s) mapping.
 
     ATTR (dotted for nested attributes) is a mapping of topic to endpoint, or
-    a zero-argument callable returning one. An endpoint given as a class is
-    instantiated with no arguments.
+    to a list of endpoints (of several namespaces or versions, see
+    `trizmq.Target`), or a zero-argument callable returning one. An endpoint
+    given as a class is instantiated with no arguments.
 
     Raises:
         UsageError: The spec is malformed or does not name such a mapping.
@@ -80,9 +81,15 @@ def load_app(spec: str) -> dict[str, object]:
         raise UsageError(f"--app {spec!r}: expected a mapping of topic to endpoint")
     # An endpoint given as a class is instantiated, so one app module can be shared.
     return {
-        str(topic): endpoint() if isinstance(endpoint, type) else endpoint
+        str(topic): [_instance(e) for e in endpoint]
+        if isinstance(endpoint, list | tuple)
+        else _instance(endpoint)
         for topic, endpoint in target.items()
     }
+
+
+def _instance(endpoint: object) -> object:
+    return endpoint() if isinstance(endpoint, type) else endpoint
 
 
 async def _serve_app(args: argparse.Namespace, resolve: dict[str, str]) -> None:
@@ -279,7 +286,8 @@ def add_rpc_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser
         "--app",
         required=True,
         metavar="MODULE:ATTR",
-        help="a mapping of topic to endpoint (or to a zero-argument factory)",
+        help="a mapping of topic to endpoint, or to a list of endpoints"
+        " (or a zero-argument factory of the mapping)",
     )
     p.add_argument(
         "--topic",
