@@ -3,8 +3,9 @@
 Hypothesis sends `ServiceCore` random interleavings of what callers can send
 (calls, casts, CASTS, fanouts, cancels, stats subscriptions, garbage; good,
 reused, zero, negative and huge ids; wrong topics; timeouts from negative to
-huge; namespaces and versions, absent, served, refused or malformed), takes requests the way the service runner does, ends handlers in any
-order and any way, moves time on and stops the service at any point. After
+huge; namespaces and versions, absent, served, refused or malformed), takes
+requests the way the service runner does, ends handlers in any order and any
+way, moves time on and stops the service at any point. After
 every step and at the end it checks the rules of docs/protocol.md:
 
 - the core never raises;
