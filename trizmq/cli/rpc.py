@@ -274,7 +274,11 @@ def add_rpc_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser
         help="serve the topics of one host",
         description=(
             "Serve, in one process, every topic that the ring lists for HOST and that the "
-            "app provides. Logs one line per bound port; stops on SIGINT or SIGTERM."
+            "app provides. Logs one line per bound port; stops on SIGINT or SIGTERM. "
+            "On SIGHUP, loads RING again: topics it adds for HOST start, topics it removes "
+            "stop after their grace period, a topic whose port changed moves to it, the "
+            "others serve on untouched; a ring that fails validation is refused, logged, "
+            "and the one loaded before stays."
         ),
     )
     p.add_argument("ring", metavar="RING", help="the JSON ring file")
