@@ -144,9 +144,10 @@ class HostServices:
             changes += 1
             try:
                 await self._start(ring, topic)
-            except OSError as exc:
+            except (OSError, RingError) as exc:  # its port is taken, its host unresolvable
                 keeping = "" if running is None else f"; still serving on {running.url}"
-                say(f"{exc.strerror or exc}{keeping}")
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                say(f"{reason}{keeping}")
                 continue
             if running is not None:
                 self._stop(running, f"moved to port {port}")
