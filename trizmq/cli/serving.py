@@ -17,6 +17,7 @@ serve, is refused: the topics go on as before.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping
@@ -27,6 +28,10 @@ import trio
 
 from .._errors import RingError
 from .._ring import Ring
+
+#: Seconds a reload tries again to bind a port in use, and the pause between tries.
+_REBIND_PATIENCE = 2.0
+_REBIND_PAUSE = 0.05
 
 #: Runs one topic until cancelled: `trizmq.serve` with the command's options.
 ServeTopic = Callable[..., Awaitable[Any]]
@@ -143,7 +148,7 @@ class HostServices:
                 continue
             changes += 1
             try:
-                await self._start(ring, topic)
+                await self._start(ring, topic, patience=_REBIND_PATIENCE)
             except (OSError, RingError) as exc:  # its port is taken, its host unresolvable
                 keeping = "" if running is None else f"; still serving on {running.url}"
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
@@ -169,14 +174,25 @@ class HostServices:
             )
             say(f"{service.target}: listed by the ring, not served: {why}")
 
-    async def _start(self, ring: Ring, topic: str) -> None:
+    async def _start(self, ring: Ring, topic: str, *, patience: float = 0.0) -> None:
+        """Start a topic; a port in use is tried again for `patience` seconds."""
         port = ring.port(topic)
         # A stopping topic may still hold the port: it frees it at the end of its grace.
         for old in list(self._draining):
             if old.port == port:
                 await old.done.wait()
-        running = _Running(topic, port)
-        running.url = await self._nursery.start(self._run, ring, running)
+        give_up = trio.current_time() + patience
+        while True:
+            running = _Running(topic, port)  # a cancel scope serves one attempt only
+            try:
+                running.url = await self._nursery.start(self._run, ring, running)
+                break
+            except OSError as exc:
+                # ZeroMQ lets go of a closed socket's port in its I/O thread, a
+                # moment after the close: a topic just stopped may still hold it.
+                if exc.errno != errno.EADDRINUSE or trio.current_time() > give_up:
+                    raise
+                await trio.sleep(_REBIND_PAUSE)
         self._serving[topic] = running
         say(f"{topic}.{self._host} serving on {running.url}")
 
