@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import secrets
@@ -21,6 +22,7 @@ from ._known import KnownExceptions
 from ._nursery import open_nursery
 from ._protocol.caller import CallerCore, Ids
 from ._ring import Ring, resolve_address
+from ._ring_watch import RingFile
 from ._routing import RoundRobin
 from ._transport import (
     DEFAULT_HEARTBEAT,
@@ -52,6 +54,9 @@ _CASTS_PER_MESSAGE = 1000
 
 #: Seconds replies may still arrive after ZeroMQ reported their connection closed.
 _SETTLE = 0.05
+
+#: Seconds between two looks at whether a connection left out of the ring is idle.
+_RETIRE_POLL = 0.05
 
 _PEER_EVENTS = (
     zmq.EVENT_CONNECTED
@@ -222,6 +227,18 @@ class _Peer:
         for waiter in self.core.lose(ids):
             self.settle(waiter.id, waiter, outcome.Error(error))
 
+    async def retire(self) -> None:
+        """Left out of the client's ring: calls in flight finish, then the connection closes."""
+        self._down = set()  # its closing says nothing of the host's other connections
+        try:
+            # Polled: calls end in many ways (reply, timeout, cancel, loss), and a
+            # retired connection is rare enough not to cost every call a check.
+            while self.core.pending:  # noqa: ASYNC110
+                await trio.sleep(_RETIRE_POLL)
+        finally:
+            self.sock.zmq.disable_monitor()  # before the socket closes (see watch_events)
+            self.sock.close()
+
 
 class Client:
     """Reaches the services of a ring directly: one DEALER per service port.
@@ -243,7 +260,7 @@ class Client:
         curve: Curve | None,
         known: KnownExceptions | None = None,
     ) -> None:
-        self.ring = ring
+        self._ring = ring
         self._nursery = nursery
         self._resolve = dict(resolve or {})
         self._context = dict(context or {})
@@ -261,6 +278,26 @@ class Client:
         self._round_robin = RoundRobin()
         self._deadlines = Deadlines()
         nursery.start_soon(self._deadlines.run)
+
+    @property
+    def ring(self) -> Ring:
+        """The ring the client routes by.
+
+        Assign another ring to route by it from now on (`open_client` with a
+        ring file does so whenever the file changes): its new topics and
+        hosts are routable at once; a host it no longer lists for a topic, or
+        a topic whose port it changed, gets no new request, while the calls
+        in flight there finish; that connection closes after them.
+        """
+        return self._ring
+
+    @ring.setter
+    def ring(self, ring: Ring) -> None:
+        old, self._ring = self._ring, ring
+        for (topic, host), peer in list(self._peers.items()):
+            if not ring.serves(topic, host) or ring.port(topic) != old.port(topic):
+                del self._peers[(topic, host)]
+                self._nursery.start_soon(peer.retire)
 
     @property
     def identity(self) -> str:
@@ -850,7 +887,7 @@ class BoundTarget:
 
 @asynccontextmanager
 async def open_client(
-    ring: Ring,
+    ring: Ring | str | os.PathLike[str],
     *,
     resolve: Mapping[str, str] | None = None,
     context: Mapping[str, Any] | None = None,
@@ -867,7 +904,11 @@ async def open_client(
     Leaving the block closes them.
 
     Args:
-        ring: The ring to route by.
+        ring: The ring to route by, or the path of a ring file to follow: the
+            client loads it, then looks at it once a second and routes by
+            it again each time it changes (see
+            `Client.ring`). A change that does not load is logged once, on
+            the ``trizmq.client`` logger, and the ring loaded before stays in use.
         resolve: Host name to address overrides, e.g. `{"controller": "127.0.0.2"}`.
         context: Default context dict sent with every message.
         timeout: Default call timeout in seconds; `math.inf` waits forever. As
@@ -891,11 +932,16 @@ async def open_client(
             first names one of its classes; nothing else is ever imported.
 
     Raises:
+        RingError: The ring file given does not load.
         TypeError: An item of `allowed_exceptions` is neither an `Exception`
             subclass nor a module name.
     """
     # Checked before the block: a bad list opens no client.
     known = KnownExceptions(allowed_exceptions) if allowed_exceptions else None
+    ring_file = None
+    if not isinstance(ring, Ring):
+        ring_file = RingFile(ring)
+        ring = ring_file.load()
     client: Client | None = None
     try:
         async with open_nursery() as nursery:
@@ -911,6 +957,9 @@ async def open_client(
                 curve=curve,
                 known=known,
             )
+            if ring_file is not None:
+                # Each ring the file changes to becomes the client's.
+                nursery.start_soon(ring_file.follow, functools.partial(setattr, client, "ring"))
             yield client
             nursery.cancel_scope.cancel()
     finally:

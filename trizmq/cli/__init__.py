@@ -10,6 +10,8 @@ command's function, so ``trizmq call`` starts without them.
 - `options`: ``--resolve`` and the CURVE options, public for tools built on
   trizmq (`trizmq-monitor` uses them).
 - `ring`, `rpc`, `notify`, `keys`, `stats`, `demo`, `bench`: the subcommands.
+- `serving`: the topics one ``trizmq serve`` runs, and their changes when
+  SIGHUP reloads the ring.
 
 Exit codes: 0 success, 2 a usage or configuration error (argparse's own usage
 errors exit 2 as well), 141 when the reader of the output closed the pipe (as
