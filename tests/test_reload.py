@@ -362,7 +362,8 @@ async def test_a_client_following_a_ring_file_keeps_its_ring_when_the_file_turns
             assert client.ring == ring
             assert await hosts_reached(client) == {"a"}
     assert [r.getMessage() for r in caplog.records] == [
-        f"{path}: key 'compute:9501': hosts must be a list of host names, not a string; "
+        f"{path}: key 'compute:9501': hosts must be a list of host names"
+        " or an object of pools, not a string; "
         "still routing by the ring loaded before"
     ]
 
