@@ -9,6 +9,11 @@ number over the rounds. The server side of every measurement is a fresh
 memory benchmarks measure a fresh client process too. Workers live in their
 own process group, which is killed when a measurement ends.
 
+The throughput benchmarks and the latency benchmark also report the CPU each
+thread of the client (this process) and of the server spent per message over
+the measured window (`trizmq.bench.cpu`): unlike a rate, it does not depend
+on what else the machine runs.
+
 Everything runs on loopback addresses of the bench's own block,
 ``127.77.<pid % 250>.K``, with ports chosen by the OS, so that a bench never
 collides with tests or a demo cluster on the same machine. Linux only: the
