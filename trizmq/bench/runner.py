@@ -716,7 +716,7 @@ def _shown(got: dict[str, float]) -> str:
     """One measurement's values for the progress line, each with its CPU per message."""
     shown = []
     for key, value in got.items():
-        if "/" in key:
+        if "/" in key:  # a CPU figure (`_cpu_of`), shown with its row
             continue
         cpu = [
             f"{process} {sum(got[f'{key}/cpu/{process}/{cls}'] for cls in THREAD_CLASSES):.1f}"
