@@ -63,6 +63,8 @@ def test_quick_bench_reports_the_cpu_per_message_of_each_thread_of_both_processe
     settings = Settings(**{**document["settings"], "only": ()})
     rows = stdout.splitlines()
     cores = document["environment"]["cores"]
+    counts = {"call": settings.calls, "cast": settings.casts, "fanout": settings.fanouts}
+    counts |= {"message": settings.burst}
     for metric in METRICS:
         entry = document["results"][metric.key]
         if not metric.per:
@@ -83,12 +85,28 @@ def test_quick_bench_reports_the_cpu_per_message_of_each_thread_of_both_processe
             wall = entry[side] if metric.key == "latency_median" else 1e6 / entry[side]
             total = sum(sum(cpu[side][p].values()) for p in PROCESSES)
             assert total <= 2 * cores * wall, (metric.key, side, total, wall)
+            # The part in user space is counted in 10 ms ticks: within a few ticks of
+            # the process's time (pipelined calls: the window's calls are `pipelined`).
+            messages = settings.pipelined if metric.key == "pipelined" else counts[metric.per]
+            for process in PROCESSES:
+                user = cpu["user"][side][process]
+                assert set(user) == set(THREAD_CLASSES)
+                assert all(us >= 0 for us in user.values())
+                slack = 0.05e6 / messages
+                assert sum(user.values()) <= sum(cpu[side][process].values()) + slack
         assert all(ratio > 0 for ratio in cpu["ratio"].values())
-        # The CPU lines follow their row in the table, client then server.
+        # The CPU lines follow their row in the table, client then server, and for
+        # the latency row the part in user space too.
         at = next(i for i, row in enumerate(rows) if row.startswith(metric.describe(settings)))
-        for offset, process in enumerate(PROCESSES, 1):
-            line = f"  CPU per {metric.per} (µs), {process}: Python / ZMQ I/O / other"
-            assert rows[at + offset].startswith(line), rows[at + offset]
+        parts = ["", " in user space"] if metric.key == "latency_median" else [""]
+        expected = [
+            f"  CPU per {metric.per}{part} (µs), {process}: Python / ZMQ I/O / other"
+            for part in parts
+            for process in PROCESSES
+        ]
+        shown = rows[at + 1 : at + 1 + len(expected) + 1]
+        assert [row[: len(line)] for row, line in zip(shown, expected, strict=False)] == expected
+        assert not shown[-1].startswith("  CPU per"), shown[-1]
 
 
 def _workers_of(prefix: str) -> list[str]:
@@ -106,9 +124,10 @@ def _workers_of(prefix: str) -> list[str]:
 
 
 def _burn(seconds: float) -> None:
+    """Run `seconds` of CPU, nearly all of it in user space."""
     end = time.thread_time() + seconds
     while time.thread_time() < end:
-        pass
+        sum(range(10_000))
 
 
 def test_cpu_is_counted_for_the_class_of_the_thread_that_spent_it() -> None:
@@ -136,13 +155,17 @@ def test_cpu_is_counted_for_the_class_of_the_thread_that_spent_it() -> None:
     done.set()
     for thread in threads:
         thread.join()
-    assert "ZMQbg/IO/7" in {name for name, _ in after.values()}
+    assert "ZMQbg/IO/7" in {times.name for times in after.values()}
     spent = cpu_between(pid, before, after)
     # Each burner started after the first reading and counts from zero; 50 ms of slack
     # covers starting a thread and other threads of the test process.
     assert 0.2e9 <= spent["zmq_io"] < 0.25e9
     assert 0.1e9 <= spent["other"] < 0.15e9
     assert 0.1e9 <= spent["python"] < 0.15e9
+    # User space time is sampled at the scheduler's ticks: near, not equal.
+    user = cpu_between(pid, before, after, user=True)
+    for cls, ns in spent.items():
+        assert 0.5 * ns <= user[cls] <= ns + 0.02e9, (cls, user, spent)
 
 
 def test_the_table_judges_each_target_by_its_direction() -> None:

@@ -130,6 +130,8 @@ class Metric:
         digits: Decimals shown in the table.
         per: What one message of the row is (``call``, ``cast`` ...) when the
             row also reports the CPU each thread spent per message.
+        user_cpu: The table also shows the part of that CPU spent in user
+            space (counted in clock ticks: meaningful over long windows).
     """
 
     key: str
@@ -139,6 +141,7 @@ class Metric:
     target: float | None = None
     digits: int = 0
     per: str = ""
+    user_cpu: bool = False
 
     def describe(self, settings: Settings) -> str:
         """The row's label with its unit, e.g. ``call latency, median (µs)``."""
@@ -159,7 +162,15 @@ class Metric:
 
 #: Every row of the report, in order.
 METRICS: tuple[Metric, ...] = (
-    Metric("latency_median", "sequential call latency, median", "µs", False, 1.5, per="call"),
+    Metric(
+        "latency_median",
+        "sequential call latency, median",
+        "µs",
+        False,
+        1.5,
+        per="call",
+        user_cpu=True,
+    ),
     Metric("latency_p99", "sequential call latency, p99", "µs", False),
     Metric(
         "pipelined",
@@ -732,31 +743,41 @@ def _cpu_summary(
 ) -> dict[str, Any] | None:
     """Medians over the rounds of a row's CPU per message, per process and thread class.
 
-    The ratio, per process, is trizmq's total over raw's: the sum of its
-    thread classes' medians.
+    Returns:
+        None if the row has no CPU figures, else ``{"unit": "µs/call",
+        "trizmq": {process: {class: µs}}, "raw": {...}, "ratio": {process:
+        trizmq's total over raw's}, "rounds": {side: {process: {class: [one
+        value a round]}}}, "user": the same for the part in user space}``.
     """
     prefix = f"{metric.key}/cpu/"
     if not metric.per or f"{prefix}client/python" not in values:
         return None
-    rounds = {
-        side: {
-            process: {cls: values[f"{prefix}{process}/{cls}"][side] for cls in THREAD_CLASSES}
-            for process in PROCESSES
+
+    def medians(suffix: str) -> dict[str, Any]:
+        rounds = {
+            side: {
+                process: {
+                    cls: values[f"{prefix}{process}/{cls}{suffix}"][side] for cls in THREAD_CLASSES
+                }
+                for process in PROCESSES
+            }
+            for side in _SIDES
         }
-        for side in _SIDES
-    }
-    medians = {
-        side: {
-            process: {cls: statistics.median(got) for cls, got in classes.items()}
-            for process, classes in processes.items()
+        got: dict[str, Any] = {
+            side: {
+                process: {cls: statistics.median(each) for cls, each in classes.items()}
+                for process, classes in processes.items()
+            }
+            for side, processes in rounds.items()
         }
-        for side, processes in rounds.items()
-    }
-    ratio = {}
-    for process in PROCESSES:
-        trizmq, raw = (sum(medians[side][process].values()) for side in ("trizmq", "raw"))
-        ratio[process] = trizmq / raw if raw > 0 else None
-    return {"unit": f"µs/{metric.per}", **medians, "ratio": ratio, "rounds": rounds}
+        got["ratio"] = {}
+        for process in PROCESSES:
+            trizmq, raw = (sum(got[side][process].values()) for side in ("trizmq", "raw"))
+            got["ratio"][process] = trizmq / raw if raw > 0 else None
+        got["rounds"] = rounds
+        return got
+
+    return {"unit": f"µs/{metric.per}", **medians(""), "user": medians("/user")}
 
 
 def summarize(
@@ -799,21 +820,26 @@ def _ratio_text(ratio: float | None) -> str:
     return "—" if ratio is None else f"{ratio:.2f}{_TIMES}"
 
 
-def _cpu_rows(per: str, cpu: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
-    """The table's lines of a row's CPU per message (`_cpu_summary`), one per process."""
+def _cpu_rows(metric: Metric, cpu: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
+    """The table's lines of a row's CPU per message (`_cpu_summary`), one per process.
 
-    def classes(side: str, process: str) -> str:
-        return " / ".join(f"{cpu[side][process][cls]:.1f}" for cls in THREAD_CLASSES)
+    Then, if the metric says so, one per process for the part in user space.
+    """
+    parts = [("", cpu), (" in user space", cpu["user"])] if metric.user_cpu else [("", cpu)]
+
+    def classes(figures: dict[str, Any], side: str, process: str) -> str:
+        return " / ".join(f"{figures[side][process][cls]:.1f}" for cls in THREAD_CLASSES)
 
     return [
         (
-            f"  CPU per {per} (µs), {process}: {_CPU_COLUMNS}",
-            classes("trizmq", process),
-            classes("raw", process),
-            _ratio_text(cpu["ratio"][process]),
+            f"  CPU per {metric.per}{part} (µs), {process}: {_CPU_COLUMNS}",
+            classes(figures, "trizmq", process),
+            classes(figures, "raw", process),
+            _ratio_text(figures["ratio"][process]),
             "",
             "",
         )
+        for part, figures in parts
         for process in PROCESSES
     ]
 
@@ -823,7 +849,8 @@ def format_table(summary: dict[str, dict[str, Any]]) -> str:
 
     A row measured with its CPU per message is followed by one line per
     process: the microseconds of CPU its Python thread, its ZeroMQ I/O threads
-    and its other threads spent per message, and the ratio of the totals.
+    and its other threads spent per message, and the ratio of the totals; the
+    latency row, by one more per process for the part in user space.
 
     Args:
         summary: What `summarize` returned.
@@ -832,10 +859,9 @@ def format_table(summary: dict[str, dict[str, Any]]) -> str:
         The table, followed by a line counting the targets met.
     """
     rows = [("benchmark", "trizmq", "raw pyzmq", "ratio", "target", "met")]
-    digits = {m.key: m.digits for m in METRICS}
-    pers = {m.key: m.per for m in METRICS}
+    metrics = {m.key: m for m in METRICS}
     for key, entry in summary.items():
-        d = digits[key]
+        d = metrics[key].digits
         met = {True: "yes", False: "NO", None: ""}[entry["met"]]
         rows.append(
             (
@@ -848,7 +874,7 @@ def format_table(summary: dict[str, dict[str, Any]]) -> str:
             )
         )
         if "cpu" in entry:
-            rows += _cpu_rows(pers[key], entry["cpu"])
+            rows += _cpu_rows(metrics[key], entry["cpu"])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for row in rows:
