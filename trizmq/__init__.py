@@ -18,6 +18,8 @@ from ._errors import RingError as RingError
 from ._errors import ServiceShutdown as ServiceShutdown
 from ._errors import TrizmqError as TrizmqError
 from ._metrics import serve_metrics as serve_metrics
+from ._registry import Member as Member
+from ._registry import Registry as Registry
 from ._ring import Ring as Ring
 from ._ring import Service as Service
 from ._ring import parse_resolve as parse_resolve

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import secrets
@@ -17,8 +18,10 @@ import zmq
 from ._curve import Curve
 from ._deadlines import Deadlines
 from ._errors import AuthenticationFailed, MessageTooLarge, PeerLost, RingError
+from ._membership import LiveMembers, RingMembers
 from ._nursery import open_nursery
 from ._protocol.caller import CallerCore, Ids
+from ._registry import Registry, as_registry, watch
 from ._ring import Ring, resolve_address
 from ._routing import RoundRobin
 from ._transport import (
@@ -238,8 +241,11 @@ class Client:
         heartbeat: float,
         max_message_size: int,
         curve: Curve | None,
+        members: RingMembers | None = None,
     ) -> None:
         self.ring = ring
+        # Who serves what: the ring's hosts, or a registry's live members.
+        self._members = RingMembers(ring) if members is None else members
         self._nursery = nursery
         self._resolve = dict(resolve or {})
         self._context = dict(context or {})
@@ -279,7 +285,7 @@ class Client:
         Raises:
             RingError: The target is not in the ring.
         """
-        self.ring.resolve_target(target)
+        self._members.resolve_target(target)
         return BoundTarget(self, target, timeout, dict(context or {}))
 
     @overload
@@ -470,8 +476,8 @@ class Client:
         Raises:
             RingError: The topic is not in the ring.
         """
-        topic, only = self.ring.resolve_target(target)
-        hosts = self.ring.hosts_of(topic) if only is None else (only,)
+        topic, only = self._members.resolve_target(target)
+        hosts = self._members.hosts_of(topic) if only is None else (only,)
         # One frame for every host: an id need only be unique on its connection.
         frame = self._encode(
             Fanout(self._ids.next(), topic, method, _unstructure(args), self._merge(context))
@@ -488,9 +494,10 @@ class Client:
         return {**self._context, **context}
 
     def _peer(self, target: str) -> _Peer:
-        topic, host = self.ring.resolve_target(target)
+        topic, host = self._members.resolve_target(target)
         if host is None:
-            host = self._round_robin.next(topic, self.ring.hosts_of(topic), self._down.get(topic))
+            hosts = self._members.hosts_of(topic)
+            host = self._round_robin.next(topic, hosts, self._down.get(topic))
         return self._peer_of(topic, host)
 
     def _peer_of(self, topic: str, host: str) -> _Peer:
@@ -531,12 +538,15 @@ class Client:
         return self._url(*self._service_of(target, "url"))
 
     def _service_of(self, target: str, asker: str) -> tuple[str, str]:
-        topic, host = self.ring.resolve_target(target)
+        topic, host = self._members.resolve_target(target)
         if host is None:
             raise RingError(f"{self.ring.source}: {asker}({target!r}) needs 'topic.host'")
         return topic, host
 
     def _url(self, topic: str, host: str) -> str:
+        member = self._members.member(topic, host)
+        if member is not None:
+            return member.url
         return f"tcp://{resolve_address(host, self._resolve)}:{self.ring.port(topic)}"
 
     def stats(self) -> dict[str, dict[str, int]]:
@@ -628,6 +638,7 @@ async def open_client(
     heartbeat: float = DEFAULT_HEARTBEAT,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     curve: Curve | None = None,
+    registry: Registry | str | None = None,
 ) -> AsyncIterator[Client]:
     """Open a client of the ring's services, for the `async with` block.
 
@@ -648,10 +659,21 @@ async def open_client(
         max_message_size: Largest message, in bytes, sent or accepted.
         curve: The client's CURVE keys (`Curve.client`), for services that
             require them; a refused handshake raises `AuthenticationFailed`.
+        registry: Route over the live members of this registry (a `Registry`
+            or its URL) instead of the ring's hosts: a host joins and leaves
+            round-robin as it registers and deregisters, and a registered host
+            the ring does not list is a target too. Members are loaded before
+            the block starts; if Redis cannot be reached the ring's hosts stand
+            in until it can. The ring still names the topics.
     """
     client: Client | None = None
+    live = as_registry(registry)
     try:
         async with open_nursery() as nursery:
+            members = None
+            if live is not None:
+                members = LiveMembers(ring, live)
+                await nursery.start(functools.partial(watch, live, members))
             client = Client(
                 ring,
                 nursery,
@@ -662,6 +684,7 @@ async def open_client(
                 heartbeat=heartbeat,
                 max_message_size=max_message_size,
                 curve=curve,
+                members=members,
             )
             yield client
             nursery.cancel_scope.cancel()

@@ -34,9 +34,11 @@ from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from .options import (
     UsageError,
     add_client_curve_options,
+    add_registry_options,
     add_resolve_option,
     add_service_curve_options,
     client_curve,
+    registry,
     resolve_map,
     service_curve,
 )
@@ -91,12 +93,19 @@ async def _serve_app(args: argparse.Namespace, resolve: dict[str, str]) -> None:
     wanted = set(args.topic) if args.topic else None
     if wanted is not None and (unknown := wanted - endpoints.keys()):
         raise UsageError(f"--topic {', '.join(sorted(unknown))}: not provided by {args.app}")
-    listed = {s.topic for s in ring.services_of(args.host)}
+    live = registry(args)
+    if live is None or args.host in ring.hosts:
+        listed = {s.topic for s in ring.services_of(args.host)}
+        where = f"on host {args.host!r}"
+    else:
+        # A host the ring does not list joins through the registry, serving any topic.
+        listed = {t for t in ring.topics if not ring.is_reserved(t)}
+        where = "at all"
     for topic in endpoints:
         if topic not in listed and (wanted is None or topic in wanted):
             raise RingError(
                 f"{ring.source}: {args.app} provides {topic!r}, "
-                f"which the ring does not list on host {args.host!r}"
+                f"which the ring does not list {where}"
             )
     topics = [t for t in endpoints if wanted is None or t in wanted]
     curve = service_curve(args)
@@ -136,6 +145,7 @@ async def _serve_app(args: argparse.Namespace, resolve: dict[str, str]) -> None:
                         curve=curve,
                         send_tracebacks=args.send_tracebacks,
                         max_queued_reply_bytes=args.max_queued_reply_bytes,
+                        registry=live,
                     )
                 )
                 print(f"trizmq: {topic}.{args.host} serving on {url}", file=sys.stderr, flush=True)
@@ -361,6 +371,7 @@ def add_rpc_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser
     )
     add_resolve_option(p)
     add_service_curve_options(p)
+    add_registry_options(p, lease=True)
     p.set_defaults(func=_cmd_serve)
 
     for name, what, target, more in (
