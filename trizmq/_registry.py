@@ -22,7 +22,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -156,8 +156,23 @@ class Registry:
             connect_timeout=_COMMAND_TIMEOUT,
             stream_timeout=_COMMAND_TIMEOUT,
         )
-        async with redis:
-            yield redis
+        try:
+            async with redis:
+                yield redis
+        except BaseExceptionGroup as group:
+            # The pool's own task group wraps a lone error: say it as itself.
+            leaves = _leaves(group)
+            if len(leaves) == 1 and not isinstance(leaves[0], trio.Cancelled):
+                raise leaves[0] from None
+            raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    return [
+        leaf
+        for exc in group.exceptions
+        for leaf in (_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    ]
 
 
 def as_registry(registry: Registry | str | None) -> Registry | None:
@@ -166,7 +181,17 @@ def as_registry(registry: Registry | str | None) -> Registry | None:
 
 
 class _Outage:
-    """Logs a registry going away once, and its return once."""
+    """Logs a registry going away once, and its return once: one per registry and
+    side in a process, so that a process serving ten topics says it once too."""
+
+    _shared: ClassVar[dict[tuple[Registry, str], _Outage]] = {}
+
+    @classmethod
+    def of(cls, registry: Registry, what: str) -> _Outage:
+        key = (registry, what)
+        if key not in cls._shared:
+            cls._shared[key] = cls(registry, what)
+        return cls._shared[key]
 
     def __init__(self, registry: Registry, what: str) -> None:
         self._registry = registry
@@ -253,7 +278,7 @@ async def keep_registered(
             left = True
             keeper.cancel()
             with trio.CancelScope(shield=True):
-                if await _deregister(registry, member, redis):
+                if await _deregister(registry, member):
                     await trio.sleep(LINGER)
 
         try:
@@ -271,7 +296,7 @@ async def _keep(
 ) -> NoReturn:
     """Renew the member's lease three times a lease, announcing it whenever its
     key was missing: first, after it expired, after Redis lost it."""
-    outage = _Outage(registry, f"{member.target} serves on, unregistered")
+    outage = _Outage.of(registry, "its services serve on, unregistered")
     key, value = registry.key(member.topic, member.host), _encode(member)
     lease_ms = max(1, round(registry.lease * 1000))
     with trio.CancelScope() as scope:
@@ -294,12 +319,17 @@ async def _keep(
     raise AssertionError("unreachable")  # pragma: no cover - only cancellation ends it
 
 
-async def _deregister(registry: Registry, member: Member, redis: coredis.Redis[str]) -> bool:
-    """Delete the member's key and announce its leave; whether that was done."""
+async def _deregister(registry: Registry, member: Member) -> bool:
+    """Delete the member's key and announce its leave; whether that was done.
+
+    On a connection of its own: the service's is cancelled with it (coredis
+    reads its connections in tasks of the scope the client was opened in).
+    """
     try:
         with trio.fail_after(_COMMAND_TIMEOUT):
-            await redis.delete([registry.key(member.topic, member.host)])
-            await redis.publish(registry.channel, _encode(member, "leave"))
+            async with registry._connect() as redis:
+                await redis.delete([registry.key(member.topic, member.host)])
+                await redis.publish(registry.channel, _encode(member, "leave"))
     except _FAILURES as exc:
         logger.warning(
             "%s: cannot deregister from %s (%s): it leaves when its lease ends",
@@ -342,7 +372,7 @@ async def watch(
     Started once the first load was tried (a Redis that is down is logged
     once, and the watcher keeps what it had).
     """
-    outage = _Outage(registry, "routing on the last members seen")
+    outage = _Outage.of(registry, "routing on the last members seen (the ring's until the first)")
     announced = 0  # announcements applied: a load that saw some arrive is not applied
 
     def on_message(text: str) -> None:

@@ -8,6 +8,7 @@ import contextlib
 import functools
 import importlib
 import json
+import logging
 import math
 import resource
 import signal
@@ -108,6 +109,8 @@ async def _serve_app(args: argparse.Namespace, resolve: dict[str, str]) -> None:
                 f"which the ring does not list {where}"
             )
     topics = [t for t in endpoints if wanted is None or t in wanted]
+    if live is not None:
+        _log_registry()
     curve = service_curve(args)
     if not topics:
         raise RingError(f"{args.app}: provides none of the topics of host {args.host!r}")
@@ -155,6 +158,16 @@ async def _serve_app(args: argparse.Namespace, resolve: dict[str, str]) -> None:
                 )
                 nursery.cancel_scope.cancel()
                 break
+
+
+def _log_registry() -> None:
+    """Say on stderr when a service joins and leaves the registry, and when Redis
+    goes away and comes back, as the "serving on" lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("trizmq: %(message)s"))
+    log = logging.getLogger("trizmq.registry")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
