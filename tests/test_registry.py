@@ -9,6 +9,7 @@ leave, `kill -9` leave, Redis restart) are printed as ``MEASURED ...`` lines
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import signal
 import subprocess
@@ -24,10 +25,14 @@ from conftest import (
     Cluster,
     RedisServer,
     eventually,
+    run_process,
     running_redis,
     subprocess_env,
     trizmq_command,
 )
+from test_monitor import run_app, table, until
+from textual.pilot import Pilot
+from trizmq_monitor.app import MonitorApp
 
 import trizmq
 from trizmq._membership import LiveMembers
@@ -303,3 +308,63 @@ async def test_a_redis_with_a_password_or_tls_works(secure: str, tmp_path: Path)
         if password is not None:
             with pytest.raises(Exception, match=r"(?i)auth"):
                 await trizmq.Registry(url.replace(":s3cret@", "")).members()
+
+
+# -- configured against live: trizmq stats and the monitor ----------------------------
+
+
+@contextlib.contextmanager
+def ring_against_registry(cluster: Cluster, url: str, workdir: Path) -> Iterator[Extra]:
+    """The cluster with computenodex gone and a host of no ring registered."""
+    with extra_host(workdir, "extra", spare_address(cluster), "--registry", url) as extra:
+        extra.start()
+        cluster.stop("computenodex")
+        yield extra
+
+
+async def test_stats_shows_who_is_registered_missing_and_in_no_ring(
+    cluster_live: Cluster, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    url = redis_server.url()
+    stats = trizmq_command("stats", str(SEED_RING), *cluster_live.resolve_args, "--registry", url)
+    with ring_against_registry(cluster_live, url, tmp_path):
+        done = await run_process(stats)
+        assert done.returncode == 0, done.stderr
+        text = done.stdout.decode()
+        assert f"registry {url} (prefix trizmq): 9 registered" in text
+        assert "in the ring, not registered: compute.computenodex, network.computenodex" in text
+        assert (
+            f"registered, in no ring: compute.extra at {spare_address(cluster_live)}:9501" in text
+        )
+        extra_row = next(line for line in text.splitlines() if line.startswith("extra "))
+        assert extra_row.split()[1:3] == ["compute:9501", "up"]
+
+        done = await run_process([*stats, "--json"])
+        rows = {(r["host"], r["topic"]): r for r in json.loads(done.stdout)}
+        assert rows["controller", "compute"]["registered"] is True
+        assert rows["computenodex", "compute"]["registered"] is False
+        assert rows["extra", "compute"]["registered"] is True
+        assert rows["extra", "compute"]["state"] == "up"
+
+
+def test_the_monitor_shows_who_is_registered_missing_and_in_no_ring(
+    cluster_live: Cluster, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    url = redis_server.url()
+    with ring_against_registry(cluster_live, url, tmp_path):
+        app = MonitorApp(cluster_live.ring(), cluster_live.resolve, registry=trizmq.Registry(url))
+
+        async def scenario(app: MonitorApp, pilot: Pilot[None]) -> None:
+            await until(pilot, lambda: "registered" in app.sub_title, what="the registry read")
+            assert (
+                "9 registered, missing compute.computenodex, network.computenodex, "
+                "not in the ring compute.extra"
+            ) in app.sub_title
+            await until(pilot, lambda: ("extra", "compute") in table(app).keys, what="extra's row")
+            await until(
+                pilot,
+                lambda: next(r for r in app.rows if r.host == "extra").state == "up",
+                what="extra's port up",
+            )
+
+        run_app(app, scenario)

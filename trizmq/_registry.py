@@ -44,8 +44,8 @@ _COMMAND_TIMEOUT = 1.0
 #: requests clients sent before they heard it are served, not refused.
 LINGER = 0.25
 _SCHEMES = ("redis", "rediss", "unix")
-# What a Redis that is down, slow or refusing us raises.
-_FAILURES = (coredis.exceptions.RedisError, OSError, trio.TooSlowError)
+#: What a Redis that is down, slow or refusing us raises.
+FAILURES = (coredis.exceptions.RedisError, OSError, trio.TooSlowError)
 
 
 @attrs.frozen
@@ -204,7 +204,7 @@ class _Outage:
             logger.warning(
                 "registry %s unreachable (%s): %s; retrying",
                 self._registry.display_url,
-                _describe(exc),
+                describe_failure(exc),
                 self._what,
             )
 
@@ -214,7 +214,8 @@ class _Outage:
             logger.warning("registry %s reachable again", self._registry.display_url)
 
 
-def _describe(exc: BaseException) -> str:
+def describe_failure(exc: BaseException) -> str:
+    """One line on why Redis failed."""
     if isinstance(exc, trio.TooSlowError):
         return f"no answer within {_COMMAND_TIMEOUT:g} s"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -308,7 +309,7 @@ async def _keep(
                     if previous is None:
                         await redis.publish(registry.channel, _encode(member, "join"))
                         logger.info("%s registered in %s", member.target, registry.display_url)
-            except _FAILURES as exc:
+            except FAILURES as exc:
                 outage.failed(exc)
             else:
                 outage.ok()
@@ -330,12 +331,12 @@ async def _deregister(registry: Registry, member: Member) -> bool:
             async with registry._connect() as redis:
                 await redis.delete([registry.key(member.topic, member.host)])
                 await redis.publish(registry.channel, _encode(member, "leave"))
-    except _FAILURES as exc:
+    except FAILURES as exc:
         logger.warning(
             "%s: cannot deregister from %s (%s): it leaves when its lease ends",
             member.target,
             registry.display_url,
-            _describe(exc),
+            describe_failure(exc),
         )
         return False
     logger.info("%s left %s", member.target, registry.display_url)
@@ -393,7 +394,7 @@ async def watch(
             before = announced
             try:
                 members = await _load(registry, redis)
-            except _FAILURES as exc:
+            except FAILURES as exc:
                 outage.failed(exc)
             else:
                 outage.ok()
@@ -425,7 +426,7 @@ async def _listen(
                 async for message in pubsub:
                     if message["type"] == "message" and isinstance(message["data"], str):
                         on_message(message["data"])
-        except* (anyio.ClosedResourceError, *_FAILURES):
+        except* (anyio.ClosedResourceError, *FAILURES):
             # Redis went away; or, cancelled, coredis fails its unsubscribing
             # on the connection the cancellation closed: nothing to tell.
             pass
