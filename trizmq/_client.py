@@ -18,7 +18,7 @@ import zmq
 from ._curve import Curve
 from ._deadlines import Deadlines
 from ._errors import AuthenticationFailed, MessageTooLarge, PeerLost, RingError
-from ._membership import LiveMembers, RingMembers
+from ._membership import LiveMembers, Members, RingMembers
 from ._nursery import open_nursery
 from ._protocol.caller import CallerCore, Ids
 from ._registry import Registry, as_registry, watch
@@ -241,11 +241,11 @@ class Client:
         heartbeat: float,
         max_message_size: int,
         curve: Curve | None,
-        members: RingMembers | None = None,
+        members: Members | None = None,
     ) -> None:
         self.ring = ring
         # Who serves what: the ring's hosts, or a registry's live members.
-        self._members = RingMembers(ring) if members is None else members
+        self._members: Members = RingMembers(ring) if members is None else members
         self._nursery = nursery
         self._resolve = dict(resolve or {})
         self._context = dict(context or {})

@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from ._errors import RingError
-from ._registry import Member, Registry, Watcher
+from ._registry import Member, Registry
 from ._ring import Ring
+
+
+class Members(Protocol):
+    """Who serves what, as a client routes."""
+
+    def resolve_target(self, target: str) -> tuple[str, str | None]:
+        """`Ring.resolve_target`, for the hosts routed over."""
+        ...
+
+    def hosts_of(self, topic: str) -> tuple[str, ...]:
+        """The hosts a `"topic"` target round-robins over, in order."""
+        ...
+
+    def member(self, topic: str, host: str) -> Member | None:
+        """The registered member, whose address wins over the ring's, or None."""
+        ...
 
 
 class RingMembers:
@@ -18,11 +36,10 @@ class RingMembers:
         self.hosts_of = ring.hosts_of
 
     def member(self, topic: str, host: str) -> Member | None:
-        """The registered member, whose address wins over the ring's; none here."""
         return None
 
 
-class LiveMembers(RingMembers, Watcher):
+class LiveMembers:
     """The members registered now, as a registry watch reports them.
 
     A topic's hosts are its live members (the ring's first, in ring order,

@@ -22,7 +22,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar, NoReturn, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -346,20 +346,17 @@ async def _deregister(registry: Registry, member: Member) -> bool:
 # -- clients --------------------------------------------------------------------
 
 
-class Watcher:
+class Watcher(Protocol):
     """What a watch tells: the whole membership, or one join or leave."""
 
     def replace(self, members: list[Member]) -> None:
         """The members are exactly these now."""
-        raise NotImplementedError
 
     def join(self, member: Member) -> None:
         """A member joined (or moved)."""
-        raise NotImplementedError
 
     def leave(self, member: Member) -> None:
         """A member left."""
-        raise NotImplementedError
 
 
 async def watch(
