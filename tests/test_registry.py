@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from cluster_app import Endpoint
 from conftest import (
     SEED_RING,
     SERVE_DEADLINE,
@@ -27,6 +28,7 @@ from conftest import (
     eventually,
     run_process,
     running_redis,
+    serving,
     subprocess_env,
     trizmq_command,
 )
@@ -368,3 +370,54 @@ def test_the_monitor_shows_who_is_registered_missing_and_in_no_ring(
             )
 
         run_app(app, scenario)
+
+
+# -- the library API ------------------------------------------------------------------
+
+
+async def test_serve_registers_and_a_client_started_while_redis_is_down_routes_on_the_ring(
+    redis_server: RedisServer,
+) -> None:
+    ring = trizmq.Ring.load(SEED_RING)
+    base = redis_server.address.rsplit(".", 1)[0]
+    resolve = {"controller": f"{base}.2", "computenodex": f"{base}.3", "extra": f"{base}.9"}
+    registry = trizmq.Registry(redis_server.url())
+    redis_server.stop()
+    async with trizmq.open_client(ring, resolve=resolve, registry=registry) as client:
+        assert live_hosts(client) == ("controller", "computenodex")  # the ring's, for now
+        redis_server.start()
+        async with serving(ring, "compute", Endpoint(), "extra", resolve, registry=registry):
+            assert [m.target for m in await registry.members()] == ["compute.extra"]
+            await eventually(lambda: live_hosts(client), until=lambda h: h == ("extra",))
+            assert (await client.call("compute", "whoami"))["host"] == "extra"
+        assert await registry.members() == []
+        assert live_hosts(client) == ()
+        with pytest.raises(trizmq.RingError, match="no live member of topic 'compute'"):
+            await client.call("compute", "ping", x=1)
+
+
+def test_a_registry_checks_its_url_and_keeps_its_password_out_of_sight() -> None:
+    with pytest.raises(ValueError, match="expected redis://"):
+        trizmq.Registry("http://127.0.0.1:6379")
+    with pytest.raises(ValueError, match="prefix"):
+        trizmq.Registry("redis://127.0.0.1:6379/0", prefix="a*")
+    registry = trizmq.Registry("redis://:s3cret@127.0.0.1:6379/0")
+    assert registry.display_url == "redis://:***@127.0.0.1:6379/0"
+    assert "s3cret" not in repr(registry)
+
+
+async def test_serve_with_a_bad_registry_url_is_a_usage_error() -> None:
+    done = await run_process(
+        trizmq_command(
+            "serve",
+            str(SEED_RING),
+            "--host",
+            "controller",
+            "--app",
+            "cluster_app:SERVICES",
+            "--registry",
+            "http://127.0.0.1:6379",
+        )
+    )
+    assert done.returncode == 2
+    assert b"--registry: registry 'http://127.0.0.1:6379': expected redis://" in done.stderr

@@ -94,7 +94,7 @@ class Registry:
         ValueError: The URL, prefix or lease is not valid.
     """
 
-    url: str
+    url: str = attrs.field(repr=False)  # its password, if any, stays out of reprs
     prefix: str = "trizmq"
     lease: float = DEFAULT_LEASE
 
