@@ -250,7 +250,7 @@ async def _load(registry: Registry, redis: coredis.Redis[str]) -> list[Member]:
     with trio.fail_after(_COMMAND_TIMEOUT * 2):
         keys = [key async for key in redis.scan_iter(match=registry.key("*", "*"), count=1000)]
         values = await redis.mget(keys) if keys else []
-    members = {m for value in values if (decoded := _decode(value)) for m in (decoded[1],)}
+    members = {decoded[1] for decoded in map(_decode, values) if decoded is not None}
     return sorted(members, key=lambda m: (m.topic, m.host))
 
 
@@ -294,9 +294,10 @@ async def _keep(
     member: Member,
     redis: coredis.Redis[str],
     task_status: trio.TaskStatus[trio.CancelScope],
-) -> NoReturn:
+) -> None:
     """Renew the member's lease three times a lease, announcing it whenever its
-    key was missing: first, after it expired, after Redis lost it."""
+    key was missing: first, after it expired, after Redis lost it. Until the
+    scope it starts with is cancelled (by `leave`)."""
     outage = _Outage.of(registry, "its services serve on, unregistered")
     key, value = registry.key(member.topic, member.host), _encode(member)
     lease_ms = max(1, round(registry.lease * 1000))
@@ -317,7 +318,6 @@ async def _keep(
                 started = True
                 task_status.started(scope)
             await trio.sleep(registry.renew_interval)
-    raise AssertionError("unreachable")  # pragma: no cover - only cancellation ends it
 
 
 async def _deregister(registry: Registry, member: Member) -> bool:
