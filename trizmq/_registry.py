@@ -19,20 +19,22 @@ retry, clients keep the last members they saw; each logs it once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, ClassVar, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-import anyio
 import attrs
-import coredis
-import coredis.exceptions
-import coredis.retry
 import trio
 
 from ._nursery import open_nursery
+
+# coredis takes longer to import than the rest of trizmq: only a registry's
+# users pay for it, on first use.
+if TYPE_CHECKING:
+    import coredis
 
 logger = logging.getLogger("trizmq.registry")
 
@@ -44,8 +46,6 @@ _COMMAND_TIMEOUT = 1.0
 #: requests clients sent before they heard it are served, not refused.
 LINGER = 0.25
 _SCHEMES = ("redis", "rediss", "unix")
-#: What a Redis that is down, slow or refusing us raises.
-FAILURES = (coredis.exceptions.RedisError, OSError, trio.TooSlowError)
 
 
 @attrs.frozen
@@ -147,6 +147,9 @@ class Registry:
 
     @contextlib.asynccontextmanager
     async def _connect(self) -> AsyncIterator[coredis.Redis[str]]:
+        import coredis
+        import coredis.retry
+
         redis: coredis.Redis[str] = coredis.Redis.from_url(
             self.url,
             decode_responses=True,
@@ -212,6 +215,14 @@ class _Outage:
         if self.down:
             self.down = False
             logger.warning("registry %s reachable again", self._registry.display_url)
+
+
+@functools.cache
+def failures() -> tuple[type[Exception], ...]:
+    """What a Redis that is down, slow or refusing us raises."""
+    import coredis.exceptions
+
+    return (coredis.exceptions.RedisError, OSError, trio.TooSlowError)
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -310,7 +321,7 @@ async def _keep(
                     if previous is None:
                         await redis.publish(registry.channel, _encode(member, "join"))
                         logger.info("%s registered in %s", member.target, registry.display_url)
-            except FAILURES as exc:
+            except failures() as exc:
                 outage.failed(exc)
             else:
                 outage.ok()
@@ -331,7 +342,7 @@ async def _deregister(registry: Registry, member: Member) -> bool:
             async with registry._connect() as redis:
                 await redis.delete([registry.key(member.topic, member.host)])
                 await redis.publish(registry.channel, _encode(member, "leave"))
-    except FAILURES as exc:
+    except failures() as exc:
         logger.warning(
             "%s: cannot deregister from %s (%s): it leaves when its lease ends",
             member.target,
@@ -391,7 +402,7 @@ async def watch(
             before = announced
             try:
                 members = await _load(registry, redis)
-            except FAILURES as exc:
+            except failures() as exc:
                 outage.failed(exc)
             else:
                 outage.ok()
@@ -408,6 +419,13 @@ async def _listen(
 ) -> NoReturn:
     """Follow the channel, resubscribing after Redis comes back (the loads say
     when it is away, so this says nothing)."""
+    import anyio
+    import coredis.exceptions
+    import coredis.retry
+
+    # Redis went away; or, cancelled, coredis fails its unsubscribing on the
+    # connection the cancellation closed: nothing to tell either way.
+    ignored: tuple[type[Exception], ...] = (anyio.ClosedResourceError, *failures())
     while True:
         try:
             async with redis.pubsub(
@@ -423,8 +441,6 @@ async def _listen(
                 async for message in pubsub:
                     if message["type"] == "message" and isinstance(message["data"], str):
                         on_message(message["data"])
-        except* (anyio.ClosedResourceError, *FAILURES):
-            # Redis went away; or, cancelled, coredis fails its unsubscribing
-            # on the connection the cancellation closed: nothing to tell.
+        except* ignored:
             pass
         await trio.sleep(registry.renew_interval)

@@ -32,7 +32,7 @@ import zmq
 from . import _stats
 from ._curve import Curve
 from ._errors import ProtocolError
-from ._registry import FAILURES, Member, Registry, describe_failure
+from ._registry import Member, Registry, describe_failure, failures
 from ._ring import Ring, Service, resolve_address
 from ._transport import open_socket
 from ._wire import Stats, StatsSubscribe, decode, encode
@@ -343,7 +343,7 @@ async def _watch_registry(
     while True:
         try:
             members = await registry.members()
-        except FAILURES as exc:
+        except failures() as exc:
             board.registry_error = describe_failure(exc)
         else:
             board.members, board.registry_error = tuple(members), None
