@@ -128,7 +128,7 @@ def live_hosts(client: trizmq.Client, topic: str = "compute") -> tuple[str, ...]
         return ()
 
 
-async def test_a_host_in_no_ring_joins_round_robin_within_2_s(
+async def test_a_host_in_no_ring_joins_round_robin_and_fanout_within_2_s(
     cluster_live: Cluster, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     async with cluster_live.client(registry=redis_server.url()) as client:
@@ -150,12 +150,14 @@ async def test_a_host_in_no_ring_joins_round_robin_within_2_s(
             assert client.url("compute.extra") == f"tcp://{address}:9501"
             sent = await client.cast_many("compute", "record", [{"key": "joined"}] * 30)
             assert sent == 30
+            await client.fanout("compute", "record", key="fanned")
             for host in ("controller", "computenodex", "extra"):
                 count = await eventually(
                     lambda h=host: client.call(f"compute.{h}", "count", key="joined"),
                     until=lambda n: n == 10,
                 )
                 assert count == 10
+                assert await client.call(f"compute.{host}", "count", key="fanned") == 1
 
 
 async def test_a_clean_shutdown_gets_no_request_once_it_begins(
