@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-import attrs
 import msgpack
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -123,9 +123,9 @@ def test_a_request_naming_neither_namespace_nor_version_is_the_same_bytes_as_bef
 def test_a_request_naming_a_namespace_or_a_version_carries_both_after_its_fields(
     envelope: Envelope, fields: list[Any]
 ) -> None:
-    versioned = attrs.evolve(envelope, version="5.3")  # type: ignore[misc]
+    versioned = msgspec.structs.replace(envelope, version="5.3")
     assert msgpack.unpackb(encode(versioned))[1:] == [*fields, None, "5.3"]
-    namespaced = attrs.evolve(envelope, namespace="baseapi")  # type: ignore[misc]
+    namespaced = msgspec.structs.replace(envelope, namespace="baseapi")
     assert msgpack.unpackb(encode(namespaced))[1:] == [*fields, "baseapi", None]
     assert decode(encode(namespaced)) == namespaced
 

@@ -1,7 +1,7 @@
 """The envelope of every trizmq message and its msgpack encoding.
 
 A message is one zmq frame holding a msgpack array:
-`[version, kind, *fields]`, the fields of the kind's attrs class in order.
+`[version, kind, *fields]`, the fields of the kind's struct in order.
 Positional arrays keep envelopes small and fast; the version in front lets a
 peer refuse what it does not understand. `docs/protocol.md` is the reference.
 
@@ -14,11 +14,12 @@ from __future__ import annotations
 import enum
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final, NoReturn, TypeAlias
 
 import attrs
 import msgpack
+import msgspec
 from cattrs.preconf.msgpack import make_converter
 
 from ._errors import ProtocolError
@@ -47,8 +48,7 @@ class Kind(enum.IntEnum):
     CASTS = 9
 
 
-@attrs.frozen
-class Call:
+class Call(msgspec.Struct, frozen=True, array_like=True):
     """A request that expects a reply or an error.
 
     `timeout` is the caller's deadline as seconds remaining when the call was
@@ -60,19 +60,21 @@ class Call:
     method: str
     args: dict[str, Any]
     context: dict[str, Any]
-    timeout: float | None = attrs.field(validator=lambda _, a, v: _check_seconds(a, v))
+    timeout: float | None
     namespace: str | None = None
     version: str | None = None
 
+    def __post_init__(self) -> None:
+        _check_seconds("timeout", self.timeout)
 
-def _check_seconds(attribute: attrs.Attribute[Any], value: float | None) -> None:
+
+def _check_seconds(name: str, value: float | None) -> None:
     # NaN or an infinity would make a deadline, lease or schedule that never ends.
     if value is not None and not math.isfinite(value):
-        raise ValueError(f"{attribute.name} must be a finite number of seconds, got {value!r}")
+        raise ValueError(f"{name} must be a finite number of seconds, got {value!r}")
 
 
-@attrs.frozen
-class _OneWay:
+class _OneWay(msgspec.Struct, frozen=True, array_like=True):
     """The fields of a request nothing answers."""
 
     id: int
@@ -84,13 +86,11 @@ class _OneWay:
     version: str | None = None
 
 
-@attrs.frozen
-class Cast(_OneWay):
+class Cast(_OneWay, frozen=True, array_like=True):
     """A one-way request to one host of a topic; nothing is sent back."""
 
 
-@attrs.frozen
-class Casts:
+class Casts(msgspec.Struct, frozen=True, array_like=True):
     """Casts of one method to one host, in one message: the `args` of each in `batch`.
 
     The casts take the ids `id`, `id + 1`, ... in the order of `batch`.
@@ -105,21 +105,18 @@ class Casts:
     version: str | None = None
 
 
-@attrs.frozen
-class Fanout(_OneWay):
+class Fanout(_OneWay, frozen=True, array_like=True):
     """A one-way request sent to every host of a topic; nothing is sent back."""
 
 
-@attrs.frozen
-class Reply:
+class Reply(msgspec.Struct, frozen=True, array_like=True):
     """The result of a call."""
 
     id: int
     result: Any
 
 
-@attrs.frozen
-class Error:
+class Error(msgspec.Struct, frozen=True, array_like=True):
     """A call failed. `code` says how, `type_name` names the exception."""
 
     id: int
@@ -129,24 +126,25 @@ class Error:
     traceback: str
 
 
-@attrs.frozen
-class Cancel:
+class Cancel(msgspec.Struct, frozen=True, array_like=True):
     """The caller gave up on call `id`: the service cancels its handler."""
 
     id: int
 
 
-@attrs.frozen
-class StatsSubscribe:
+class StatsSubscribe(msgspec.Struct, frozen=True, array_like=True):
     """Ask for a stats message every `interval` seconds, for `lease` seconds."""
 
     id: int
-    interval: float = attrs.field(validator=lambda _, a, v: _check_seconds(a, v))
-    lease: float = attrs.field(validator=lambda _, a, v: _check_seconds(a, v))
+    interval: float
+    lease: float
+
+    def __post_init__(self) -> None:
+        _check_seconds("interval", self.interval)
+        _check_seconds("lease", self.lease)
 
 
-@attrs.frozen
-class Stats:
+class Stats(msgspec.Struct, frozen=True, array_like=True):
     """A snapshot of a service port's counters (see docs/protocol.md)."""
 
     id: int
@@ -168,7 +166,7 @@ _KIND_OF: Final[dict[type[Any], Kind]] = {
 }
 _CLASS_OF: Final[dict[int, type[Any]]] = {kind: cls for cls, kind in _KIND_OF.items()}
 _FIELDS_OF: Final[dict[type[Any], tuple[str, ...]]] = {
-    cls: tuple(a.name for a in attrs.fields(cls)) for cls in _KIND_OF
+    cls: cls.__struct_fields__ for cls in _KIND_OF
 }
 #: The requests, whose last two fields (`namespace`, `version`) are optional:
 #: left out when both are nil, so a request that names neither is the same
@@ -179,21 +177,65 @@ _ARITIES: Final[dict[type[Any], frozenset[int]]] = {
     cls: frozenset({len(names), len(names) - 2} if cls in _ADDRESSED else {len(names)})
     for cls, names in _FIELDS_OF.items()
 }
-
-
-def _fields_getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
-    if len(names) == 1:  # attrgetter of one name returns the value, not a tuple
-        name = names[0]
-        return lambda envelope: (getattr(envelope, name),)
-    return operator.attrgetter(*names)
-
-
-# What `encode` needs of each class: its kind, a getter of its fields (a
-# tuple), and whether the last two may be left out.
-_ENCODING: Final[dict[type[Any], tuple[Kind, Callable[[Any], tuple[Any, ...]], bool]]] = {
-    cls: (kind, _fields_getter(_FIELDS_OF[cls]), cls in _ADDRESSED)
-    for cls, kind in _KIND_OF.items()
+#: The fields of each kind that carry user data (typed `Any` inside), which
+#: msgspec decodes more loosely than the protocol allows: see `_plain`.
+_PAYLOAD_OF: Final[dict[type[Any], Callable[[Any], tuple[Any, ...]]]] = {
+    Call: operator.attrgetter("args", "context"),
+    Cast: operator.attrgetter("args", "context"),
+    Casts: operator.attrgetter("batch", "context"),
+    Fanout: operator.attrgetter("args", "context"),
+    Reply: lambda reply: (reply.result,),
+    Error: lambda _: (),
+    Cancel: lambda _: (),
+    StatsSubscribe: lambda _: (),
+    Stats: lambda stats: (stats.data,),
 }
+
+
+def _heads(cls: type[Any]) -> tuple[bytes, bytes | None]:
+    """The first three bytes of an envelope of `cls` with all its fields, and
+    without the optional two (None if it has none): a fixarray header, the
+    version and the kind."""
+    count = len(_FIELDS_OF[cls]) + 2
+    assert count <= 15, "an envelope must fit a fixarray"
+    full = bytes((0x90 + count, VERSION, _KIND_OF[cls]))
+    short = bytes((0x90 + count - 2, VERSION, _KIND_OF[cls])) if cls in _ADDRESSED else None
+    return full, short
+
+
+# What `encode` needs of each class: the heads of its envelopes, and its payload.
+_ENCODING: Final[dict[type[Any], tuple[bytes, bytes | None, Callable[[Any], tuple[Any, ...]]]]] = {
+    cls: (*_heads(cls), _PAYLOAD_OF[cls]) for cls in _KIND_OF
+}
+# What `decode` needs of the first three bytes of a valid envelope: the
+# header of the struct's array that replaces them, the struct's decoder, and
+# its payload.
+_DECODING: Final[dict[bytes, tuple[bytes, Any, Callable[[Any], tuple[Any, ...]]]]] = {
+    bytes((0x90 + count + 2, VERSION, kind)): (
+        bytes((0x90 + count,)),
+        msgspec.msgpack.Decoder(cls),
+        _PAYLOAD_OF[cls],
+    )
+    for cls, kind in _KIND_OF.items()
+    for count in _ARITIES[cls]
+}
+
+
+def _schema(cls: type[Any]) -> type[Any]:
+    """An attrs class of the fields of `cls` and of its name: the converter
+    structures it with the detailed errors that `decode` gives."""
+    return attrs.make_class(
+        cls.__name__,
+        {
+            field.name: attrs.field(
+                type=field.type, default=attrs.NOTHING if field.required else field.default
+            )
+            for field in msgspec.structs.fields(cls)
+        },
+    )
+
+
+_SCHEMA_OF: Final[dict[type[Any], type[Any]]] = {cls: _schema(cls) for cls in _KIND_OF}
 
 
 class ErrorCode:
@@ -239,6 +281,38 @@ def unstructure(value: Any) -> Any:
 
 
 _packer_options: Final = {"use_bin_type": True, "datetime": False}
+_encoder: Final = msgspec.msgpack.Encoder()
+#: The map keys the protocol allows.
+_KEYS: Final = frozenset({str, bytes})
+#: Payloads nested deeper than this take the reference path (msgpack
+#: refuses to encode past 511 levels, to decode past 1024).
+_PLAIN_DEPTH: Final = 256
+
+
+def _plain(values: Iterable[Any], depth: int = 0) -> bool:
+    """Whether `values` are made of msgpack's own types only: None, bool, int,
+    float, str, bytes, lists, and dicts whose keys are str or bytes.
+
+    msgspec encodes more (a `datetime` as a timestamp, dataclasses as maps...)
+    and decodes more (timestamps, extension types, any key) than the protocol
+    allows: the fast paths of `encode` and `decode` stand aside for anything
+    else, and msgpack's reference path says what it makes of it.
+    """
+    if _PLAIN.issuperset(map(type, values)):
+        return True
+    if depth == _PLAIN_DEPTH:
+        return False
+    for value in values:
+        kind = type(value)
+        if kind is dict:
+            if not (_KEYS.issuperset(map(type, value)) and _plain(value.values(), depth + 1)):
+                return False
+        elif kind is list:
+            if not _plain(value, depth + 1):
+                return False
+        elif kind not in _PLAIN:
+            return False
+    return True
 
 
 def encode(envelope: Envelope) -> bytes:
@@ -247,11 +321,29 @@ def encode(envelope: Envelope) -> bytes:
     Raises:
         TypeError: a payload value msgpack cannot encode.
     """
-    kind, fields_of, addressed = _ENCODING[type(envelope)]
-    fields = fields_of(envelope)
-    if addressed and fields[-1] is None and fields[-2] is None:
+    cls = type(envelope)
+    full, short, payload_of = _ENCODING[cls]
+    if _plain(payload_of(envelope)):
+        # msgspec writes the struct as the array of its fields; the envelope
+        # puts the version and kind in front, and leaves out a request's two
+        # trailing nils (each one byte, c0).
+        try:
+            fields = _encoder.encode(envelope)
+        except Exception:
+            pass  # msgpack's path raises its own error, or encodes what msgspec would not
+        else:
+            if short is not None and envelope.namespace is None and envelope.version is None:  # type: ignore[union-attr]
+                return short + fields[1:-2]
+            return full + fields[1:]
+    return _encode_msgpack(envelope)
+
+
+def _encode_msgpack(envelope: Envelope) -> bytes:
+    """The reference encoding, msgpack's, which msgspec's matches byte for byte."""
+    fields = msgspec.structs.astuple(envelope)
+    if type(envelope) in _ADDRESSED and fields[-1] is None and fields[-2] is None:
         fields = fields[:-2]
-    data: bytes = msgpack.packb([VERSION, kind, *fields], **_packer_options)
+    data: bytes = msgpack.packb([VERSION, _KIND_OF[type(envelope)], *fields], **_packer_options)
     return data
 
 
@@ -309,6 +401,28 @@ def decode(frame: bytes) -> Envelope:
         ProtocolError: the frame is not a valid envelope of this version; the
             message says what was wrong. Nothing else is ever raised.
     """
+    # The fast path: msgspec decodes the fields straight into the kind's
+    # struct. A valid envelope starts with three bytes that say its length,
+    # version and kind (a fixarray, 01, the kind); msgspec reads the fields as
+    # the struct's own array. Frames of more than MAX_CONTAINERS bytes, and
+    # anything the fast path does not take, go the reference way, which
+    # bounds the containers and words the refusals.
+    fast = _DECODING.get(frame[:3])
+    if fast is not None and len(frame) <= MAX_CONTAINERS:
+        head, decoder, payload_of = fast
+        try:
+            envelope: Envelope = decoder.decode(head + frame[3:])
+        except Exception:
+            pass
+        else:
+            if _plain(payload_of(envelope)):
+                return envelope
+    return _decode_msgpack(frame)
+
+
+def _decode_msgpack(frame: bytes) -> Envelope:
+    """`decode` the reference way: msgpack, the checks in Python, and the
+    converter to say what is wrong."""
     try:
         # msgpack decodes a timestamp (extension type -1) itself, never calling
         # ext_hook: max_ext_len=0 refuses it, and any extension with data, at no
@@ -349,7 +463,10 @@ def decode(frame: bytes) -> Envelope:
         except Exception:
             pass  # the converter below says what is wrong
     try:
-        envelope = converter.structure(dict(zip(_FIELDS_OF[cls], fields, strict=False)), cls)
+        checked = converter.structure(
+            dict(zip(_FIELDS_OF[cls], fields, strict=False)), _SCHEMA_OF[cls]
+        )
+        envelope = cls(*attrs.astuple(checked, recurse=False))
     except Exception as exc:
         problems = describe(exc)
         raise ProtocolError(f"invalid {cls.__name__} message: {problems}") from None
