@@ -9,6 +9,7 @@ from ._curve import Curve as Curve
 from ._errors import AuthenticationFailed as AuthenticationFailed
 from ._errors import BadArguments as BadArguments
 from ._errors import CallTimeout as CallTimeout
+from ._errors import HostUnreachable as HostUnreachable
 from ._errors import MessageTooLarge as MessageTooLarge
 from ._errors import NoSuchMethod as NoSuchMethod
 from ._errors import PeerLost as PeerLost

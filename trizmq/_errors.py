@@ -7,6 +7,7 @@ TrizmqError
 ├── CallTimeout          no reply before the call's deadline (also a TimeoutError)
 ├── MessageTooLarge      a message over the size limit was not sent (also a ValueError)
 ├── AuthenticationFailed the service refused this client's CURVE handshake
+├── HostUnreachable      no connection to the host: nothing was sent (also a ConnectionError)
 └── RemoteError          the service answered with an error
     ├── NoSuchMethod     the method is not exposed by the endpoint
     ├── BadArguments     missing, unexpected or wrongly typed arguments
@@ -61,6 +62,32 @@ class AuthenticationFailed(TrizmqError):
     Its key is not allowed, or one side uses CURVE and the other does not.
     Nothing is sent to that service until a handshake succeeds.
     """
+
+
+class HostUnreachable(TrizmqError, ConnectionError):
+    """No connection to the service could be made: the message was not sent.
+
+    Raised by a call, cast or fanout that does not wait for its host
+    (`wait_for_ready`): at once when the last attempt to connect failed
+    (nothing listening, the host's name does not resolve), else once the
+    client's connect timeout passed without a connection. The message was
+    never handed to ZeroMQ, so the service never runs it, now or later.
+
+    Attributes:
+        topic: The topic of the target.
+        host: The host that could not be reached.
+        address: The ZeroMQ endpoint tried (``tcp://127.0.0.2:9501``), or ""
+            when the host's name did not resolve.
+        reason: Why, in words.
+    """
+
+    def __init__(self, topic: str, host: str, address: str, reason: str) -> None:
+        at = f" at {address}" if address else ""
+        super().__init__(f"{topic}.{host}{at}: {reason}")
+        self.topic = topic
+        self.host = host
+        self.address = address
+        self.reason = reason
 
 
 class RemoteError(TrizmqError):
