@@ -241,7 +241,7 @@ async def test_fanout_with_a_host_not_connected_exits_3_and_sends_to_none(
     key = f"cli-fanout-{secrets.token_hex(4)}"
     command = trizmq_command(
         "fanout", str(SEED_RING), "network", "record", "--arg", f'key="{key}"',
-        "--connect-timeout", "0.5", *elsewhere(cluster, "controller")[0],  # its old name
+        "--timeout", "0.5", *elsewhere(cluster, "controller")[0],
     )  # fmt: skip
     with trio.fail_after(20):
         done = await run_process(command)

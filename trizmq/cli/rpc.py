@@ -424,13 +424,11 @@ def add_rpc_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser
         else:
             p.add_argument(
                 "--timeout",
-                "--connect-timeout",
-                dest="timeout",
                 type=float,
                 default=DEFAULT_CONNECT_TIMEOUT,
                 metavar="S",
                 help="seconds to wait for the connection before sending nothing and "
-                "exiting 3 (default %(default)s; --connect-timeout is its old name)",
+                "exiting 3 (default %(default)s)",
             )
         add_resolve_option(p)
         add_client_curve_options(p)
