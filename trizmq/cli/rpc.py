@@ -377,16 +377,14 @@ def add_rpc_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser
             "'topic' (the first of its hosts, in ring order, whose connection is up) "
             "or 'topic.host' (that host)",
             "Waits until the connection to the service is up, hands the message to it and "
-            "exits 0; if it is not up within --timeout, sends nothing and exits 3. "
-            + _NO_ANSWER,
+            "exits 0; if it is not up within --timeout, sends nothing and exits 3. " + _NO_ANSWER,
         ),
         (
             "fanout",
             "send a one-way request to every host of a topic",
             "'topic' (every host of it) or 'topic.host' (that host only)",
             "Waits until the connection to every host is up, hands the message to each and "
-            "exits 0; if one is not up within --timeout, sends to none and exits 3. "
-            + _NO_ANSWER,
+            "exits 0; if one is not up within --timeout, sends to none and exits 3. " + _NO_ANSWER,
         ),
     ):
         p = commands.add_parser(name, help=what, description=f"{what.capitalize()}. {more}".strip())
