@@ -1,5 +1,6 @@
 """trizmq: RPC on ZeroMQ with Trio's structured concurrency."""
 
+from ._client import DEFAULT_CONNECT_TIMEOUT as DEFAULT_CONNECT_TIMEOUT
 from ._client import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
 from ._client import BoundTarget as BoundTarget
 from ._client import Client as Client
