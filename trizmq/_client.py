@@ -949,8 +949,16 @@ class Client:
         self._changed.set()
         self._changed = trio.Event()
 
+    def _address_of(self, topic: str, host: str) -> tuple[str | None, int]:
+        """Where `topic.host` listens: a registered member's address and port,
+        else the `resolve` override (None: its name is looked up) and the ring's port."""
+        member = self._members.member(topic, host)
+        if member is not None:
+            return member.address, member.port
+        return self._resolve.get(host), self.ring.port(topic)
+
     def _connect(self, topic: str, host: str) -> _Peer:
-        port = self.ring.port(topic)
+        address, port = self._address_of(topic, host)
         sock = open_socket(zmq.DEALER)
         sock.zmq.setsockopt(zmq.ROUTING_ID, self._identity)
         set_heartbeat(sock, self._heartbeat)
@@ -960,7 +968,6 @@ class Client:
         if self._curve is not None:
             self._curve.apply(sock.zmq)
         down = self._down.setdefault(topic, set())
-        address = self._resolve.get(host)
         url = tcp_url(host if address is None else address, port)
         peer = _Peer(topic, host, url, sock, down, self._nursery, self._notify, self._known)
         self._peers[(topic, host)] = peer
@@ -1011,7 +1018,8 @@ class Client:
         peer = self._peers.get((topic, host))
         if peer is not None:
             return peer.url
-        return tcp_url(self._resolve.get(host, host), self.ring.port(topic))
+        address, port = self._address_of(topic, host)
+        return tcp_url(host if address is None else address, port)
 
     def _service_of(self, target: str, asker: str) -> tuple[str, str]:
         topic, host = self._members.resolve_target(target)

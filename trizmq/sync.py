@@ -231,10 +231,10 @@ class Client:
         *,
         timeout: float | None = None,
         context: Mapping[str, Any] | None = None,
-        wait_for_ready: bool | None = None,
         version: str | None = None,
         namespace: str | None = None,
         version_cap: str | None = None,
+        wait_for_ready: bool | None = None,
     ) -> BoundTarget:
         """A target with its own defaults: timeout, context, version, namespace, cap.
 
@@ -472,10 +472,10 @@ class BoundTarget:
         host: str | None = None,
         timeout: float | None = None,
         context: Mapping[str, Any] | None = None,
-        wait_for_ready: bool | None = None,
         version: str | None = None,
         namespace: str | None = None,
         version_cap: str | None = None,
+        wait_for_ready: bool | None = None,
     ) -> BoundTarget:
         """A copy of this target with some defaults changed.
 
