@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from contextlib import asynccontextmanager
-from typing import Any, TypeVar, overload
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import TracebackType
+from typing import Any, Generic, TypeVar, cast, overload
 
 import outcome
 import trio
@@ -19,6 +21,7 @@ from ._deadlines import Deadlines
 from ._errors import AuthenticationFailed, MessageTooLarge, PeerLost, RingError
 from ._nursery import open_nursery
 from ._protocol.caller import CallerCore, Ids
+from ._protocol.service import MAX_CREDIT
 from ._ring import Ring, resolve_address
 from ._routing import RoundRobin
 from ._transport import (
@@ -36,6 +39,9 @@ from ._wire import (
     Casts,
     Envelope,
     Fanout,
+    Items,
+    Reply,
+    Stream,
     encode,
     unstructure,
 )
@@ -47,6 +53,9 @@ DEFAULT_TIMEOUT = 60.0
 
 #: Most casts one `CASTS` message of `Client.cast_many` carries.
 _CASTS_PER_MESSAGE = 1000
+
+#: Items a stream's consumer accepts ahead of what it has read, unless told otherwise.
+DEFAULT_WINDOW = 64
 
 #: Seconds replies may still arrive after ZeroMQ reported their connection closed.
 _SETTLE = 0.05
@@ -79,6 +88,52 @@ class _Pending:
         """The call's timeout passed: it ends now, unless its reply is in."""
         if self.peer.core.pending.pop(self.id, None) is self:
             self.peer.settle(self.id, self, outcome.Error(_Expired()))
+
+    def fail(self, error: Exception) -> None:
+        """The call ends with `error` (its connection was lost or refused)."""
+        self.peer.settle(self.id, self, outcome.Error(error))
+
+
+# What wakes a stream's consumer: the news itself is in its `_Flow`.
+_NEWS = Reply(0, None)
+
+
+class _Flow(_Pending):
+    """An open stream: what arrived for it and was not read yet.
+
+    It waits on its peer as a call does, `result` telling it that something
+    came: items (`batches`), its end (`end`: the `REPLY` or `ERROR`), or a
+    failure of this side (`failure`: its deadline, the connection lost).
+    """
+
+    __slots__ = ("batches", "end", "failure")
+
+    def __init__(self, peer: _Peer, id: int) -> None:
+        super().__init__(peer, id)
+        self.batches: collections.deque[list[Any]] = collections.deque()
+        self.end: Envelope | None = None
+        self.failure: Exception | None = None
+
+    def arrive(self, envelope: Envelope) -> None:
+        if type(envelope) is Items:
+            if not envelope.items:
+                return  # the service asking whether this caller is still there
+            self.batches.append(envelope.items)
+        else:
+            self.end = envelope
+        self._news()
+
+    def expire(self) -> None:
+        if self.peer.core.streams.pop(self.id, None) is self:
+            self.fail(_Expired())
+
+    def fail(self, error: Exception) -> None:
+        self.failure = error
+        self._news()
+
+    def _news(self) -> None:
+        if self.result is None:
+            self.peer.settle(self.id, self, outcome.Value(_NEWS))
 
 
 class _Peer:
@@ -158,8 +213,13 @@ class _Peer:
             waiter.task = None
 
     def _dispatch(self, batch: list[list[bytes]]) -> None:
-        for waiter, envelope in self.core.answers(batch):
+        core = self.core
+        for waiter, envelope in core.answers(batch):
             self.settle(envelope.id, waiter, outcome.Value(envelope))
+        if core.streamed:
+            for flow, envelope in core.streamed:
+                cast(_Flow, flow).arrive(envelope)
+            core.streamed.clear()
 
     def settle(self, id: int, waiter: _Pending, result: outcome.Outcome[Envelope]) -> None:
         """End the wait of call `id` with `result`."""
@@ -179,7 +239,7 @@ class _Peer:
             self.handshaken = True
             self.refused = None
             return
-        pending = list(self.core.pending)
+        pending = [*self.core.pending, *self.core.streams]
         if event == zmq.EVENT_DISCONNECTED and self.handshaken:
             self._down.add(self.host)
             lost = PeerLost(
@@ -217,7 +277,7 @@ class _Peer:
         if error is None:
             return
         for waiter in self.core.lose(ids):
-            self.settle(waiter.id, waiter, outcome.Error(error))
+            waiter.fail(error)
 
 
 class Client:
@@ -375,6 +435,92 @@ class Client:
             if wire_timeout is not None:
                 self._deadlines.discard(waiter, wire_timeout)
         return peer.core.outcome(envelope, method, seconds, returns)
+
+    @overload
+    def stream(
+        self,
+        target: str,
+        method: str,
+        /,
+        *,
+        timeout: float | None = ...,
+        returns: type[T],
+        context: Mapping[str, Any] | None = ...,
+        window: int = ...,
+        **args: Any,
+    ) -> AbstractAsyncContextManager[AsyncIterator[T]]: ...
+
+    @overload
+    def stream(
+        self,
+        target: str,
+        method: str,
+        /,
+        *,
+        timeout: float | None = ...,
+        returns: None = ...,
+        context: Mapping[str, Any] | None = ...,
+        window: int = ...,
+        **args: Any,
+    ) -> AbstractAsyncContextManager[AsyncIterator[Any]]: ...
+
+    def stream(
+        self,
+        target: str,
+        method: str,
+        /,
+        *,
+        timeout: float | None = None,
+        returns: type[Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        window: int = DEFAULT_WINDOW,
+        **args: Any,
+    ) -> AbstractAsyncContextManager[AsyncIterator[Any]]:
+        """Open a stream of the items an async-generator method yields, on one
+        host of `target`: `async with client.stream(...) as items: async for
+        item in items: ...`.
+
+        The service runs the generator only as far as the consumer reads: it
+        never has more than `window` items sent and not read, so a slow
+        consumer costs bounded memory on both sides. Leaving the `async with`
+        block before the end (`break`, an exception, a cancellation) stops
+        the generator on the service, whose `finally` runs.
+
+        Args:
+            target: `"topic"` (next host in round-robin order) or `"topic.host"`.
+            method: The endpoint method, an async generator.
+            timeout: Seconds the whole stream may take, from its opening to its
+                last item; it travels to the service, which stops the generator
+                when it passes. Default: the client's. `math.inf` for none.
+            returns: Structure each item into this type, as `Client.call`'s
+                result; plain data when omitted.
+            context: A dict the handler sees as `ctx.values`, merged over the
+                client's default context.
+            window: Items the consumer accepts ahead of what it read, from 1
+                to 65,536. Credit for more goes back as it reads (each time
+                it has read half the window).
+            **args: The method's arguments, by name.
+
+        Returns:
+            An async context manager; inside it, an async iterator of the items.
+            The iterator raises, after the items that came before:
+
+        Raises:
+            RemoteError: The generator raised; `NoSuchMethod` when the method
+                is not exposed or is not an async generator (a plain method
+                is called with `call`); `BadArguments` for arguments refused.
+            CallTimeout: The stream did not end before the timeout.
+            PeerLost: The connection to the service was lost.
+            RingError: The target is not in the ring.
+            TypeError: An item does not fit `returns`.
+            ValueError: `window` is out of its range.
+        """
+        if not 0 < window <= MAX_CREDIT:
+            raise ValueError(f"window must be between 1 and {MAX_CREDIT}, got {window!r}")
+        seconds = self._timeout if timeout is None else timeout
+        return _ItemStream(
+            self, target, method, _unstructure(args), self._merge(context), seconds, returns, window
+        )
 
     async def cast(
         self,
@@ -565,6 +711,137 @@ class Client:
             peer.sock.close()
 
 
+class _ItemStream(Generic[T]):
+    """`Client.stream`'s context manager, and the iterator of its items."""
+
+    def __init__(
+        self,
+        client: Client,
+        target: str,
+        method: str,
+        args: dict[str, Any],
+        context: dict[str, Any],
+        seconds: float,
+        returns: type[T] | None,
+        window: int,
+    ) -> None:
+        self._client = client
+        self._target = target
+        self._method = method
+        self._args = args
+        self._context = context
+        self._seconds = seconds
+        self._wire_timeout = None if seconds == math.inf else float(seconds)
+        self._returns = returns
+        self._window = window
+        # Credit goes back once half the window is read: one CREDIT per half window.
+        self._refill = max(1, window // 2)
+        self._read = 0  # items read since credit last went back
+        self._batch: list[Any] = []
+        self._next = 0  # index in `_batch` of the next item
+        self._flow: _Flow | None = None
+        self._over = False  # ended: nothing to cancel
+
+    async def __aenter__(self) -> AsyncIterator[T]:
+        client = self._client
+        peer = client._peer(self._target)
+        id = client._ids.next()
+        frame = client._encode(
+            Stream(
+                id,
+                peer.topic,
+                self._method,
+                self._args,
+                self._context,
+                self._wire_timeout,
+                self._window,
+            )
+        )
+        flow = self._flow = _Flow(peer, id)
+        peer.core.streams[id] = flow
+        deadline = math.inf
+        if self._wire_timeout is not None:
+            deadline = client._deadlines.add(flow, self._wire_timeout, flow.expire)
+        try:
+            if not peer.sock.send_nowait([frame]):
+                with trio.move_on_at(deadline):
+                    await peer.sock.send([frame])
+            peer.counts["stream"] += 1
+            await trio.lowlevel.checkpoint()
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        flow = self._flow
+        if flow is None:
+            return
+        self._flow = None
+        if self._wire_timeout is not None:
+            self._client._deadlines.discard(flow, self._wire_timeout)
+        if not self._over:
+            # Left early: the service stops the generator (its `finally` runs).
+            self._client._give_up(flow.peer, flow.id)
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        flow = self._flow
+        if flow is None:
+            if self._over:
+                raise StopAsyncIteration
+            raise RuntimeError("a stream's items are read inside its `async with` block")
+        while True:
+            if flow.failure is not None:
+                raise self._failed(flow, flow.failure)
+            batch = self._batch
+            if self._next < len(batch):
+                value = batch[self._next]
+                self._next += 1
+                self._read += 1
+                if self._read >= self._refill:
+                    await self._grant(flow)
+                await trio.lowlevel.checkpoint_if_cancelled()
+                item: T = flow.peer.core.item(value, self._method, self._returns)
+                return item
+            if flow.batches:
+                self._batch = flow.batches.popleft()
+                self._next = 0
+                # Items were waiting: let other tasks run once per batch.
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                continue
+            if flow.end is not None:
+                self._over = True
+                self._batch = []
+                # Raises the stream's error, if it ended with one.
+                flow.peer.core.outcome(flow.end, self._method, self._seconds, None)
+                raise StopAsyncIteration
+            flow.result = None
+            await flow.peer.wait_reply(flow.id, flow)
+
+    async def _grant(self, flow: _Flow) -> None:
+        frame = flow.peer.core.grant(flow.id, self._read)
+        self._read = 0
+        with contextlib.suppress(trio.ClosedResourceError):
+            if not flow.peer.sock.send_nowait([frame]):
+                await flow.peer.sock.send([frame])
+
+    def _failed(self, flow: _Flow, failure: Exception) -> Exception:
+        """What to raise for a failure of this side: its deadline, or its connection."""
+        if isinstance(failure, _Expired):
+            flow.peer.counts["timeout"] += 1
+            return flow.peer.core.timed_out(self._method, self._seconds)
+        self._over = True  # the connection is gone: nobody to tell
+        return failure
+
+
 class BoundTarget:
     """A target prepared with `Client.prepare`: the same calls, fewer arguments."""
 
@@ -601,6 +878,28 @@ class BoundTarget:
             timeout=self.timeout if timeout is None else timeout,
             returns=returns,
             context=self._merge(context),
+            **args,
+        )
+
+    def stream(
+        self,
+        method: str,
+        /,
+        *,
+        timeout: float | None = None,
+        returns: type[Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        window: int = DEFAULT_WINDOW,
+        **args: Any,
+    ) -> AbstractAsyncContextManager[AsyncIterator[Any]]:
+        """`Client.stream` on this target, with its defaults."""
+        return self.client.stream(
+            self.target,
+            method,
+            timeout=self.timeout if timeout is None else timeout,
+            returns=returns,
+            context=self._merge(context),
+            window=window,
             **args,
         )
 

@@ -44,6 +44,9 @@ class Kind(enum.IntEnum):
     STATS_SUBSCRIBE = 7
     STATS = 8
     CASTS = 9
+    STREAM = 10
+    ITEMS = 11
+    CREDIT = 12
 
 
 @attrs.frozen
@@ -60,6 +63,24 @@ class Call:
     args: dict[str, Any]
     context: dict[str, Any]
     timeout: float | None = attrs.field(validator=lambda _, a, v: _check_seconds(a, v))
+
+
+@attrs.frozen
+class Stream:
+    """A request for a stream of items: a call's fields, then the first credit.
+
+    `credit` is how many items the caller accepts before it grants more
+    (`Credit`); the service sends them as `Items`, then a `Reply` (the end)
+    or an `Error`.
+    """
+
+    id: int
+    topic: str
+    method: str
+    args: dict[str, Any]
+    context: dict[str, Any]
+    timeout: float | None = attrs.field(validator=lambda _, a, v: _check_seconds(a, v))
+    credit: int
 
 
 def _check_seconds(attribute: attrs.Attribute[Any], value: float | None) -> None:
@@ -130,6 +151,22 @@ class Cancel:
 
 
 @attrs.frozen
+class Items:
+    """Items of stream `id`, in order: as many as its credit allows, in one message."""
+
+    id: int
+    items: list[Any]
+
+
+@attrs.frozen
+class Credit:
+    """The caller of stream `id` accepts `n` more items."""
+
+    id: int
+    n: int
+
+
+@attrs.frozen
 class StatsSubscribe:
     """Ask for a stats message every `interval` seconds, for `lease` seconds."""
 
@@ -146,7 +183,20 @@ class Stats:
     data: dict[str, Any]
 
 
-Envelope: TypeAlias = Call | Cast | Casts | Fanout | Reply | Error | Cancel | StatsSubscribe | Stats
+Envelope: TypeAlias = (
+    Call
+    | Cast
+    | Casts
+    | Fanout
+    | Reply
+    | Error
+    | Cancel
+    | StatsSubscribe
+    | Stats
+    | Stream
+    | Items
+    | Credit
+)
 
 _KIND_OF: Final[dict[type[Any], Kind]] = {
     Call: Kind.CALL,
@@ -158,6 +208,9 @@ _KIND_OF: Final[dict[type[Any], Kind]] = {
     StatsSubscribe: Kind.STATS_SUBSCRIBE,
     Stats: Kind.STATS,
     Casts: Kind.CASTS,
+    Stream: Kind.STREAM,
+    Items: Kind.ITEMS,
+    Credit: Kind.CREDIT,
 }
 _CLASS_OF: Final[dict[int, type[Any]]] = {kind: cls for cls, kind in _KIND_OF.items()}
 _FIELDS_OF: Final[dict[type[Any], tuple[str, ...]]] = {
@@ -345,6 +398,10 @@ def _is_list_of_str_dicts(value: object) -> bool:
     return type(value) is list and all(map(_is_str_dict, value))
 
 
+def _is_list(value: object) -> bool:
+    return type(value) is list
+
+
 def _is_any(value: object) -> bool:
     return True
 
@@ -362,6 +419,9 @@ _CHECKS: Final[dict[type[Any], tuple[Callable[[object], bool], ...]]] = {
     Cancel: (_is_int,),
     StatsSubscribe: (_is_int, _is_number, _is_number),
     Stats: (_is_int, _is_str_dict),
+    Stream: (_is_int, _is_str, _is_str, _is_str_dict, _is_str_dict, _is_optional_number, _is_int),
+    Items: (_is_int, _is_list),
+    Credit: (_is_int, _is_int),
 }
 
 
