@@ -191,9 +191,7 @@ async def test_a_stream_to_a_plain_method_is_refused(cluster: Cluster) -> None:
             with pytest.raises(trizmq.NoSuchMethod) as caught:
                 async with client.stream("compute", "ping", x=1) as items:
                     await anext(items)
-    assert caught.value.message == (
-        "compute.ping is not a stream: send it a CALL (Client.call)"
-    )
+    assert caught.value.message == ("compute.ping is not a stream: send it a CALL (Client.call)")
 
 
 async def test_a_call_to_a_stream_method_is_refused(cluster: Cluster) -> None:
