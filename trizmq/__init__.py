@@ -1,6 +1,7 @@
 """trizmq: RPC on ZeroMQ with Trio's structured concurrency."""
 
 from ._client import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
+from ._client import DEFAULT_WINDOW as DEFAULT_WINDOW
 from ._client import BoundTarget as BoundTarget
 from ._client import Client as Client
 from ._client import open_client as open_client
