@@ -327,3 +327,28 @@ async def test_a_consumer_that_dies_stops_its_generator(cluster: Cluster) -> Non
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         await process.wait()
+
+
+@pytest.mark.serve_args("--grace", "1")
+async def test_a_stream_in_flight_at_sigterm_goes_on_for_the_grace_then_gets_service_shutdown(
+    fresh_cluster: Cluster,
+) -> None:
+    received: list[int] = []
+    with trio.fail_after(15):
+        async with fresh_cluster.client() as client:
+            with pytest.raises(trizmq.ServiceShutdown):
+                async with client.stream(
+                    "compute.controller", "numbers", n=10**6, window=4
+                ) as items:
+                    async for item in items:
+                        received.append(item)
+                        if item == 10:
+                            fresh_cluster.send_signal("controller", signal.SIGTERM)
+                            signalled = trio.current_time()
+                        await trio.sleep(0.01)
+            ended = trio.current_time()
+        code = await trio.to_thread.run_sync(fresh_cluster.wait, "controller")
+    assert received == list(range(len(received)))
+    assert len(received) > 20  # it went on after the signal, within the grace
+    assert 0.8 < ended - signalled < 3
+    assert code == 0

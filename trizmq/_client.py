@@ -686,8 +686,9 @@ class Client:
         return f"tcp://{resolve_address(host, self._resolve)}:{self.ring.port(topic)}"
 
     def stats(self) -> dict[str, dict[str, int]]:
-        """The client's side, per `topic.host`: calls, casts, fanouts sent; replies,
-        errors, timeouts and lost calls; unmatched replies (to calls that gave up)."""
+        """The client's side, per `topic.host`: calls, casts, fanouts, streams sent;
+        replies, errors, timeouts and lost calls and streams; unmatched replies
+        (to calls that gave up)."""
         return {f"{p.topic}.{p.host}": dict(p.counts) for p in self._peers.values()}
 
     def _give_up(self, peer: _Peer, id: int) -> None:

@@ -535,6 +535,8 @@ class _Runner:
             except (Unroutable, trio.ClosedResourceError) as exc:
                 for _ in frames:
                     self._count_undelivered(exc)
+                if isinstance(exc, Unroutable):
+                    self.core.caller_gone(identity)  # its streams wait for nobody
             finally:
                 del self._outboxes[identity]
 

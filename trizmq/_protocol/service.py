@@ -313,13 +313,13 @@ class ServiceCore:
     def caller_gone(self, identity: bytes) -> None:
         """The caller `identity` is gone: stop its streams (nobody gives them credit)."""
         for job in self.flights.values():
-            if job.identity == identity and job.burst is not None and job.stop_reason is None:
+            if job.identity == identity and job.burst is not None and _stoppable(job):
                 job.stop_reason = "caller"
                 self._cancel(job)
 
     def _credit(self, identity: bytes, credit: Credit) -> None:
         job = self.flights.get((identity, credit.id))
-        if job is None or job.burst is None or job.stop_reason is not None:
+        if job is None or job.burst is None or not _stoppable(job):
             return  # not a stream running (any more): nothing to grant
         n = credit.n
         if not 0 < n <= MAX_CREDIT:
@@ -618,6 +618,11 @@ class ServiceCore:
             frame = encode(reply)
         self._send(identity, frame, "reply" if isinstance(reply, Reply) else "error")
         return reply
+
+
+def _stoppable(job: Job) -> bool:
+    """Whether `job` runs on: not stopped, or only in the grace period of a shutdown."""
+    return job.stop_reason is None or job.stop_reason == "shutdown"
 
 
 def _size(item: Item) -> int:
