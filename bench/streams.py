@@ -5,7 +5,7 @@ async generator; the consumer in this process. Two measurements:
 
 - **fast**: items per second of one stream read as fast as the consumer can,
   for each window given;
-- **slow**: a stream the consumer reads slowly (a pause every 1,000 items),
+- **slow**: a stream the consumer reads slowly (20 ms of pause every 1,000 items),
   with the resident memory (`VmRSS`) of both processes sampled as it goes:
   flat, whatever the length of the stream, because the service never runs
   more than a window ahead of the consumer.
@@ -67,7 +67,7 @@ async def slow(client: trizmq.Client, items: int, service: int) -> list[tuple[in
         async for _ in stream:
             count += 1
             if count % 1000 == 0:
-                await trio.sleep(0.005)
+                await trio.sleep(0.02)
             if count % (items // 10) == 0:
                 samples.append((count, rss_kib(service), rss_kib(os.getpid())))
     return samples
@@ -112,7 +112,7 @@ def main() -> None:
                     seconds = time.perf_counter() - started
                     print(
                         f"slow consumer, {args.slow_items:,} items in {seconds:.1f} s"
-                        " (a 5 ms pause every 1,000 items), window 64:"
+                        " (a 20 ms pause every 1,000 items), window 64:"
                     )
                     print("  items read   service RSS   consumer RSS")
                     for count, service, consumer in samples:
