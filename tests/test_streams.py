@@ -352,3 +352,17 @@ async def test_a_stream_in_flight_at_sigterm_goes_on_for_the_grace_then_gets_ser
     assert len(received) > 20  # it went on after the signal, within the grace
     assert 0.8 < ended - signalled < 3
     assert code == 0
+
+
+async def test_a_stream_whose_service_dies_raises_peer_lost(fresh_cluster: Cluster) -> None:
+    received: list[int] = []
+    with trio.fail_after(15):
+        async with fresh_cluster.client() as client:
+            with pytest.raises(trizmq.PeerLost):
+                async with client.stream("compute.controller", "numbers", n=10**9) as items:
+                    async for item in items:
+                        received.append(item)
+                        if item == 100:
+                            await trio.to_thread.run_sync(fresh_cluster.kill, "controller")
+    assert received == list(range(len(received)))
+    assert len(received) >= 101

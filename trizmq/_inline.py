@@ -8,6 +8,10 @@ itself and hand its own job to a new task only at the handler's first wait
 (the leader/follower pattern): the cost of a task is paid by the handlers
 that need one.
 
+`next_inline` does the same for the next item of an async generator: a
+stream's runner sends the items yielded so far just before its generator
+waits, and pays for nothing while it does not.
+
 This is sound in Trio because a coroutine that suspends yields a trap that
 names the current task, and the current task is the one running the
 coroutine: the suspension is the caller's own, exactly as with `await`.

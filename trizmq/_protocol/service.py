@@ -8,10 +8,10 @@ running handler, `wake` the reading loop when a held request may go in, and
 tell the stats publisher a subscription came (`subscribed`). A stream's
 generator runs in the shell too: the core takes each item it yields
 (`yielded`), sends them in bursts (`flush`) within the caller's credit, and
-tells the shell when credit comes for a stream waiting for it (`granted`). The time comes
-from the shell's `clock`, read only where a rule needs it (a call's deadline,
-a subscription's lease), so the core's behaviour depends only on what it is
-given.
+tells the shell when credit comes for a stream waiting for it (`granted`).
+The time comes from the shell's `clock`, read only where a rule needs it (a
+call's deadline, a subscription's lease), so the core's behaviour depends
+only on what it is given.
 """
 
 from __future__ import annotations
