@@ -360,3 +360,14 @@ def test_a_cast_to_a_stream_method_is_refused_and_counted(port: Port, kind: Kind
     assert port.send(pack(kind, 1, TOPIC, "numbers", {}, {})) == []
     assert port.answers() == []
     assert port.core.stats.rejected["no_such_method"] == 1
+
+
+def test_a_stream_is_counted_as_a_request_of_its_method_with_its_items(port: Port) -> None:
+    [job] = port.send(stream(1, 10))
+    for item in range(3):
+        port.core.yielded(job, item)
+    port.core.succeeded(job, None)
+    snapshot = port.core.stats.snapshot()
+    numbers = snapshot["methods"]["numbers"]
+    assert snapshot["received"]["stream"] == numbers["received"]["stream"] == 1
+    assert (numbers["items"], numbers["in_flight"], numbers["latency_ms"]["count"]) == (3, 0, 1)
