@@ -366,3 +366,29 @@ async def test_a_stream_whose_service_dies_raises_peer_lost(fresh_cluster: Clust
                             await trio.to_thread.run_sync(fresh_cluster.kill, "controller")
     assert received == list(range(len(received)))
     assert len(received) >= 101
+
+
+async def test_streams_and_calls_share_a_connection_each_getting_its_own_answers(
+    cluster: Cluster,
+) -> None:
+    streamed: dict[int, list[int]] = {}
+    answers: list[int] = []
+    with trio.fail_after(20):
+        async with cluster.client() as client:
+            target = client.prepare("compute.computenodex")
+
+            async def consume(k: int) -> None:
+                async with target.stream("numbers", n=2000 + k, window=8 * (k + 1)) as items:
+                    streamed[k] = [item async for item in items]
+
+            async def calls(k: int) -> None:
+                for i in range(20):
+                    answers.append(await target.call("ping", x=k * 100 + i) - 1 - k * 100 - i)
+
+            async with trio.open_nursery() as nursery:
+                for k in range(4):
+                    nursery.start_soon(consume, k)
+                for k in range(100):
+                    nursery.start_soon(calls, k)
+    assert streamed == {k: list(range(2000 + k)) for k in range(4)}
+    assert answers == [0] * 2000
