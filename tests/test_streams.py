@@ -216,8 +216,8 @@ async def test_a_window_out_of_range_is_refused_before_anything_is_sent(
     cluster: Cluster,
 ) -> None:
     async with cluster.client() as client:
-        for window in (0, MAX_CREDIT + 1):
-            with pytest.raises(ValueError, match="window must be between 1 and 65536"):
+        for window in (0, MAX_CREDIT + 1, 64.0, True):
+            with pytest.raises(ValueError, match="window must be an int between 1 and 65536"):
                 client.stream("compute", "numbers", n=1, window=window)
 
 

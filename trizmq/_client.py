@@ -513,10 +513,10 @@ class Client:
             PeerLost: The connection to the service was lost.
             RingError: The target is not in the ring.
             TypeError: An item does not fit `returns`.
-            ValueError: `window` is out of its range.
+            ValueError: `window` is not an int within its range.
         """
-        if not 0 < window <= MAX_CREDIT:
-            raise ValueError(f"window must be between 1 and {MAX_CREDIT}, got {window!r}")
+        if type(window) is not int or not 0 < window <= MAX_CREDIT:
+            raise ValueError(f"window must be an int between 1 and {MAX_CREDIT}, got {window!r}")
         seconds = self._timeout if timeout is None else timeout
         return _ItemStream(
             self, target, method, _unstructure(args), self._merge(context), seconds, returns, window
