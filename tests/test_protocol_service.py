@@ -38,9 +38,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import trizmq
 from trizmq._dispatch import expose
-from trizmq._protocol.service import MAX_CREDIT, Job, Limits, ServiceCore
+from trizmq._protocol.service import Job, Limits, ServiceCore
 from trizmq._stats import MAX_SUBSCRIBERS, ServiceStats
-from trizmq._wire import Call, ErrorCode, Items, Kind, Stream, decode
+from trizmq._wire import MAX_CREDIT, Call, ErrorCode, Items, Kind, Stream, decode
 
 EXAMPLES = int(os.environ.get("TRIZMQ_STATE_EXAMPLES", "300"))
 TOPIC = "compute"

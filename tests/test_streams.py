@@ -19,8 +19,7 @@ from cluster_app import Disk
 from conftest import Cluster, eventually
 
 import trizmq
-from trizmq._protocol.service import MAX_CREDIT
-from trizmq._wire import Credit, Error, Items, Reply, Stream, decode, encode
+from trizmq._wire import MAX_CREDIT, Credit, Error, Items, Reply, Stream, decode, encode
 
 
 def unique(prefix: str) -> str:

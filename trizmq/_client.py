@@ -21,7 +21,6 @@ from ._deadlines import Deadlines
 from ._errors import AuthenticationFailed, MessageTooLarge, PeerLost, RingError
 from ._nursery import open_nursery
 from ._protocol.caller import CallerCore, Ids
-from ._protocol.service import MAX_CREDIT
 from ._ring import Ring, resolve_address
 from ._routing import RoundRobin
 from ._transport import (
@@ -34,6 +33,7 @@ from ._transport import (
 )
 from ._wire import (
     DEFAULT_MAX_MESSAGE_SIZE,
+    MAX_CREDIT,
     Call,
     Cast,
     Casts,

@@ -30,6 +30,9 @@ VERSION: Final = 1
 MAX_CONTAINERS: Final = 1_000_000
 #: Largest message, in bytes, a client sends and a service accepts, unless configured.
 DEFAULT_MAX_MESSAGE_SIZE: Final = 16 * 1024 * 1024
+#: The most credit a stream may have outstanding: a `STREAM`'s first credit
+#: and each `CREDIT` must be within it, and more is not kept.
+MAX_CREDIT: Final = 65_536
 
 
 class Kind(enum.IntEnum):

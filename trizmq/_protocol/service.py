@@ -32,6 +32,7 @@ from .._errors import ProtocolError
 from .._logs import ThrottledLog, clip
 from .._stats import MAX_SUBSCRIBERS, ServiceStats, Subscriptions
 from .._wire import (
+    MAX_CREDIT,
     Call,
     Cancel,
     Cast,
@@ -52,9 +53,6 @@ from .._wire import (
 #: The largest message id; ids run from 1 (0 answers what carried no readable id).
 MAX_ID: Final = 2**64 - 1
 
-#: The most credit a stream may have outstanding: a `STREAM`'s first credit
-#: and each `CREDIT` must be within it, and more is not kept.
-MAX_CREDIT: Final = 65_536
 #: Items of one stream sent in one `ITEMS` message at most.
 MAX_BURST: Final = 256
 
