@@ -224,6 +224,7 @@ class Run:
                     line = await _read_line(worker.stdout)
                     fds.append(json.loads(line)["fds"])
             self.results["start_s"] = time.monotonic() - started
+            self.results["worker_pids"] = [w.pid for w in self.workers]
             self.results["worker_fds_idle"] = max(fds)
             yield
         finally:
