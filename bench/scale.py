@@ -29,6 +29,7 @@ standard input closes.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import fcntl
 import gc
@@ -36,7 +37,9 @@ import itertools
 import json
 import math
 import os
+import random
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -59,6 +62,8 @@ TOPIC = "scale"
 WINDOW = 100
 #: Seconds any one wait of the bench may take before it gives up.
 PATIENCE = 60.0
+#: Seconds a host that left stays out before it may join again (its port unbound).
+REJOIN_AFTER = 2.0
 # The second octets this bench may claim, one /16 per run.
 _BLOCKS = range(230, 250)
 _LOCKS = Path(tempfile.gettempdir()) / "trizmq-scale-networks"
@@ -93,27 +98,52 @@ def emit(message: dict[str, Any]) -> None:
 
 
 async def run_worker(spec: dict[str, Any], index: int) -> None:
-    """Serve this worker's hosts until standard input closes."""
+    """Serve this worker's hosts until standard input closes.
+
+    With a registry, each line ``join HOST`` or ``leave HOST`` on standard
+    input starts or stops one host's service (it registers, or deregisters).
+    """
     ring = trizmq.Ring.load(spec["ring"])
     resolve: dict[str, str] = spec["resolve"]
-    serve_options: dict[str, Any] = {"grace_period": 0.5}
+    options: dict[str, Any] = {"grace_period": 0.5}
+    if spec.get("registry"):
+        options["registry"] = spec["registry"]
     async with trio.open_nursery() as nursery:
         scopes: dict[str, trio.CancelScope] = {}
 
-        async def serve(host: str, task_status: trio.TaskStatus[str]) -> None:
-            with scopes.setdefault(host, trio.CancelScope()):
-                await trizmq.serve(
-                    ring, TOPIC, Host(), host, resolve, task_status=task_status, **serve_options
-                )
+        async def serve(
+            host: str, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+        ) -> None:
+            scope = scopes[host] = trio.CancelScope()
+            try:
+                with scope:
+                    await trizmq.serve(
+                        ring, TOPIC, Host(), host, resolve, task_status=task_status, **options
+                    )
+            finally:
+                if scopes.get(host) is scope:
+                    del scopes[host]
 
         for host in spec["workers"][index]:
             await nursery.start(serve, host)
         emit({"ready": os.getpid(), "fds": open_fds()})
-        stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
-        async with stdin:
-            while await stdin.receive_some():
-                pass  # nothing to do yet: the bench only closes it
+        async for command, host in _commands():
+            if command == "join" and host not in scopes:
+                nursery.start_soon(serve, host)
+            elif command == "leave" and host in scopes:
+                scopes.pop(host).cancel()
         nursery.cancel_scope.cancel()
+
+
+async def _commands() -> AsyncIterator[tuple[str, str]]:
+    """``(command, host)`` for each line of standard input, until it closes."""
+    buffer = b""
+    async with trio.lowlevel.FdStream(os.dup(sys.stdin.fileno())) as stdin:
+        while data := await stdin.receive_some():
+            *lines, buffer = (buffer + data).split(b"\n")
+            for line in lines:
+                command, host = line.decode().split()
+                yield command, host
 
 
 # -- measuring -------------------------------------------------------------------
@@ -169,6 +199,59 @@ async def fanout_time(client: trizmq.Client, hosts: Sequence[str], token: int) -
     return {"send_s": sent, "median_s": statistics.median(arrivals), "all_s": max(arrivals)}
 
 
+class Workers:
+    """The worker processes of a run, and which of them serves which host."""
+
+    def __init__(self, slices: Sequence[Sequence[str]], spares: Sequence[str], logs: Path) -> None:
+        self.logs = logs
+        self.logs.mkdir()
+        self.procs: list[trio.Process] = []
+        self.fds: list[int] = []
+        self.start_s = math.nan
+        self.owner = {host: i for i, hosts in enumerate(slices) for host in hosts}
+        self.owner.update({host: i % len(slices) for i, host in enumerate(spares)})
+
+    def log(self, index: int) -> Path:
+        """Where worker `index` writes its standard error (trizmq's warnings)."""
+        return self.logs / f"worker-{index}.log"
+
+    def logged(self, text: str) -> int:
+        """How many lines of the workers' logs hold `text`."""
+        return sum(
+            text in line
+            for index in range(len(self.procs))
+            for line in self.log(index).read_text(errors="replace").splitlines()
+        )
+
+    def cpu(self) -> float:
+        """CPU seconds of every worker so far."""
+        return sum(cpu_seconds(w.pid) for w in self.procs)
+
+    async def command(self, command: str, host: str) -> None:
+        """Tell the host's worker to start (``join``) or stop (``leave``) it."""
+        worker = self.procs[self.owner[host]]
+        if worker.poll() is not None:
+            raise RuntimeError(f"worker {worker.pid} exited with {worker.returncode}")
+        assert worker.stdin is not None
+        stdin = worker.stdin
+        await stdin.send_all(f"{command} {host}\n".encode())
+
+    async def stop(self) -> None:
+        """Close their standard input; kill their process groups if they linger."""
+        with trio.CancelScope(shield=True):
+            for worker in self.procs:
+                if worker.stdin is not None:
+                    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                        await worker.stdin.aclose()
+            with trio.move_on_after(5):
+                for worker in self.procs:
+                    await worker.wait()
+            for worker in self.procs:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(worker.pid, signal.SIGKILL)
+                await worker.wait()
+
+
 class Run:
     """One run of the bench: its hosts, workers and results."""
 
@@ -176,9 +259,8 @@ class Run:
         self.args = args
         self.work = work
         self.hosts = [f"h{i:04d}" for i in range(args.hosts)]
-        self.resolve = {
-            host: f"127.{block}.{1 + i // 250}.{1 + i % 250}" for i, host in enumerate(self.hosts)
-        }
+        self.block = block
+        self.resolve = {host: self.address(i) for i, host in enumerate(self.hosts)}
         addresses = list(self.resolve.values())
         (self.port,) = free_ports([addresses[0], addresses[-1]], 1)
         self.ring_path = work / "ring.json"
@@ -186,7 +268,6 @@ class Run:
         self.ring = trizmq.Ring.load(self.ring_path)
         per = math.ceil(len(self.hosts) / args.workers)
         self.slices = [self.hosts[i : i + per] for i in range(0, len(self.hosts), per)]
-        self.workers: list[trio.Process] = []
         self.results: dict[str, Any] = {
             "command": " ".join(["bench/scale.py", *sys.argv[1:]]),
             "hosts": args.hosts,
@@ -199,50 +280,53 @@ class Run:
     # -- workers ---------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def running_workers(self) -> AsyncIterator[None]:
-        spec = self.work / "spec.json"
+    async def running_workers(
+        self, ring_path: Path, registry: str | None = None, spares: Sequence[str] = ()
+    ) -> AsyncIterator[Workers]:
+        """The worker processes serving every host (and able to serve the spares)."""
+        spec = self.work / f"spec-{ring_path.stem}.json"
+        resolve = {
+            **self.resolve,
+            **{h: self.address(len(self.resolve) + i) for i, h in enumerate(spares)},
+        }
         spec.write_text(
             json.dumps(
-                {"ring": str(self.ring_path), "resolve": self.resolve, "workers": self.slices}
+                {
+                    "ring": str(ring_path),
+                    "resolve": resolve,
+                    "workers": self.slices,
+                    "registry": registry,
+                }
             )
         )
+        workers = Workers(self.slices, spares, self.work / ring_path.stem)
         started = time.monotonic()
         try:
             for index in range(len(self.slices)):
-                self.workers.append(
-                    await trio.lowlevel.open_process(
-                        [sys.executable, __file__, "--worker", str(spec), str(index)],
-                        stdin=subprocess.PIPE,
-                        stdout=subprocess.PIPE,
-                        start_new_session=True,
+                with workers.log(index).open("wb") as log:
+                    workers.procs.append(
+                        await trio.lowlevel.open_process(
+                            [sys.executable, __file__, "--worker", str(spec), str(index)],
+                            stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE,
+                            stderr=log,
+                            start_new_session=True,
+                        )
                     )
-                )
-            fds = []
             with trio.fail_after(PATIENCE):
-                for worker in self.workers:
+                for worker in workers.procs:
                     assert worker.stdout is not None
                     line = await _read_line(worker.stdout)
-                    fds.append(json.loads(line)["fds"])
-            self.results["start_s"] = time.monotonic() - started
-            self.results["worker_pids"] = [w.pid for w in self.workers]
-            self.results["worker_fds_idle"] = max(fds)
-            yield
+                    workers.fds.append(json.loads(line)["fds"])
+            workers.start_s = time.monotonic() - started
+            self.results.setdefault("worker_pids", []).extend(w.pid for w in workers.procs)
+            yield workers
         finally:
-            for worker in self.workers:
-                if worker.stdin is not None:
-                    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                        await worker.stdin.aclose()
-            with trio.move_on_after(5):
-                for worker in self.workers:
-                    await worker.wait()
-            for worker in self.workers:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(worker.pid, signal.SIGKILL)
-                with trio.CancelScope(shield=True):
-                    await worker.wait()
+            await workers.stop()
 
-    def worker_cpu(self) -> float:
-        return sum(cpu_seconds(w.pid) for w in self.workers)
+    def address(self, i: int) -> str:
+        """The loopback address of the `i`-th host."""
+        return f"127.{self.block}.{1 + i // 250}.{1 + i % 250}"
 
     # -- the measurements --------------------------------------------------------
 
@@ -250,7 +334,7 @@ class Run:
         """The peer counts measured: those of `--peers` this run has hosts for."""
         return [n for n in self.args.peers if n <= len(self.hosts)]
 
-    async def peers(self) -> None:
+    async def peers(self, workers: Workers) -> None:
         """One client's descriptors and memory as it connects to more and more hosts."""
         rows = []
         async with trizmq.open_client(self.ring, resolve=self.resolve, timeout=PATIENCE) as client:
@@ -278,7 +362,7 @@ class Run:
                 done = n
             self.results["client_base"] = {"fds": base_fds, "rss_mb": base_rss / 2**20}
             self.results["peers"] = rows
-            self.results["worker_fds_connected"] = max(fd_count(w.pid) for w in self.workers)
+            self.results["worker_fds_connected"] = max(fd_count(w.pid) for w in workers.procs)
 
     async def fanouts(self) -> None:
         """Fanouts to the first N hosts, for each N of the marks: first from a new
@@ -297,13 +381,13 @@ class Run:
             rows.append({"hosts": n, "cold": cold, "warm": _medians(warm)})
         self.results["fanout"] = rows
 
-    async def stats(self) -> None:
+    async def stats(self, workers: Workers) -> None:
         """The CPU of stats subscriptions to every port: the subscriber's, each service's."""
         window = self.args.window
         await trio.sleep(1)  # the last client's connections closed, the services idle
-        before = self.worker_cpu()
+        before = workers.cpu()
         await trio.sleep(window)
-        idle = self.worker_cpu() - before
+        idle = workers.cpu() - before
         board = StatsBoard(self.ring, self.resolve)
         async with trio.open_nursery() as nursery:
             started = time.monotonic()
@@ -311,9 +395,9 @@ class Run:
             await poll(board.answered)
             first = time.monotonic() - started
             await trio.sleep(1)  # past the first snapshots
-            mine, theirs = cpu_seconds(), self.worker_cpu()
+            mine, theirs = cpu_seconds(), workers.cpu()
             await trio.sleep(window)
-            mine, theirs = cpu_seconds() - mine, self.worker_cpu() - theirs
+            mine, theirs = cpu_seconds() - mine, workers.cpu() - theirs
             now = trio.current_time()
             up = sum(view.state(now) == "up" for view in board.ports.values())
             fds = open_fds()
@@ -333,11 +417,155 @@ class Run:
             "subscriber_cpu_us_per_port_per_s": 1e6 * mine / window / ports,
         }
 
+    async def membership(self) -> None:
+        """A registry of every host: how long a client takes to learn it, what following
+        it costs, and its lag behind churn."""
+        # The ring names the topic and its port; the members come from Redis.
+        ring_path = self.work / "ring-registry.json"
+        ring_path.write_text(json.dumps({f"{TOPIC}:{self.port}": ["seed"]}))
+        ring = trizmq.Ring.load(ring_path)
+        # Hosts that join during the churn: each leaver rejoins once its leave is seen
+        # and REJOIN_AFTER passed, the spares fill in until then.
+        spares = [f"s{i:04d}" for i in range(math.ceil(self.args.churn * (REJOIN_AFTER + 2)))]
+        window = self.args.window
+        async with (
+            redis_server(self.work, f"127.{self.block}.0.1") as (url, redis),
+            self.running_workers(ring_path, url, spares) as workers,
+        ):
+            result: dict[str, Any] = {"members": len(self.hosts), "start_s": workers.start_s}
+            started = time.monotonic()
+            async with trizmq.open_client(ring, registry=url, timeout=PATIENCE) as client:
+                result["open_s"] = time.monotonic() - started
+                await poll(lambda: all(routable(client, h) for h in self.hosts), 0.005)
+                result["learn_s"] = time.monotonic() - started
+                # Following them while nothing changes: a reload of every member per renewal.
+                mine, redis_cpu, theirs = cpu_seconds(), cpu_seconds(redis.pid), workers.cpu()
+                await trio.sleep(window)
+                result["client_cpu_pct_idle"] = 100 * (cpu_seconds() - mine) / window
+                result["redis_cpu_pct_idle"] = 100 * (cpu_seconds(redis.pid) - redis_cpu) / window
+                result["services_cpu_pct_registered"] = 100 * (workers.cpu() - theirs) / window
+                result["redis_fds"] = fd_count(redis.pid)
+                result["worker_fds"] = max(fd_count(w.pid) for w in workers.procs)
+                mine, redis_cpu = cpu_seconds(), cpu_seconds(redis.pid)
+                result["churn"] = await churn(client, workers, self.hosts, spares, self.args)
+                seconds = result["churn"]["seconds"]
+                result["client_cpu_pct_churn"] = 100 * (cpu_seconds() - mine) / seconds
+                result["redis_cpu_pct_churn"] = 100 * (cpu_seconds(redis.pid) - redis_cpu) / seconds
+        # Every service stops at once as its worker exits: the leaves that timed out
+        # (they end with the lease instead).
+        result["leaves_timed_out_at_stop"] = workers.logged("cannot deregister")
+        self.results["registry"] = result
+
     async def run(self) -> None:
-        async with self.running_workers():
-            await self.peers()
+        async with self.running_workers(self.ring_path) as workers:
+            self.results["worker_fds_idle"] = max(workers.fds)
+            self.results["start_s"] = workers.start_s
+            await self.peers(workers)
             await self.fanouts()
-            await self.stats()
+            await self.stats(workers)
+        if self.args.registry:
+            await self.membership()
+
+
+def routable(client: trizmq.Client, host: str) -> bool:
+    """Whether the client's view of the registry has `host` (a target it can route to)."""
+    try:
+        client.prepare(f"{TOPIC}.{host}")
+    except trizmq.RingError:
+        return False
+    return True
+
+
+async def churn(
+    client: trizmq.Client,
+    workers: Workers,
+    hosts: Sequence[str],
+    spares: Sequence[str],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """`args.churn` leaves and as many joins a second for `args.churn_seconds`: how long
+    after the bench told a worker until the client's view showed it."""
+    rng = random.Random(13)
+    live = list(hosts)
+    joinable = collections.deque(spares)
+    pending: dict[str, tuple[str, float]] = {}  # host -> (event, when it was told)
+    left: collections.deque[tuple[float, str]] = collections.deque()  # seen gone, since when
+    lags: dict[str, list[float]] = {"join": [], "leave": []}
+
+    async def observe() -> None:
+        while True:
+            now = time.monotonic()
+            for host, (event, told) in list(pending.items()):
+                if routable(client, host) == (event == "join"):
+                    lags[event].append(now - told)
+                    del pending[host]
+                    if event == "leave":
+                        left.append((now, host))
+            while left and now - left[0][0] >= REJOIN_AFTER:
+                joinable.append(left.popleft()[1])
+            await trio.sleep(0.002)
+
+    async def tell(event: str, host: str) -> None:
+        pending[host] = (event, time.monotonic())
+        await workers.command(event, host)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(observe)
+        started, tick = time.monotonic(), trio.current_time()
+        for _ in range(round(args.churn * args.churn_seconds)):
+            leaver = live.pop(rng.randrange(len(live)))
+            await tell("leave", leaver)
+            if joinable:
+                joiner = joinable.popleft()
+                live.append(joiner)
+                await tell("join", joiner)
+            tick += 1 / args.churn
+            await trio.sleep_until(tick)
+        seconds = time.monotonic() - started
+        with contextlib.suppress(trio.TooSlowError):  # what is never seen is counted
+            await poll(lambda: not pending, timeout=PATIENCE / 4)
+        nursery.cancel_scope.cancel()
+    result: dict[str, Any] = {"seconds": seconds, "rate": args.churn, "unseen": len(pending)}
+    for event, values in lags.items():
+        values.sort()
+        result[event] = {
+            "count": len(values),
+            "median_ms": 1000 * statistics.median(values) if values else math.nan,
+            "p99_ms": 1000 * values[int(0.99 * (len(values) - 1))] if values else math.nan,
+            "max_ms": 1000 * values[-1] if values else math.nan,
+        }
+    return result
+
+
+@contextlib.asynccontextmanager
+async def redis_server(work: Path, address: str) -> AsyncIterator[tuple[str, trio.Process]]:
+    """A throwaway redis-server on `address`: its URL and process, killed at the end."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        raise RuntimeError("--registry needs redis-server (make redis installs it)")
+    (port,) = free_ports([address], 1)
+    (work / "redis").mkdir()
+    command = [executable, "--bind", address, "--port", str(port), "--dir", str(work / "redis")]
+    command += ["--save", "", "--appendonly", "no", "--protected-mode", "no"]
+    proc = await trio.lowlevel.open_process(
+        command, stdout=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        with trio.fail_after(PATIENCE / 4):
+            while True:
+                try:
+                    stream = await trio.open_tcp_stream(address, port)
+                except OSError:
+                    await trio.sleep(0.05)
+                    continue
+                await stream.aclose()
+                break
+        yield f"redis://{address}:{port}/0", proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with trio.CancelScope(shield=True):
+            await proc.wait()
 
 
 async def _read_line(stream: trio.abc.ReceiveStream) -> str:
@@ -350,9 +578,11 @@ async def _read_line(stream: trio.abc.ReceiveStream) -> str:
     return data.decode()
 
 
-async def poll(ready: Callable[[], bool], interval: float = 0.05) -> None:
-    """Return once `ready()` is true; fail after `PATIENCE` seconds."""
-    with trio.fail_after(PATIENCE):
+async def poll(
+    ready: Callable[[], bool], interval: float = 0.05, timeout: float = PATIENCE
+) -> None:
+    """Return once `ready()` is true; raise `trio.TooSlowError` after `timeout` seconds."""
+    with trio.fail_after(timeout):
         while True:
             if ready():
                 return
@@ -430,7 +660,42 @@ def format_report(r: dict[str, Any]) -> str:
         f"| the services, watched | {s['services_cpu_pct_watched']:.1f}"
         f" | {s['per_port_cpu_us_per_s']:.0f} added |",
     ]
+    if "registry" in r:
+        out += ["", *format_registry(r["registry"])]
     return "\n".join(out)
+
+
+def format_registry(g: dict[str, Any]) -> list[str]:
+    """The registry's results as a Markdown table."""
+    c = g["churn"]
+    lags = {e: c[e] for e in ("join", "leave")}
+    out = [
+        f"| registry: {g['members']:,} members in one redis-server | value |",
+        "| --- | --- |",
+        f"| the services registered and serving | in {g['start_s']:.1f} s;"
+        f" {g['services_cpu_pct_registered']:.1f} % of a core renewing leases;"
+        f" redis-server holds {g['redis_fds']:,} fds |",
+        f"| a client learns them: open / all routable | {1000 * g['open_s']:.0f} ms"
+        f" / {1000 * g['learn_s']:.0f} ms |",
+        f"| following them, nothing changing (CPU, % of a core) | client"
+        f" {g['client_cpu_pct_idle']:.1f}, redis-server {g['redis_cpu_pct_idle']:.1f} |",
+    ]
+    for event, lag in lags.items():
+        out.append(
+            f"| churn of {c['rate']:g} joins and {c['rate']:g} leaves a second for"
+            f" {c['seconds']:.0f} s: lag of a {event} ({lag['count']} seen)"
+            f" | median {lag['median_ms']:.0f} ms, p99 {lag['p99_ms']:.0f} ms,"
+            f" max {lag['max_ms']:.0f} ms |"
+        )
+    out.append(
+        f"| during the churn (CPU, % of a core) | client {g['client_cpu_pct_churn']:.1f},"
+        f" redis-server {g['redis_cpu_pct_churn']:.1f}; {c['unseen']} changes never seen |",
+    )
+    out.append(
+        f"| all {g['members']:,} stopping at once | {g['leaves_timed_out_at_stop']:,}"
+        " deregistrations timed out (1 s): those left when their lease ended |"
+    )
+    return out
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -445,6 +710,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--fanouts", type=int, default=5, help="warm fanouts (median reported)")
     parser.add_argument("--window", type=float, default=5.0, help="seconds of each CPU measurement")
+    parser.add_argument(
+        "--registry",
+        action="store_true",
+        help="also measure membership in a registry (starts a redis-server on loopback)",
+    )
+    parser.add_argument("--churn", type=float, default=50, help="joins and leaves a second")
+    parser.add_argument("--churn-seconds", type=float, default=10, help="seconds of churn")
     parser.add_argument("--json", type=Path, help="write the results here too")
     return parser.parse_args(argv)
 
