@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import datetime
 import fcntl
 import gc
 import itertools
@@ -274,7 +275,9 @@ class Run:
             "workers": len(self.slices),
             "block": f"127.{block}.0.0/16",
             "descriptor_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "environment": environment(),
+            "load_average": [round(os.getloadavg()[0], 2)],
         }
 
     # -- workers ---------------------------------------------------------------
@@ -469,6 +472,7 @@ class Run:
             await self.stats(workers)
         if self.args.registry:
             await self.membership()
+        self.results["load_average"].append(round(os.getloadavg()[0], 2))
 
 
 def routable(client: trizmq.Client, host: str) -> bool:
@@ -622,7 +626,11 @@ def claimed_block() -> Iterator[int]:
 def format_report(r: dict[str, Any]) -> str:
     """The results as Markdown tables."""
     hosts = r["hosts"]
+    load = r["load_average"]
     out = [
+        f"`{r['command']}`, {r['date']}, {r['environment']['cores']} cores,"
+        f" load average {load[0]} before, {load[-1]} after.",
+        "",
         f"{hosts:,} hosts (one topic, one port, each host its own address) in {r['workers']}"
         f" processes, serving in {r['start_s']:.1f} s; descriptor limit {r['descriptor_limit']:,};"
         f" a serving process holds {r['worker_fds_idle']:,} fds idle,"
