@@ -526,6 +526,9 @@ async def churn(
         pending[host] = (event, time.monotonic())
         await workers.command(event, host)
 
+    def registration(host: str, told: float) -> float | None:
+        return min((t for t in registered[host] if t >= told), default=None)
+
     async def registrations(worker: trio.Process) -> None:
         assert worker.stdout is not None
         async for line in _lines(worker.stdout):
@@ -538,7 +541,10 @@ async def churn(
             nursery.start_soon(registrations, worker)
         started, tick = time.monotonic(), trio.current_time()
         for _ in range(round(args.churn * args.churn_seconds)):
-            leaver = live.pop(rng.randrange(len(live)))
+            # A host whose join is not seen yet stays: each change is measured alone.
+            while (leaver := rng.choice(live)) in pending:
+                pass
+            live.remove(leaver)
             await tell("leave", leaver)
             if joinable:
                 joiner = joinable.popleft()
@@ -549,10 +555,13 @@ async def churn(
         seconds = time.monotonic() - started
         with contextlib.suppress(trio.TooSlowError):  # what is never seen is counted
             await poll(lambda: not pending, timeout=PATIENCE / 4)
+        with contextlib.suppress(trio.TooSlowError):  # the workers' last lines read
+            await poll(lambda: all(registration(*join) for join in joins), timeout=5)
         nursery.cancel_scope.cancel()
     # The worker's part of a join: starting the service, which registers it.
     for host, told in joins:
-        lags["join_registering"].append(min(t for t in registered[host] if t >= told) - told)
+        if (at := registration(host, told)) is not None:
+            lags["join_registering"].append(at - told)
     result: dict[str, Any] = {"seconds": seconds, "rate": args.churn, "unseen": len(pending)}
     for event, values in lags.items():
         values.sort()
