@@ -542,10 +542,10 @@ async def churn(
         started, tick = time.monotonic(), trio.current_time()
         for _ in range(round(args.churn * args.churn_seconds)):
             # A host whose join is not seen yet stays: each change is measured alone.
-            while (leaver := rng.choice(live)) in pending:
-                pass
-            live.remove(leaver)
-            await tell("leave", leaver)
+            if candidates := [host for host in live if host not in pending]:
+                leaver = rng.choice(candidates)
+                live.remove(leaver)
+                await tell("leave", leaver)
             if joinable:
                 joiner = joinable.popleft()
                 live.append(joiner)
