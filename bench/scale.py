@@ -454,7 +454,7 @@ class Run:
             async with trizmq.open_client(self.ring, registry=url, timeout=PATIENCE):
                 result["listed_open_s"] = time.monotonic() - started
                 mine = cpu_seconds()
-                await trio.sleep(window)
+                result["listed_client_stall_ms"] = 1000 * await longest_stall(window)
                 result["listed_client_cpu_pct_idle"] = 100 * (cpu_seconds() - mine) / window
             # A ring that names the topic alone: every member is known from Redis only.
             started = time.monotonic()
@@ -464,7 +464,7 @@ class Run:
                 result["learn_s"] = time.monotonic() - started
                 # Following them while nothing changes: a reload of every member per renewal.
                 mine, redis_cpu = cpu_seconds(), cpu_seconds(redis.pid)
-                await trio.sleep(window)
+                result["client_stall_ms"] = 1000 * await longest_stall(window)
                 result["client_cpu_pct_idle"] = 100 * (cpu_seconds() - mine) / window
                 result["redis_cpu_pct_idle"] = 100 * (cpu_seconds(redis.pid) - redis_cpu) / window
                 mine, redis_cpu = cpu_seconds(), cpu_seconds(redis.pid)
@@ -487,6 +487,17 @@ class Run:
         if self.args.registry:
             await self.membership()
         self.results["load_average"].append(round(os.getloadavg()[0], 2))
+
+
+async def longest_stall(seconds: float, tick: float = 0.01) -> float:
+    """For `seconds`, the longest a `tick` s sleep overran: how long the Trio loop
+    was kept from running anything else (what a call would have waited)."""
+    longest = 0.0
+    end = trio.current_time() + seconds
+    while (now := trio.current_time()) < end:
+        await trio.sleep(tick)
+        longest = max(longest, trio.current_time() - now - tick)
+    return longest
 
 
 def routable(client: trizmq.Client, host: str) -> bool:
@@ -735,12 +746,13 @@ def format_registry(g: dict[str, Any]) -> list[str]:
         f" redis-server {g['redis_cpu_pct_services']:.1f} %; it holds {g['redis_fds']:,} fds |",
         f"| a client learns them (its ring names the topic only): open / all routable"
         f" | {1000 * g['open_s']:.0f} ms / {1000 * g['learn_s']:.0f} ms |",
-        f"| that client following them, nothing changing (CPU, % of a core) | client"
-        f" {g['client_cpu_pct_idle']:.1f}, redis-server {g['redis_cpu_pct_idle']:.1f}"
-        " (with the renewals) |",
-        f"| a client whose ring lists the {g['members']:,} hosts too: open; CPU following"
-        f" | {1000 * g['listed_open_s']:.0f} ms;"
-        f" {g['listed_client_cpu_pct_idle']:.1f} % of a core |",
+        f"| that client following them, nothing changing: CPU (% of a core); its longest"
+        f" stall | client {g['client_cpu_pct_idle']:.1f}, redis-server"
+        f" {g['redis_cpu_pct_idle']:.1f} (with the renewals); {g['client_stall_ms']:.0f} ms |",
+        f"| a client whose ring lists the {g['members']:,} hosts too: open; CPU following;"
+        f" longest stall | {1000 * g['listed_open_s']:.0f} ms;"
+        f" {g['listed_client_cpu_pct_idle']:.1f} % of a core;"
+        f" {g['listed_client_stall_ms']:.0f} ms |",
         f"| during the churn below (CPU, % of a core) | client {g['client_cpu_pct_churn']:.1f},"
         f" redis-server {g['redis_cpu_pct_churn']:.1f}; {c['unseen']} changes never seen |",
         f"| all {g['members']:,} stopping at once | {g['leaves_timed_out_at_stop']:,}"
