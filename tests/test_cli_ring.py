@@ -57,6 +57,20 @@ def test_ring_check_marks_reserved_topic() -> None:
     assert replies.endswith("(reserved: replies travel on the caller's connection)")
 
 
+def test_ring_check_shows_the_pools_of_a_topic_of_pools(tmp_path: Path) -> None:
+    ring = tmp_path / "ring.json"
+    pools = {"scheduler": ["controller"], "audit": ["computenodex", "controller2"]}
+    ring.write_text(json.dumps({"notifications:9700": pools}))
+    result = run_cli("ring", "check", str(ring))
+    assert result.returncode == 0, result.stderr
+    row = result.stdout.splitlines()[1]
+    assert row.split(None, 2) == [
+        "notifications",
+        "9700",
+        "scheduler: controller; audit: computenodex, controller2",
+    ]
+
+
 def test_ring_check_invalid_ring_prints_error_on_stderr_and_exits_2(tmp_path: Path) -> None:
     path = tmp_path / "ring.json"
     path.write_text('{"compute:70000": ["controller"]}', encoding="utf-8")

@@ -261,20 +261,6 @@ async def test_serve_on_an_address_in_use_says_so_in_one_line(cluster: Cluster) 
     )
 
 
-async def test_serve_of_an_app_topic_the_ring_does_not_list_for_the_host_exits_2() -> None:
-    # cluster_app serves every topic of the seed ring; computenodex runs only two.
-    command = trizmq_command(
-        "serve", str(SEED_RING), "--host", "computenodex", "--app", APP, "--resolve",
-        f"computenodex={unique_resolve(['computenodex'])['computenodex']}",
-    )  # fmt: skip
-    with trio.fail_after(20):
-        done = await run_process(command)
-    assert done.returncode == 2
-    assert "'computenodex'" in text(done.stderr)
-    assert "does not list" in text(done.stderr)
-    assert "serving on" not in text(done.stderr)
-
-
 async def test_serve_of_a_topic_option_the_ring_does_not_list_for_the_host_exits_2() -> None:
     command = trizmq_command(
         "serve", str(SEED_RING), "--host", "computenodex", "--app", APP, "--topic", "cert",

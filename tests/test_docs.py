@@ -675,6 +675,7 @@ def test_the_navigation_reads_in_the_documented_order() -> None:
         "Quickstart",
         "User guide",
         "Concepts",
+        "Notifications",
         "Operating",
         "Reference",
         "Coming from oslo.messaging",

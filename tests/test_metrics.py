@@ -455,3 +455,21 @@ async def test_a_prometheus_server_scrapes_the_metrics(tmp_path: Path) -> None:
                 [error] = await query(prometheus, errors)
                 assert error["metric"]["type"] == f"{__name__}.Boom"
                 assert error["value"][1] == "1"
+
+
+async def test_a_topic_served_on_two_ports_at_once_is_scraped_once_by_the_newer() -> None:
+    # A topic that a ring reload moved: its old port serves on through its grace period.
+    resolve = unique_resolve(["node"])
+    moved = trizmq.Ring.from_mapping({"compute:9611": ["node"]})
+    with trio.fail_after(20):
+        async with (
+            serving(RING, "compute", Endpoint(), "node", resolve),
+            serving(moved, "compute", Endpoint(), "node", resolve),
+            trio.open_nursery() as nursery,
+        ):
+            url = await nursery.start(trizmq.serve_metrics, resolve["node"], 0)
+            async with trizmq.open_client(moved, resolve=resolve) as client:
+                assert await client.call("compute", "ping", x=1) == 2
+            m = await scrape(url)
+            assert m.get("trizmq_requests_total", **PORT, kind="call") == 1
+            nursery.cancel_scope.cancel()

@@ -9,7 +9,7 @@ import msgpack
 import pytest
 
 import trizmq
-from trizmq._dispatch import expose
+from trizmq._dispatch import Endpoints
 from trizmq._protocol.service import Job, Limits, ServiceCore
 from trizmq._stats import MAX_SUBSCRIBERS, ServiceStats
 from trizmq._wire import Envelope, Error, Kind, Reply, decode
@@ -42,7 +42,7 @@ class Port:
         self.core = ServiceCore(
             TOPIC,
             "node",
-            expose(Endpoint()),
+            Endpoints([Endpoint()]),
             ServiceStats("node", TOPIC, 9601, ["work"]),
             Limits(
                 **{

@@ -3,8 +3,9 @@
 Hypothesis sends `ServiceCore` random interleavings of what callers can send
 (calls, casts, CASTS, fanouts, cancels, stats subscriptions, garbage; good,
 reused, zero, negative and huge ids; wrong topics; timeouts from negative to
-huge), takes requests the way the service runner does, ends handlers in any
-order and any way, moves time on and stops the service at any point. After
+huge; namespaces and versions, absent, served, refused or malformed), takes
+requests the way the service runner does, ends handlers in any order and any
+way, moves time on and stops the service at any point. After
 every step and at the end it checks the rules of docs/protocol.md:
 
 - the core never raises;
@@ -31,7 +32,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import trizmq
-from trizmq._dispatch import expose
+from trizmq._dispatch import Endpoints
 from trizmq._protocol.service import Job, Limits, ServiceCore
 from trizmq._stats import MAX_SUBSCRIBERS, ServiceStats
 from trizmq._wire import Call, ErrorCode, Kind, decode
@@ -55,6 +56,21 @@ methods = st.sampled_from(["work", "nop", "missing"])
 topics = st.sampled_from([TOPIC, "network"])
 arguments = st.sampled_from([{"n": 1}, {"n": "one"}, {}, {"m": 1}])
 timeouts = st.sampled_from([None, 30.0, 1.0, 0.0, -5.0, 1e300, math.nan, math.inf])
+# The optional (namespace, version) of a request: mostly absent; else the
+# endpoint's (1.0 of the default namespace), a newer minor or major, an
+# unknown namespace, or a malformed version.
+addressings = st.sampled_from(
+    [
+        (),
+        (),
+        (None, None),
+        (None, "1.0"),
+        (None, "1.1"),
+        (None, "2.0"),
+        ("other", None),
+        (None, "x"),
+    ]
+)
 
 
 @st.composite
@@ -91,7 +107,7 @@ class ServiceSide(RuleBasedStateMachine):
         self.core = ServiceCore(
             TOPIC,
             "node",
-            expose(Endpoint()),
+            Endpoints([Endpoint()]),
             ServiceStats("node", TOPIC, 9601),
             LIMITS,
             send=self.sent,
@@ -112,31 +128,52 @@ class ServiceSide(RuleBasedStateMachine):
 
     # -- what callers send ---------------------------------------------------------
 
-    @rule(caller=callers, request=requests())
+    @rule(caller=callers, request=requests(), addressing=addressings)
     def call(
-        self, caller: bytes, request: tuple[int, str, str, dict[str, Any], float | None]
+        self,
+        caller: bytes,
+        request: tuple[int, str, str, dict[str, Any], float | None],
+        addressing: tuple[str | None, ...],
     ) -> None:
         id, method, topic, args, timeout = request
-        self.queue.append([caller, pack(Kind.CALL, id, topic, method, args, {}, timeout)])
+        frame = pack(Kind.CALL, id, topic, method, args, {}, timeout, *addressing)
+        self.queue.append([caller, frame])
         # A non-finite timeout makes the envelope invalid: answered under id 0.
         if id > 0 and (timeout is None or math.isfinite(timeout)):
             self.calls[(caller, id)] += 1
 
-    @rule(caller=callers, request=requests(), kind=st.sampled_from([Kind.CAST, Kind.FANOUT]))
+    @rule(
+        caller=callers,
+        request=requests(),
+        kind=st.sampled_from([Kind.CAST, Kind.FANOUT]),
+        addressing=addressings,
+    )
     def cast(
-        self, caller: bytes, request: tuple[int, str, str, dict[str, Any], float | None], kind: Kind
+        self,
+        caller: bytes,
+        request: tuple[int, str, str, dict[str, Any], float | None],
+        kind: Kind,
+        addressing: tuple[str | None, ...],
     ) -> None:
         id, method, topic, args, _ = request
-        self.queue.append([caller, pack(kind, id, topic, method, args, {})])
+        self.queue.append([caller, pack(kind, id, topic, method, args, {}, *addressing)])
 
     @rule(
         caller=callers,
         id=st.integers(1, 3) | ids,
         method=st.just("work") | methods,
         batch=st.lists(st.just({"n": 1}) | arguments, max_size=8),
+        addressing=addressings,
     )
-    def casts(self, caller: bytes, id: int, method: str, batch: list[dict[str, Any]]) -> None:
-        self.queue.append([caller, pack(Kind.CASTS, id, TOPIC, method, batch, {})])
+    def casts(
+        self,
+        caller: bytes,
+        id: int,
+        method: str,
+        batch: list[dict[str, Any]],
+        addressing: tuple[str | None, ...],
+    ) -> None:
+        self.queue.append([caller, pack(Kind.CASTS, id, TOPIC, method, batch, {}, *addressing)])
 
     @rule(caller=callers, id=st.integers(1, 3) | ids)
     def cancel(self, caller: bytes, id: int) -> None:
@@ -264,7 +301,7 @@ def test_a_call_already_past_its_deadline_is_answered_without_running() -> None:
     core = ServiceCore(
         TOPIC,
         "node",
-        expose(Endpoint()),
+        Endpoints([Endpoint()]),
         ServiceStats("node", TOPIC, 9601),
         LIMITS,
         send=lambda identity, frame, kind: answers.append(decode(frame)),

@@ -249,11 +249,14 @@ def test_two_topics_may_share_a_port_on_disjoint_hosts() -> None:
 
 @pytest.mark.parametrize(
     ("hosts", "kind"),
-    [("controller", "a string"), ({"controller": 1}, "an object"), (5, "a number"), (None, "null")],
+    [("controller", "a string"), (5, "a number"), (None, "null")],
 )
 def test_hosts_not_a_list(tmp_path: Path, hosts: object, kind: str) -> None:
     path, message = load_error(tmp_path, {"compute:9501": hosts})
-    assert message == f"{path}: key 'compute:9501': hosts must be a list of host names, not {kind}"
+    assert message == (
+        f"{path}: key 'compute:9501': hosts must be a list of host names or an object of pools, "
+        f"not {kind}"
+    )
 
 
 def test_empty_host_list(tmp_path: Path) -> None:
@@ -283,6 +286,143 @@ def test_duplicate_host(tmp_path: Path) -> None:
 def test_host_with_forbidden_character(tmp_path: Path, host: str, char: str) -> None:
     path, message = load_error(tmp_path, {"compute:9501": [host]})
     assert message.startswith(f"{path}: key 'compute:9501': host {host!r} contains {char!r};")
+
+
+# -- pools --------------------------------------------------------------------
+
+POOLED = {
+    "compute:9501": ["controller", "computenodex"],
+    "notifications:9700": {"scheduler": ["controller"], "audit": ["computenodex", "controller2"]},
+}
+
+
+@pytest.fixture
+def pooled() -> Ring:
+    return Ring.from_mapping(POOLED)
+
+
+def test_pools_of_a_topic_of_pools_keep_file_order(pooled: Ring) -> None:
+    assert list(pooled.pools_of("notifications").items()) == [
+        ("scheduler", ("controller",)),
+        ("audit", ("computenodex", "controller2")),
+    ]
+
+
+def test_pools_of_a_plain_host_list_is_one_pool_named_default(pooled: Ring) -> None:
+    assert pooled.pools_of("compute") == {"default": ("controller", "computenodex")}
+
+
+def test_hosts_of_a_topic_of_pools_is_every_pool_s_hosts_in_order(pooled: Ring) -> None:
+    assert pooled.hosts_of("notifications") == ("controller", "computenodex", "controller2")
+
+
+def test_a_topic_of_pools_is_served_and_targeted_like_any_topic(pooled: Ring) -> None:
+    assert pooled.serves("notifications", "controller2")
+    assert pooled.resolve_target("notifications.computenodex") == ("notifications", "computenodex")
+    assert Service("controller2", "notifications", 9700) in pooled.services_of("controller2")
+
+
+def test_pools_of_an_unknown_topic(pooled: Ring) -> None:
+    with pytest.raises(RingError, match="unknown topic 'volume'"):
+        pooled.pools_of("volume")
+
+
+def test_to_json_gives_the_pools_of_a_topic_of_pools_only(pooled: Ring) -> None:
+    topics = {t["topic"]: t for t in pooled.to_json()["topics"]}
+    assert topics["notifications"] == {
+        "topic": "notifications",
+        "port": 9700,
+        "hosts": ["controller", "computenodex", "controller2"],
+        "pools": {"scheduler": ["controller"], "audit": ["computenodex", "controller2"]},
+    }
+    assert "pools" not in topics["compute"]
+
+
+def test_to_json_round_trips_pools(pooled: Ring) -> None:
+    data = json.loads(json.dumps(pooled.to_json()))
+    mapping = {f"{t['topic']}:{t['port']}": t.get("pools", t["hosts"]) for t in data["topics"]}
+    again = Ring.from_mapping(mapping)
+    assert again == pooled
+    assert again.pools_of("notifications") == pooled.pools_of("notifications")
+
+
+def test_a_ring_file_with_pools_loads(tmp_path: Path) -> None:
+    ring = Ring.load(write_ring(tmp_path, json.dumps(POOLED)))
+    assert ring.pools_of("notifications")["audit"] == ("computenodex", "controller2")
+
+
+def test_a_host_in_two_pools_of_one_topic(tmp_path: Path) -> None:
+    path, message = load_error(tmp_path, {"n:9700": {"a": ["x", "y"], "b": ["z", "y"]}})
+    assert message == (
+        f"{path}: key 'n:9700': host 'y' is in both pool 'a' and pool 'b'; "
+        "a host serves a topic on one port, so it belongs to one pool"
+    )
+
+
+def test_a_host_may_be_in_pools_of_two_topics() -> None:
+    ring = Ring.from_mapping({"n:9700": {"a": ["x"]}, "m:9701": {"a": ["x"]}})
+    assert ring.services_of("x") == (Service("x", "n", 9700), Service("x", "m", 9701))
+
+
+def test_an_empty_pool_object(tmp_path: Path) -> None:
+    path, message = load_error(tmp_path, {"n:9700": {}})
+    assert message == (
+        f"{path}: key 'n:9700': the pool object is empty; a topic needs at least one pool"
+    )
+
+
+def test_an_empty_pool(tmp_path: Path) -> None:
+    path, message = load_error(tmp_path, {"n:9700": {"a": ["x"], "b": []}})
+    assert message == (
+        f"{path}: key 'n:9700': pool 'b': the host list is empty; a pool needs at least one host"
+    )
+
+
+@pytest.mark.parametrize(
+    ("hosts", "kind"), [("x", "a string"), ({"x": ["y"]}, "an object"), (None, "null")]
+)
+def test_a_pool_s_hosts_not_a_list(tmp_path: Path, hosts: object, kind: str) -> None:
+    path, message = load_error(tmp_path, {"n:9700": {"a": hosts}})
+    assert (
+        message == f"{path}: key 'n:9700': pool 'a': hosts must be a list of host names, not {kind}"
+    )
+
+
+def test_a_pool_s_host_not_a_string(tmp_path: Path) -> None:
+    path, message = load_error(tmp_path, {"n:9700": {"a": ["x", 7]}})
+    assert message == f"{path}: key 'n:9700': pool 'a': host at index 1 is a number 7, not a string"
+
+
+def test_a_host_listed_twice_in_one_pool(tmp_path: Path) -> None:
+    path, message = load_error(tmp_path, {"n:9700": {"a": ["x", "x"]}})
+    assert message == f"{path}: key 'n:9700': pool 'a': host 'x' is listed twice"
+
+
+def test_an_empty_pool_name(tmp_path: Path) -> None:
+    path, message = load_error(tmp_path, {"n:9700": {"": ["x"]}})
+    assert message == f"{path}: key 'n:9700': a pool name is an empty string"
+
+
+@pytest.mark.parametrize(("name", "char"), [("a.b", "."), ("a b", " "), ("a:b", ":")])
+def test_a_pool_name_with_a_forbidden_character(tmp_path: Path, name: str, char: str) -> None:
+    path, message = load_error(tmp_path, {"n:9700": {name: ["x"]}})
+    assert message == (
+        f"{path}: key 'n:9700': pool {name!r} contains {char!r}; "
+        "names use only letters, digits, '_' and '-'"
+    )
+
+
+def test_a_pool_name_not_a_string() -> None:
+    with pytest.raises(RingError) as info:
+        Ring.from_mapping({"n:9700": {1: ["x"]}})
+    assert str(info.value) == "<mapping>: key 'n:9700': pool name 1 is a number, not a string"
+
+
+def test_a_pooled_host_still_claims_its_port(tmp_path: Path) -> None:
+    path, message = load_error(tmp_path, {"compute:9700": ["x"], "n:9700": {"a": ["y", "x"]}})
+    assert message.startswith(
+        f"{path}: key 'n:9700': port 9700 on host 'x' is claimed by both topic 'compute'"
+    )
 
 
 # -- from_mapping -------------------------------------------------------------

@@ -368,7 +368,7 @@ def test_the_blocking_methods_take_the_arguments_of_the_async_ones() -> None:
 
 
 CLIENT_METHODS = ["call", "cast", "cast_many", "fanout", "prepare", "connected", "url", "stats"]
-BOUND = ["call", "cast", "fanout"]
+BOUND = ["call", "cast", "cast_many", "fanout", "prepare", "can_send_version"]
 
 
 # -- the stream bridge: an async stream as a blocking iterator ------------------------

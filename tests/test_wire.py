@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import attrs
 import msgpack
 import pytest
 from hypothesis import given
@@ -40,11 +41,14 @@ payload = st.recursive(
 args = st.dictionaries(st.text(max_size=10), payload, max_size=5)
 timeouts = st.none() | st.floats(min_value=0, max_value=1e6)
 
+namespaces = st.none() | names
+versions = st.none() | st.from_regex(r"[0-9]{1,3}\.[0-9]{1,3}", fullmatch=True)
+
 envelopes: st.SearchStrategy[Envelope] = st.one_of(
-    st.builds(Call, ids, names, names, args, args, timeouts),
-    st.builds(Cast, ids, names, names, args, args),
-    st.builds(Casts, ids, names, names, st.lists(args, max_size=4), args),
-    st.builds(Fanout, ids, names, names, args, args),
+    st.builds(Call, ids, names, names, args, args, timeouts, namespaces, versions),
+    st.builds(Cast, ids, names, names, args, args, namespaces, versions),
+    st.builds(Casts, ids, names, names, st.lists(args, max_size=4), args, namespaces, versions),
+    st.builds(Fanout, ids, names, names, args, args, namespaces, versions),
     st.builds(Reply, ids, payload),
     st.builds(Error, ids, names, names, st.text(), st.text()),
     st.builds(Cancel, ids),
@@ -89,6 +93,57 @@ def test_the_envelope_is_a_versioned_positional_array() -> None:
         {"x": 1},
         {"user": "u"},
     ]
+
+
+# Each request as it was encoded before namespaces and versions existed.
+REQUESTS_OF_BEFORE = [
+    (
+        Call(1, "compute", "boot", {"x": 1}, {"u": 1}, 2.5),
+        [Kind.CALL, 1, "compute", "boot", {"x": 1}, {"u": 1}, 2.5],
+    ),
+    (Cast(2, "compute", "boot", {}, {}), [Kind.CAST, 2, "compute", "boot", {}, {}]),
+    (
+        Casts(3, "compute", "boot", [{}, {"x": 2}], {}),
+        [Kind.CASTS, 3, "compute", "boot", [{}, {"x": 2}], {}],
+    ),
+    (Fanout(4, "compute", "boot", {}, {}), [Kind.FANOUT, 4, "compute", "boot", {}, {}]),
+]
+
+
+@pytest.mark.parametrize(("envelope", "fields"), REQUESTS_OF_BEFORE)
+def test_a_request_naming_neither_namespace_nor_version_is_the_same_bytes_as_before(
+    envelope: Envelope, fields: list[Any]
+) -> None:
+    old = msgpack.packb([VERSION, *fields], use_bin_type=True)
+    assert encode(envelope) == old
+    assert decode(old) == envelope
+
+
+@pytest.mark.parametrize(("envelope", "fields"), REQUESTS_OF_BEFORE)
+def test_a_request_naming_a_namespace_or_a_version_carries_both_after_its_fields(
+    envelope: Envelope, fields: list[Any]
+) -> None:
+    versioned = attrs.evolve(envelope, version="5.3")  # type: ignore[misc]
+    assert msgpack.unpackb(encode(versioned))[1:] == [*fields, None, "5.3"]
+    namespaced = attrs.evolve(envelope, namespace="baseapi")  # type: ignore[misc]
+    assert msgpack.unpackb(encode(namespaced))[1:] == [*fields, "baseapi", None]
+    assert decode(encode(namespaced)) == namespaced
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ([VERSION, Kind.CALL, 1, "t", "m", {}, {}, None, "ns"], "has 6 or 8 fields, got 7"),
+        ([VERSION, Kind.CAST, 1, "t", "m", {}, {}, 5, None], "namespace"),
+        ([VERSION, Kind.FANOUT, 1, "t", "m", {}, {}, None, 5.3], "version"),
+        ([VERSION, Kind.CASTS, 1, "t", "m", [], {}, None, None, None], "has 5 or 7 fields, got 8"),
+    ],
+)
+def test_a_namespace_or_version_that_is_not_a_str_or_nil_is_refused(
+    fields: Any, problem: str
+) -> None:
+    with pytest.raises(ProtocolError, match=problem):
+        decode(msgpack.packb(fields))
 
 
 @pytest.mark.parametrize(

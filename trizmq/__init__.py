@@ -17,9 +17,16 @@ from ._errors import RemoteError as RemoteError
 from ._errors import RingError as RingError
 from ._errors import ServiceShutdown as ServiceShutdown
 from ._errors import TrizmqError as TrizmqError
+from ._errors import UnsupportedVersion as UnsupportedVersion
+from ._errors import VersionCapError as VersionCapError
 from ._metrics import serve_metrics as serve_metrics
+from ._notify import NotificationListener as NotificationListener
+from ._notify import Notifier as Notifier
+from ._registry import Member as Member
+from ._registry import Registry as Registry
 from ._ring import Ring as Ring
 from ._ring import Service as Service
 from ._ring import parse_resolve as parse_resolve
 from ._ring import resolve_address as resolve_address
 from ._service import serve as serve
+from ._versions import Target as Target

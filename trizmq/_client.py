@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import secrets
@@ -16,10 +17,14 @@ import zmq
 
 from ._curve import Curve
 from ._deadlines import Deadlines
-from ._errors import AuthenticationFailed, MessageTooLarge, PeerLost, RingError
+from ._errors import AuthenticationFailed, MessageTooLarge, PeerLost, RingError, VersionCapError
+from ._known import KnownExceptions
+from ._membership import LiveMembers, Members, RingMembers
 from ._nursery import open_nursery
 from ._protocol.caller import CallerCore, Ids
+from ._registry import Registry, as_registry, watch
 from ._ring import Ring, resolve_address
+from ._ring_watch import RingFile
 from ._routing import RoundRobin
 from ._transport import (
     DEFAULT_HEARTBEAT,
@@ -29,6 +34,7 @@ from ._transport import (
     set_heartbeat,
     watch_events,
 )
+from ._versions import check_namespace, is_compatible, parse_version
 from ._wire import (
     DEFAULT_MAX_MESSAGE_SIZE,
     Call,
@@ -50,6 +56,9 @@ _CASTS_PER_MESSAGE = 1000
 
 #: Seconds replies may still arrive after ZeroMQ reported their connection closed.
 _SETTLE = 0.05
+
+#: Seconds between two looks at whether a connection left out of the ring is idle.
+_RETIRE_POLL = 0.05
 
 _PEER_EVENTS = (
     zmq.EVENT_CONNECTED
@@ -98,12 +107,13 @@ class _Peer:
         sock: AsyncSocket,
         down: set[str],
         nursery: trio.Nursery,
+        known: KnownExceptions | None,
     ) -> None:
         self.topic = topic
         self.host = host
         self.url = url
         self.sock = sock
-        self.core: CallerCore[_Pending] = CallerCore(topic, host)
+        self.core: CallerCore[_Pending] = CallerCore(topic, host, known)
         self.counts = self.core.counts
         self._down = down  # the hosts of this topic known to be down, shared by its peers
         self.refused: AuthenticationFailed | None = None  # set while handshakes fail
@@ -219,6 +229,18 @@ class _Peer:
         for waiter in self.core.lose(ids):
             self.settle(waiter.id, waiter, outcome.Error(error))
 
+    async def retire(self) -> None:
+        """Left out of the client's ring: calls in flight finish, then the connection closes."""
+        self._down = set()  # its closing says nothing of the host's other connections
+        try:
+            # Polled: calls end in many ways (reply, timeout, cancel, loss), and a
+            # retired connection is rare enough not to cost every call a check.
+            while self.core.pending:  # noqa: ASYNC110
+                await trio.sleep(_RETIRE_POLL)
+        finally:
+            self.sock.zmq.disable_monitor()  # before the socket closes (see watch_events)
+            self.sock.close()
+
 
 class Client:
     """Reaches the services of a ring directly: one DEALER per service port.
@@ -238,8 +260,12 @@ class Client:
         heartbeat: float,
         max_message_size: int,
         curve: Curve | None,
+        known: KnownExceptions | None = None,
+        members: Members | None = None,
     ) -> None:
-        self.ring = ring
+        self._ring = ring
+        # Who serves what: the ring's hosts, or a registry's live members.
+        self._members: Members = RingMembers(ring) if members is None else members
         self._nursery = nursery
         self._resolve = dict(resolve or {})
         self._context = dict(context or {})
@@ -250,12 +276,35 @@ class Client:
         self._heartbeat = heartbeat
         self._curve = curve
         self._max_message_size = max_message_size
+        self._known = known
         self._peers: dict[tuple[str, str], _Peer] = {}
         self._down: dict[str, set[str]] = {}
         self._ids = Ids()
         self._round_robin = RoundRobin()
         self._deadlines = Deadlines()
         nursery.start_soon(self._deadlines.run)
+
+    @property
+    def ring(self) -> Ring:
+        """The ring the client routes by.
+
+        Assign another ring to route by it from now on (`open_client` with a
+        ring file does so whenever the file changes): its new topics and
+        hosts are routable at once; a host it no longer lists for a topic, or
+        a topic whose port it changed, gets no new request, while the calls
+        in flight there finish; that connection closes after them.
+        """
+        return self._ring
+
+    @ring.setter
+    def ring(self, ring: Ring) -> None:
+        old, self._ring = self._ring, ring
+        self._members = members = self._members.with_ring(ring)
+        for (topic, host), peer in list(self._peers.items()):
+            gone = not ring.serves(topic, host) and members.member(topic, host) is None
+            if gone or ring.port(topic) != old.port(topic):
+                del self._peers[(topic, host)]
+                self._nursery.start_soon(peer.retire)
 
     @property
     def identity(self) -> str:
@@ -268,19 +317,36 @@ class Client:
         *,
         timeout: float | None = None,
         context: Mapping[str, Any] | None = None,
+        version: str | None = None,
+        namespace: str | None = None,
+        version_cap: str | None = None,
     ) -> BoundTarget:
-        """A target with its own default timeout and context, as `RPCClient.prepare`.
+        """A target with its own defaults, as oslo.messaging's `RPCClient.prepare`.
 
         Args:
             target: `"topic"` or `"topic.host"`.
             timeout: Default timeout of its calls (else the client's).
             context: Default context of its messages (merged over the client's).
+            version: The API version its calls, casts and fanouts need,
+                `"MAJOR.MINOR"`: the service runs them on an endpoint of the
+                same major version and a minor at least this one, or answers
+                calls with `UnsupportedVersion`. None: any endpoint of the
+                namespace.
+            namespace: The namespace of the methods (an endpoint's
+                `Target.namespace`); None for the topic's main API.
+            version_cap: The highest version this target may send (a rolling
+                upgrade's pin): see `BoundTarget.can_send_version`.
 
         Raises:
             RingError: The target is not in the ring.
+            ValueError: A version is not `"MAJOR.MINOR"`, or the namespace is
+                neither None nor a non-empty str.
+            VersionCapError: `version` is above `version_cap`.
         """
-        self.ring.resolve_target(target)
-        return BoundTarget(self, target, timeout, dict(context or {}))
+        self._members.resolve_target(target)
+        return BoundTarget(
+            self, target, timeout, dict(context or {}), namespace, version, version_cap
+        )
 
     @overload
     async def call(
@@ -340,12 +406,34 @@ class Client:
             RingError: The target is not in the ring.
             TypeError: The result does not fit `returns`.
         """
+        return await self._call(target, method, timeout, returns, context, args, None, None)
+
+    async def _call(
+        self,
+        target: str,
+        method: str,
+        timeout: float | None,
+        returns: type[Any] | None,
+        context: Mapping[str, Any] | None,
+        args: Mapping[str, Any],
+        namespace: str | None,
+        version: str | None,
+    ) -> Any:
         seconds = self._timeout if timeout is None else timeout
         peer = self._peer(target)
         id = self._ids.next()
         wire_timeout = None if seconds == math.inf else float(seconds)
         frame = self._encode(
-            Call(id, peer.topic, method, _unstructure(args), self._merge(context), wire_timeout)
+            Call(
+                id,
+                peer.topic,
+                method,
+                _unstructure(args),
+                self._merge(context),
+                wire_timeout,
+                namespace,
+                version,
+            )
         )
         waiter = _Pending(peer, id)
         peer.core.pending[id] = waiter
@@ -393,9 +481,28 @@ class Client:
         Raises:
             RingError: The target is not in the ring.
         """
+        await self._cast(target, method, context, args, None, None)
+
+    async def _cast(
+        self,
+        target: str,
+        method: str,
+        context: Mapping[str, Any] | None,
+        args: Mapping[str, Any],
+        namespace: str | None,
+        version: str | None,
+    ) -> None:
         peer = self._peer(target)
         frame = self._encode(
-            Cast(self._ids.next(), peer.topic, method, _unstructure(args), self._merge(context))
+            Cast(
+                self._ids.next(),
+                peer.topic,
+                method,
+                _unstructure(args),
+                self._merge(context),
+                namespace,
+                version,
+            )
         )
         await peer.sock.send([frame])
         peer.counts["cast"] += 1
@@ -423,19 +530,37 @@ class Client:
             RingError: The target is not in the ring.
             MessageTooLarge: One cast alone is over the message size limit.
         """
+        return await self._cast_many(target, method, calls, context, None, None)
+
+    async def _cast_many(
+        self,
+        target: str,
+        method: str,
+        calls: Iterable[Mapping[str, Any]],
+        context: Mapping[str, Any] | None,
+        namespace: str | None,
+        version: str | None,
+    ) -> int:
         batches: dict[_Peer, list[dict[str, Any]]] = {}
         for args in calls:
             batches.setdefault(self._peer(target), []).append(_unstructure(args))
         values = self._merge(context)
         for peer, batch in batches.items():
-            for frame, count in self._casts_frames(peer.topic, method, batch, values):
+            frames = self._casts_frames(peer.topic, method, batch, values, namespace, version)
+            for frame, count in frames:
                 await peer.sock.send_soon([frame])
                 peer.counts["cast"] += count
         await trio.lowlevel.checkpoint()
         return sum(map(len, batches.values()))
 
     def _casts_frames(
-        self, topic: str, method: str, batch: list[dict[str, Any]], values: dict[str, Any]
+        self,
+        topic: str,
+        method: str,
+        batch: list[dict[str, Any]],
+        values: dict[str, Any],
+        namespace: str | None,
+        version: str | None,
     ) -> Iterator[tuple[bytes, int]]:
         """`CASTS` frames carrying `batch` in order, each within the size limit,
         with how many casts each carries."""
@@ -445,7 +570,7 @@ class Client:
         while chunks:
             chunk = chunks.pop(0)
             first = self._ids.take(len(chunk))
-            frame = encode(Casts(first, topic, method, chunk, values))
+            frame = encode(Casts(first, topic, method, chunk, values, namespace, version))
             if len(frame) <= self._max_message_size:
                 yield frame, len(chunk)
             elif len(chunk) == 1:
@@ -470,11 +595,30 @@ class Client:
         Raises:
             RingError: The topic is not in the ring.
         """
-        topic, only = self.ring.resolve_target(target)
-        hosts = self.ring.hosts_of(topic) if only is None else (only,)
+        await self._fanout(target, method, context, args, None, None)
+
+    async def _fanout(
+        self,
+        target: str,
+        method: str,
+        context: Mapping[str, Any] | None,
+        args: Mapping[str, Any],
+        namespace: str | None,
+        version: str | None,
+    ) -> None:
+        topic, only = self._members.resolve_target(target)
+        hosts = self._members.hosts_of(topic) if only is None else (only,)
         # One frame for every host: an id need only be unique on its connection.
         frame = self._encode(
-            Fanout(self._ids.next(), topic, method, _unstructure(args), self._merge(context))
+            Fanout(
+                self._ids.next(),
+                topic,
+                method,
+                _unstructure(args),
+                self._merge(context),
+                namespace,
+                version,
+            )
         )
         for host in hosts:
             peer = self._peer_of(topic, host)
@@ -482,15 +626,45 @@ class Client:
             peer.counts["fanout"] += 1
         await trio.lowlevel.checkpoint()
 
+    async def _cast_to_pools(
+        self,
+        topic: str,
+        method: str,
+        args: Mapping[str, Any],
+        context: Mapping[str, Any] | None,
+    ) -> None:
+        """Send one cast to one host of each pool of `topic` (see `Ring.pools_of`).
+
+        `Notifier`'s delivery: within a pool, hosts take turns as for `cast`,
+        hosts known to be down passed over.
+
+        Raises:
+            RingError: The topic is not in the ring.
+        """
+        pools = self.ring.pools_of(topic)
+        live = self._members.hosts_of(topic)
+        # One frame for every pool: their hosts are distinct connections.
+        frame = self._encode(
+            Cast(self._ids.next(), topic, method, _unstructure(args), self._merge(context))
+        )
+        for pool, hosts in pools.items():
+            # With a registry, the members of the pool registered now, if any.
+            hosts = tuple(h for h in hosts if h in live) or hosts
+            host = self._round_robin.next((topic, pool), hosts, self._down.get(topic))
+            peer = self._peer_of(topic, host)
+            await peer.sock.send([frame])
+            peer.counts["cast"] += 1
+
     def _merge(self, context: Mapping[str, Any] | None) -> dict[str, Any]:
         if not context:
             return self._context
         return {**self._context, **context}
 
     def _peer(self, target: str) -> _Peer:
-        topic, host = self.ring.resolve_target(target)
+        topic, host = self._members.resolve_target(target)
         if host is None:
-            host = self._round_robin.next(topic, self.ring.hosts_of(topic), self._down.get(topic))
+            hosts = self._members.hosts_of(topic)
+            host = self._round_robin.next(topic, hosts, self._down.get(topic))
         return self._peer_of(topic, host)
 
     def _peer_of(self, topic: str, host: str) -> _Peer:
@@ -508,7 +682,9 @@ class Client:
         if self._curve is not None:
             self._curve.apply(sock.zmq)
         down = self._down.setdefault(topic, set())
-        peer = self._peers[(topic, host)] = _Peer(topic, host, url, sock, down, self._nursery)
+        peer = self._peers[(topic, host)] = _Peer(
+            topic, host, url, sock, down, self._nursery, self._known
+        )
         monitor = open_monitor(sock, _PEER_EVENTS)
         self._nursery.start_soon(watch_events, sock, monitor, peer.on_event)
         sock.zmq.connect(url)
@@ -531,12 +707,15 @@ class Client:
         return self._url(*self._service_of(target, "url"))
 
     def _service_of(self, target: str, asker: str) -> tuple[str, str]:
-        topic, host = self.ring.resolve_target(target)
+        topic, host = self._members.resolve_target(target)
         if host is None:
             raise RingError(f"{self.ring.source}: {asker}({target!r}) needs 'topic.host'")
         return topic, host
 
     def _url(self, topic: str, host: str) -> str:
+        member = self._members.member(topic, host)
+        if member is not None:
+            return member.url
         return f"tcp://{resolve_address(host, self._resolve)}:{self.ring.port(topic)}"
 
     def stats(self) -> dict[str, dict[str, int]]:
@@ -566,7 +745,20 @@ class Client:
 
 
 class BoundTarget:
-    """A target prepared with `Client.prepare`: the same calls, fewer arguments."""
+    """A target prepared with `Client.prepare`: the same calls, fewer arguments.
+
+    Its calls, casts and fanouts carry its namespace and version (see
+    `Client.prepare`).
+
+    Attributes:
+        client: The client it sends through.
+        target: `"topic"` or `"topic.host"`.
+        timeout: Default timeout of its calls, or None for the client's.
+        context: Default context of its messages.
+        namespace: The namespace its requests name, or None.
+        version: The version its requests need, or None.
+        version_cap: The highest version it may send, or None.
+    """
 
     def __init__(
         self,
@@ -574,11 +766,82 @@ class BoundTarget:
         target: str,
         timeout: float | None,
         context: dict[str, Any],
+        namespace: str | None = None,
+        version: str | None = None,
+        version_cap: str | None = None,
     ) -> None:
+        check_namespace(namespace)
+        for given in (version, version_cap):
+            if given is not None:
+                parse_version(given)
         self.client = client
         self.target = target
         self.timeout = timeout
         self.context = context
+        self.namespace = namespace
+        self.version = version
+        self.version_cap = version_cap
+        if version is not None and not self.can_send_version(version):
+            raise VersionCapError(
+                f"{target}: version {version} is above the version cap {version_cap}"
+            )
+
+    def can_send_version(self, version: str | None = None) -> bool:
+        """Whether this target may send `version` (its own when None), as oslo's
+        `can_send_version`: always without a cap, else when the cap allows it
+        (the same major version, a minor at most the cap's).
+
+        Raises:
+            ValueError: The version is not `"MAJOR.MINOR"`.
+        """
+        version = self.version if version is None else version
+        if self.version_cap is None or version is None:
+            return True
+        return is_compatible(self.version_cap, version)
+
+    def prepare(
+        self,
+        *,
+        host: str | None = None,
+        timeout: float | None = None,
+        context: Mapping[str, Any] | None = None,
+        version: str | None = None,
+        namespace: str | None = None,
+        version_cap: str | None = None,
+    ) -> BoundTarget:
+        """A copy of this target with some defaults changed, as oslo's
+        `prepare(server=host, version=...)` on a prepared client.
+
+        Args:
+            host: Send to this host of the topic (`"topic.host"`).
+            timeout: Replaces the default timeout.
+            context: Merged over the default context.
+            version: Replaces the version (checked against the cap).
+            namespace: Replaces the namespace.
+            version_cap: Replaces the version cap.
+
+        Each argument left None keeps this target's value.
+
+        Raises:
+            RingError: The host does not serve the topic.
+            ValueError: A version is not `"MAJOR.MINOR"`, or the namespace is
+                neither None nor a non-empty str.
+            VersionCapError: The version is above the cap.
+        """
+        target = self.target
+        if host is not None:
+            topic, _ = self.client.ring.resolve_target(target)
+            target = f"{topic}.{host}"
+            self.client.ring.resolve_target(target)
+        return BoundTarget(
+            self.client,
+            target,
+            self.timeout if timeout is None else timeout,
+            self._merge(context),
+            self.namespace if namespace is None else namespace,
+            self.version if version is None else version,
+            self.version_cap if version_cap is None else version_cap,
+        )
 
     def _merge(self, context: Mapping[str, Any] | None) -> dict[str, Any]:
         # The call's context over the target's; the client adds its own under both.
@@ -595,31 +858,50 @@ class BoundTarget:
         **args: Any,
     ) -> Any:
         """`Client.call` on this target, with its defaults."""
-        return await self.client.call(
+        return await self.client._call(
             self.target,
             method,
-            timeout=self.timeout if timeout is None else timeout,
-            returns=returns,
-            context=self._merge(context),
-            **args,
+            self.timeout if timeout is None else timeout,
+            returns,
+            self._merge(context),
+            args,
+            self.namespace,
+            self.version,
         )
 
     async def cast(
         self, method: str, /, *, context: Mapping[str, Any] | None = None, **args: Any
     ) -> None:
-        """`Client.cast` on this target, with its default context."""
-        await self.client.cast(self.target, method, context=self._merge(context), **args)
+        """`Client.cast` on this target, with its defaults."""
+        await self.client._cast(
+            self.target, method, self._merge(context), args, self.namespace, self.version
+        )
+
+    async def cast_many(
+        self,
+        method: str,
+        calls: Iterable[Mapping[str, Any]],
+        /,
+        *,
+        context: Mapping[str, Any] | None = None,
+    ) -> int:
+        """`Client.cast_many` on this target, with its defaults."""
+        return await self.client._cast_many(
+            self.target, method, calls, self._merge(context), self.namespace, self.version
+        )
 
     async def fanout(
         self, method: str, /, *, context: Mapping[str, Any] | None = None, **args: Any
     ) -> None:
-        """`Client.fanout` on this target, with its default context."""
-        await self.client.fanout(self.target, method, context=self._merge(context), **args)
+        """`Client.fanout` on this target, with its defaults."""
+        await self.client._fanout(
+            self.target, method, self._merge(context), args, self.namespace, self.version
+        )
 
 
 @asynccontextmanager
 async def open_client(
-    ring: Ring,
+    ring: Ring | str | os.PathLike[str],
     *,
     resolve: Mapping[str, str] | None = None,
     context: Mapping[str, Any] | None = None,
@@ -628,6 +910,8 @@ async def open_client(
     heartbeat: float = DEFAULT_HEARTBEAT,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     curve: Curve | None = None,
+    allowed_exceptions: Iterable[type[BaseException] | str] = (),
+    registry: Registry | str | None = None,
 ) -> AsyncIterator[Client]:
     """Open a client of the ring's services, for the `async with` block.
 
@@ -635,7 +919,11 @@ async def open_client(
     Leaving the block closes them.
 
     Args:
-        ring: The ring to route by.
+        ring: The ring to route by, or the path of a ring file to follow: the
+            client loads it, then looks at it once a second and routes by
+            it again each time it changes (see
+            `Client.ring`). A change that does not load is logged once, on
+            the ``trizmq.client`` logger, and the ring loaded before stays in use.
         resolve: Host name to address overrides, e.g. `{"controller": "127.0.0.2"}`.
         context: Default context dict sent with every message.
         timeout: Default call timeout in seconds; `math.inf` waits forever. As
@@ -648,10 +936,42 @@ async def open_client(
         max_message_size: Largest message, in bytes, sent or accepted.
         curve: The client's CURVE keys (`Curve.client`), for services that
             require them; a refused handshake raises `AuthenticationFailed`.
+        allowed_exceptions: Exception classes, and module names
+            (`"nova.exception"`), whose remote exceptions a call raises as
+            themselves (oslo's `allowed_remote_exmods`): a handler's exception
+            whose type is such a class, or a class of such a module, is
+            raised as an instance of it, made from its message, with the
+            attributes of a `RemoteError` (`type_name`, `message`,
+            `remote_traceback`, `host`, `topic`); any other stays a
+            `RemoteError`. A listed module is imported when a remote error
+            first names one of its classes; nothing else is ever imported.
+
+        registry: Route over the live members of this registry (a `Registry`
+            or its URL) instead of the ring's hosts: a host joins and leaves
+            round-robin as it registers and deregisters, and a registered host
+            the ring does not list is a target too. Members are loaded before
+            the block starts; if Redis cannot be reached the ring's hosts stand
+            in until it can. The ring still names the topics.
+
+    Raises:
+        RingError: The ring file given does not load.
+        TypeError: An item of `allowed_exceptions` is neither an `Exception`
+            subclass nor a module name.
     """
+    # Checked before the block: a bad list opens no client.
+    known = KnownExceptions(allowed_exceptions) if allowed_exceptions else None
+    ring_file = None
+    if not isinstance(ring, Ring):
+        ring_file = RingFile(ring)
+        ring = ring_file.load()
     client: Client | None = None
+    live = as_registry(registry)
     try:
         async with open_nursery() as nursery:
+            members = None
+            if live is not None:
+                members = LiveMembers(ring, live)
+                await nursery.start(functools.partial(watch, live, members))
             client = Client(
                 ring,
                 nursery,
@@ -662,7 +982,12 @@ async def open_client(
                 heartbeat=heartbeat,
                 max_message_size=max_message_size,
                 curve=curve,
+                known=known,
+                members=members,
             )
+            if ring_file is not None:
+                # Each ring the file changes to becomes the client's.
+                nursery.start_soon(ring_file.follow, functools.partial(setattr, client, "ring"))
             yield client
             nursery.cancel_scope.cancel()
     finally:

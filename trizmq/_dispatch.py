@@ -1,8 +1,10 @@
 """Which methods of an endpoint are callable, and how their arguments arrive.
 
-No I/O here: `expose` reads an endpoint's methods and type hints once, and
-`Method.bind` turns the arguments of one request into the keyword arguments
-of the handler, or raises `ArgumentError` naming the argument at fault.
+No I/O here: `expose` reads an endpoint's methods and type hints once,
+`Endpoints` finds the method a request reaches among a port's endpoints (by
+namespace and version), and `Method.bind` turns the arguments of one request
+into the keyword arguments of the handler, or raises `ArgumentError` naming
+the argument at fault.
 """
 
 from __future__ import annotations
@@ -10,12 +12,13 @@ from __future__ import annotations
 import inspect
 import traceback
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
 from ._logs import clip
+from ._versions import Target, parse_version
 from ._wire import ErrorCode, converter, describe
 
 
@@ -76,12 +79,13 @@ class Method:
         return bound
 
 
-def expose(endpoint: object) -> dict[str, Method]:
+def expose(endpoint: object, prefix: str = "") -> dict[str, Method]:
     """The callable methods of an endpoint: its public functions, by name.
 
     Only functions defined on the endpoint's class (or its bases other than
     `object`) whose names do not start with `_` are exposed; nothing is found
-    with `getattr` on a name that came from the wire.
+    with `getattr` on a name that came from the wire. Each `Method` is named
+    `prefix` + its name (the name its stats are kept under).
 
     Raises:
         TypeError: an exposed method cannot take a Context and keyword arguments.
@@ -93,8 +97,130 @@ def expose(endpoint: object) -> dict[str, Method]:
                 continue
             func = attr.__func__ if isinstance(attr, staticmethod | classmethod) else attr
             if inspect.isfunction(func):
-                methods[name] = _method(name, getattr(endpoint, name))
+                methods[name] = _method(prefix + name, getattr(endpoint, name))
     return methods
+
+
+def target_of(endpoint: object) -> Target:
+    """The endpoint's `target` attribute, or the default `Target()`.
+
+    Raises:
+        TypeError: the endpoint has a `target` that is not a `trizmq.Target`.
+    """
+    target = getattr(endpoint, "target", None)
+    if target is None:
+        return Target()
+    if not isinstance(target, Target):
+        raise TypeError(f"{type(endpoint).__name__}.target must be a trizmq.Target, not {target!r}")
+    return target
+
+
+class Refused(Exception):
+    """A request reaches no method: the error to answer it with."""
+
+    def __init__(self, code: str, type_name: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.type_name = type_name
+        self.message = message
+
+
+@attrs.frozen
+class _Exposed:
+    """One endpoint of a port: its version and methods."""
+
+    version: str
+    major: int
+    minor: int
+    methods: dict[str, Method]
+
+
+class Endpoints:
+    """The endpoints of one port, and the method each request reaches.
+
+    The rules are oslo.messaging's dispatcher's: among the endpoints of the
+    request's namespace whose version is compatible with the one asked for
+    (any, if none is), the first, in the order given, that has the method.
+
+    Attributes:
+        default: What a request naming neither namespace nor version reaches,
+            by method name: computed once, so that such a request costs one
+            dict lookup, as with a single endpoint.
+        methods: Every method, by the name its stats are kept under: its own
+            in the default namespace, `"namespace.method"` in another.
+    """
+
+    def __init__(self, endpoints: Sequence[object]) -> None:
+        if not endpoints:
+            raise ValueError("a service needs at least one endpoint")
+        self._namespaces: dict[str | None, list[_Exposed]] = {}
+        self.methods: dict[str, Method] = {}
+        for endpoint in endpoints:
+            target = target_of(endpoint)
+            methods = expose(endpoint, "" if target.namespace is None else f"{target.namespace}.")
+            major, minor = parse_version(target.version)
+            exposed = _Exposed(target.version, major, minor, methods)
+            self._namespaces.setdefault(target.namespace, []).append(exposed)
+            for method in methods.values():
+                self.methods.setdefault(method.name, method)
+        self.default: dict[str, Method] = {}
+        for exposed in self._namespaces.get(None, ()):
+            for name, method in exposed.methods.items():
+                self.default.setdefault(name, method)
+
+    def find(self, topic: str, name: str, namespace: str | None, version: str | None) -> Method:
+        """The method a request for `name` of `namespace` at `version` reaches.
+
+        Raises:
+            Refused: with code `no_such_method` when no endpoint of the namespace
+                has the method and one of them is compatible with the version;
+                `unsupported_version` when endpoints of the namespace have the
+                method but none of a compatible version, or none at all is
+                compatible; `protocol` for a version that is not `MAJOR.MINOR`.
+        """
+        where = topic if namespace is None else f"{topic} (namespace {clip(namespace)!r})"
+        exposed = self._namespaces.get(namespace)
+        if exposed is None:
+            if namespace is None:
+                raise _no_such_method(where, name)
+            raise Refused(
+                ErrorCode.NO_SUCH_METHOD,
+                "trizmq.NoSuchMethod",
+                f"{topic} has no namespace {clip(namespace)!r}",
+            )
+        if version is None:
+            for endpoint in exposed:
+                method = endpoint.methods.get(name)
+                if method is not None:
+                    return method
+            raise _no_such_method(where, name)
+        try:
+            major, minor = parse_version(version)
+        except ValueError as exc:
+            raise Refused(ErrorCode.PROTOCOL, "trizmq.ProtocolError", str(exc)) from None
+        any_compatible = False
+        for endpoint in exposed:
+            if endpoint.major == major and endpoint.minor >= minor:
+                method = endpoint.methods.get(name)
+                if method is not None:
+                    return method
+                any_compatible = True
+        have = [e.version for e in exposed if name in e.methods]
+        if any_compatible and not have:
+            raise _no_such_method(where, name)
+        versions = ", ".join(have or (e.version for e in exposed))
+        raise Refused(
+            ErrorCode.UNSUPPORTED_VERSION,
+            "trizmq.UnsupportedVersion",
+            f"{where} has no endpoint compatible with version {version} for {clip(name)!r}"
+            f" (it has {versions})",
+        )
+
+
+def _no_such_method(where: str, name: str) -> Refused:
+    return Refused(
+        ErrorCode.NO_SUCH_METHOD, "trizmq.NoSuchMethod", f"{where} has no method {clip(name)!r}"
+    )
 
 
 def _method(name: str, func: Callable[..., Any]) -> Method:
@@ -132,8 +258,6 @@ def error_fields(exc: BaseException, *, with_traceback: bool) -> tuple[str, str,
     `MAX_ERROR_TEXT` characters, the traceback keeping its end, where the
     error was raised.
     """
-    cls = type(exc)
-    module = "" if cls.__module__ == "builtins" else f"{cls.__module__}."
     message = clip(exc, MAX_ERROR_TEXT)
     trace = ""
     if with_traceback:
@@ -146,4 +270,11 @@ def error_fields(exc: BaseException, *, with_traceback: bool) -> tuple[str, str,
                 f"... ({len(trace)} characters, the last {MAX_ERROR_TEXT})\n"
                 + (trace[-MAX_ERROR_TEXT:])
             )
-    return ErrorCode.EXCEPTION, f"{module}{cls.__qualname__}", message, trace
+    return ErrorCode.EXCEPTION, type_name(type(exc)), message, trace
+
+
+def type_name(cls: type[BaseException]) -> str:
+    """The name of an exception type on the wire: `ValueError` for a builtin,
+    `package.module.QualName` otherwise."""
+    module = "" if cls.__module__ == "builtins" else f"{cls.__module__}."
+    return f"{module}{cls.__qualname__}"

@@ -7,12 +7,17 @@ TrizmqError
 ├── CallTimeout          no reply before the call's deadline (also a TimeoutError)
 ├── MessageTooLarge      a message over the size limit was not sent (also a ValueError)
 ├── AuthenticationFailed the service refused this client's CURVE handshake
+├── VersionCapError      a version above the prepared target's cap (nothing sent)
 └── RemoteError          the service answered with an error
     ├── NoSuchMethod     the method is not exposed by the endpoint
     ├── BadArguments     missing, unexpected or wrongly typed arguments
+    ├── UnsupportedVersion no endpoint of a compatible version has the method
     ├── ServiceShutdown  the service stopped before the handler finished
     └── PeerLost         the service stopped answering heartbeats mid-call
 ```
+
+A remote exception of a type the client allows (`open_client(allowed_exceptions=)`)
+is raised as that type instead of `RemoteError`, with the same attributes.
 """
 
 from __future__ import annotations
@@ -63,6 +68,14 @@ class AuthenticationFailed(TrizmqError):
     """
 
 
+class VersionCapError(TrizmqError):
+    """A target was prepared with a version above its `version_cap`.
+
+    oslo.messaging's `RPCVersionCapError`: raised by `prepare`, so nothing is
+    sent. Check first with `BoundTarget.can_send_version`.
+    """
+
+
 class RemoteError(TrizmqError):
     """The service answered a call with an error.
 
@@ -100,6 +113,15 @@ class BadArguments(RemoteError):
     """The arguments of a call do not fit the handler's signature.
 
     The message names the argument: missing, unexpected, or of the wrong type.
+    """
+
+
+class UnsupportedVersion(RemoteError):
+    """No endpoint of the service serves the version (and namespace) the call asked for.
+
+    The service has endpoints with the method, or of the namespace, but none
+    whose version is compatible: the same major version and a minor at least
+    the one asked for. The message names the versions it has.
     """
 
 

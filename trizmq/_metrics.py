@@ -175,7 +175,10 @@ class _Collector:
 
     def collect(self) -> Iterable[Metric]:
         families = _Families()
-        for stats in serving_stats():
+        # A topic a ring reload moved serves its old port too, through its grace
+        # period: one sample per label set, the new port's (registered last).
+        newest = {(stats.topic, stats.host): stats for stats in serving_stats()}
+        for stats in newest.values():
             families.add(stats)
         return families.all()
 

@@ -1,10 +1,12 @@
 """The ring: which hosts serve which topic, on which port.
 
 A ring file is a JSON object mapping ``"topic:port"`` to the list of hosts that
-run the topic's service::
+run the topic's service, or to an object of named pools of hosts (notification
+listeners: each pool gets every notification, one member of it each)::
 
     {"compute:9501": ["controller", "computenodex"],
-     "scheduler:9506": ["controller"]}
+     "scheduler:9506": ["controller"],
+     "notifications:9700": {"scheduler": ["controller"], "audit": ["computenodex"]}}
 
 `Ring` loads and validates such a file and answers the questions a client and
 a service runner ask: the port of a topic, its hosts, the next host in
@@ -32,10 +34,21 @@ import attrs
 
 from ._errors import RingError
 
-__all__ = ["REPLIES_TOPIC", "Ring", "Service", "load_json", "parse_resolve", "resolve_address"]
+__all__ = [
+    "DEFAULT_POOL",
+    "REPLIES_TOPIC",
+    "Ring",
+    "Service",
+    "load_json",
+    "parse_resolve",
+    "resolve_address",
+]
 
 REPLIES_TOPIC = "zmq_replies"
 """The seed ring's reply topic. Accepted for compatibility; trizmq serves nothing there."""
+
+DEFAULT_POOL = "default"
+"""The name `Ring.pools_of` gives the one pool of a topic whose hosts are a plain list."""
 
 _MAPPING_SOURCE = "<mapping>"
 _MIN_PORT = 1
@@ -69,12 +82,17 @@ class Service:
 
 @attrs.frozen
 class _Entry:
-    """One validated ring key: a topic, its port and its hosts in file order."""
+    """One validated ring key: a topic, its port and its hosts in file order.
+
+    ``pools`` is None for a plain list of hosts, else the pools in file
+    order, whose hosts are ``hosts`` in that order.
+    """
 
     key: str
     topic: str
     port: int
     hosts: tuple[str, ...]
+    pools: tuple[tuple[str, tuple[str, ...]], ...] | None = None
 
 
 @attrs.frozen
@@ -132,7 +150,8 @@ class Ring:
         """Build a ring from already-parsed data, with the same rules as `load`.
 
         Args:
-            mapping: ``"topic:port"`` keys mapped to lists of host names.
+            mapping: ``"topic:port"`` keys mapped to lists of host names, or to
+                mappings of pool name to list of host names.
             source: The name used in error messages and `to_json`.
 
         Returns:
@@ -176,12 +195,30 @@ class Ring:
             topic: A topic of the ring.
 
         Returns:
-            The topic's hosts, in the order the ring lists them.
+            The topic's hosts, in the order the ring lists them; for a topic
+            of pools, every pool's hosts, pool after pool.
 
         Raises:
             RingError: The topic is not in the ring.
         """
         return self._entry(topic).hosts
+
+    def pools_of(self, topic: str) -> Mapping[str, tuple[str, ...]]:
+        """The pools of a topic's hosts: each gets every notification, one member of it each.
+
+        Args:
+            topic: A topic of the ring.
+
+        Returns:
+            Pool name to its hosts, both in the order the ring lists them. A
+            topic whose hosts are a plain list is one pool, named
+            ``"default"``.
+
+        Raises:
+            RingError: The topic is not in the ring.
+        """
+        entry = self._entry(topic)
+        return dict(entry.pools) if entry.pools is not None else {DEFAULT_POOL: entry.hosts}
 
     def serves(self, topic: str, host: str) -> bool:
         """Whether a host serves a topic.
@@ -297,13 +334,14 @@ class Ring:
 
         Returns:
             ``{"source": ..., "topics": [{"topic": ..., "port": ...,
-            "hosts": [...]}, ...]}``, topics sorted, hosts in ring order.
+            "hosts": [...]}, ...]}``, topics sorted, hosts in ring order. A
+            topic the ring gives as pools also has ``"pools": {name: [...]}``,
+            so the ring file can be written back as it was.
         """
         return {
             "source": self.source,
             "topics": [
-                {"topic": e.topic, "port": e.port, "hosts": list(e.hosts)}
-                for e in sorted(self._entries.values(), key=lambda e: e.topic)
+                _entry_json(e) for e in sorted(self._entries.values(), key=lambda e: e.topic)
             ],
         }
 
@@ -314,6 +352,13 @@ class Ring:
             raise RingError(
                 f"{self.source}: unknown topic {topic!r} (topics: {', '.join(self.topics)})"
             ) from None
+
+
+def _entry_json(entry: _Entry) -> dict[str, Any]:
+    data: dict[str, Any] = {"topic": entry.topic, "port": entry.port, "hosts": list(entry.hosts)}
+    if entry.pools is not None:
+        data["pools"] = {name: list(hosts) for name, hosts in entry.pools}
+    return data
 
 
 # -- parsing and validation ---------------------------------------------------
@@ -382,8 +427,13 @@ def _parse(data: object, source: str) -> dict[str, _Entry]:
         if not isinstance(key, str):
             raise RingError(f"{source}: key {key!r}: keys must be strings 'topic:port'")
         topic, port = _parse_key(key, source)
-        hosts = _parse_hosts(key, value, source)
-        entry = _Entry(key=key, topic=topic, port=port, hosts=hosts)
+        if isinstance(value, Mapping):
+            pools = _parse_pools(key, value, source)
+            hosts = tuple(host for _, members in pools for host in members)
+            entry = _Entry(key=key, topic=topic, port=port, hosts=hosts, pools=pools)
+        else:
+            hosts = _parse_hosts(f"{source}: key {key!r}", value, "a topic")
+            entry = _Entry(key=key, topic=topic, port=port, hosts=hosts)
         previous = entries.get(topic)
         if previous is not None:
             raise RingError(
@@ -429,14 +479,46 @@ def _parse_key(key: str, source: str) -> tuple[str, int]:
     return topic, port
 
 
-def _parse_hosts(key: str, value: object, source: str) -> tuple[str, ...]:
-    """Check a key's host list: a non-empty list of distinct, valid names."""
+def _parse_pools(
+    key: str, value: Mapping[object, object], source: str
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Check a key's pools: named, non-empty host lists, no host in two of them."""
     where = f"{source}: key {key!r}"
+    if not value:
+        raise RingError(f"{where}: the pool object is empty; a topic needs at least one pool")
+    pools: list[tuple[str, tuple[str, ...]]] = []
+    pool_of: dict[str, str] = {}  # host -> the pool that lists it
+    for name, members in value.items():
+        if not isinstance(name, str):
+            raise RingError(f"{where}: pool name {name!r} is {_json_type(name)}, not a string")
+        if not name:
+            raise RingError(f"{where}: a pool name is an empty string")
+        problem = _name_problem("pool", name)
+        if problem:
+            raise RingError(f"{where}: {problem}")
+        hosts = _parse_hosts(f"{where}: pool {name!r}", members, "a pool")
+        for host in hosts:
+            other = pool_of.setdefault(host, name)
+            if other != name:
+                raise RingError(
+                    f"{where}: host {host!r} is in both pool {other!r} and pool {name!r}; "
+                    "a host serves a topic on one port, so it belongs to one pool"
+                )
+        pools.append((name, hosts))
+    return tuple(pools)
+
+
+def _parse_hosts(where: str, value: object, owner: str) -> tuple[str, ...]:
+    """Check a host list (of `owner`, a topic or a pool): a non-empty list of
+    distinct, valid names."""
     # A string is a sequence too; "controller" must not become 10 hosts.
     if not isinstance(value, list | tuple):
-        raise RingError(f"{where}: hosts must be a list of host names, not {_json_type(value)}")
+        pools = " or an object of pools" if owner == "a topic" else ""
+        raise RingError(
+            f"{where}: hosts must be a list of host names{pools}, not {_json_type(value)}"
+        )
     if not value:
-        raise RingError(f"{where}: the host list is empty; a topic needs at least one host")
+        raise RingError(f"{where}: the host list is empty; {owner} needs at least one host")
     hosts: list[str] = []
     for index, host in enumerate(value):
         if not isinstance(host, str):

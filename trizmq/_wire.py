@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import math
+import operator
 from collections.abc import Callable
 from typing import Any, Final, NoReturn, TypeAlias
 
@@ -60,6 +61,8 @@ class Call:
     args: dict[str, Any]
     context: dict[str, Any]
     timeout: float | None = attrs.field(validator=lambda _, a, v: _check_seconds(a, v))
+    namespace: str | None = None
+    version: str | None = None
 
 
 def _check_seconds(attribute: attrs.Attribute[Any], value: float | None) -> None:
@@ -77,6 +80,8 @@ class _OneWay:
     method: str
     args: dict[str, Any]
     context: dict[str, Any]
+    namespace: str | None = None
+    version: str | None = None
 
 
 @attrs.frozen
@@ -96,6 +101,8 @@ class Casts:
     method: str
     batch: list[dict[str, Any]]
     context: dict[str, Any]
+    namespace: str | None = None
+    version: str | None = None
 
 
 @attrs.frozen
@@ -163,6 +170,30 @@ _CLASS_OF: Final[dict[int, type[Any]]] = {kind: cls for cls, kind in _KIND_OF.it
 _FIELDS_OF: Final[dict[type[Any], tuple[str, ...]]] = {
     cls: tuple(a.name for a in attrs.fields(cls)) for cls in _KIND_OF
 }
+#: The requests, whose last two fields (`namespace`, `version`) are optional:
+#: left out when both are nil, so a request that names neither is the same
+#: bytes as before they existed.
+_ADDRESSED: Final = frozenset({Call, Cast, Casts, Fanout})
+#: The numbers of fields a message of each kind may have.
+_ARITIES: Final[dict[type[Any], frozenset[int]]] = {
+    cls: frozenset({len(names), len(names) - 2} if cls in _ADDRESSED else {len(names)})
+    for cls, names in _FIELDS_OF.items()
+}
+
+
+def _fields_getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    if len(names) == 1:  # attrgetter of one name returns the value, not a tuple
+        name = names[0]
+        return lambda envelope: (getattr(envelope, name),)
+    return operator.attrgetter(*names)
+
+
+# What `encode` needs of each class: its kind, a getter of its fields (a
+# tuple), and whether the last two may be left out.
+_ENCODING: Final[dict[type[Any], tuple[Kind, Callable[[Any], tuple[Any, ...]], bool]]] = {
+    cls: (kind, _fields_getter(_FIELDS_OF[cls]), cls in _ADDRESSED)
+    for cls, kind in _KIND_OF.items()
+}
 
 
 class ErrorCode:
@@ -174,6 +205,7 @@ class ErrorCode:
     PROTOCOL: Final = "protocol"
     DEADLINE: Final = "deadline"
     SHUTDOWN: Final = "shutdown"
+    UNSUPPORTED_VERSION: Final = "unsupported_version"
 
 
 #: The converter of trizmq payloads, built once: attrs classes and dataclasses
@@ -215,9 +247,11 @@ def encode(envelope: Envelope) -> bytes:
     Raises:
         TypeError: a payload value msgpack cannot encode.
     """
-    cls = type(envelope)
-    fields = [getattr(envelope, name) for name in _FIELDS_OF[cls]]
-    data: bytes = msgpack.packb([VERSION, _KIND_OF[cls], *fields], **_packer_options)
+    kind, fields_of, addressed = _ENCODING[type(envelope)]
+    fields = fields_of(envelope)
+    if addressed and fields[-1] is None and fields[-2] is None:
+        fields = fields[:-2]
+    data: bytes = msgpack.packb([VERSION, kind, *fields], **_packer_options)
     return data
 
 
@@ -301,10 +335,11 @@ def decode(frame: bytes) -> Envelope:
     cls = _CLASS_OF.get(kind) if type(kind) is int else None
     if cls is None:
         raise ProtocolError(f"unknown message kind {kind!r}")
-    names = _FIELDS_OF[cls]
-    if len(fields) != len(names):
-        raise ProtocolError(f"a {cls.__name__} message has {len(names)} fields, got {len(fields)}")
-    for check, value in zip(_CHECKS[cls], fields, strict=True):
+    if len(fields) not in _ARITIES[cls]:
+        count = " or ".join(map(str, sorted(_ARITIES[cls])))
+        raise ProtocolError(f"a {cls.__name__} message has {count} fields, got {len(fields)}")
+    # Without namespace and version, the checks of those two are left over.
+    for check, value in zip(_CHECKS[cls], fields, strict=False):
         if not check(value):
             break
     else:
@@ -314,7 +349,7 @@ def decode(frame: bytes) -> Envelope:
         except Exception:
             pass  # the converter below says what is wrong
     try:
-        envelope = converter.structure(dict(zip(names, fields, strict=True)), cls)
+        envelope = converter.structure(dict(zip(_FIELDS_OF[cls], fields, strict=False)), cls)
     except Exception as exc:
         problems = describe(exc)
         raise ProtocolError(f"invalid {cls.__name__} message: {problems}") from None
@@ -327,6 +362,10 @@ def _is_int(value: object) -> bool:
 
 def _is_str(value: object) -> bool:
     return type(value) is str
+
+
+def _is_optional_str(value: object) -> bool:
+    return value is None or type(value) is str
 
 
 def _is_number(value: object) -> bool:
@@ -353,10 +392,32 @@ def _is_any(value: object) -> bool:
 # directly. A message that fails them goes through the converter, whose
 # detailed errors say what is wrong.
 _CHECKS: Final[dict[type[Any], tuple[Callable[[object], bool], ...]]] = {
-    Call: (_is_int, _is_str, _is_str, _is_str_dict, _is_str_dict, _is_optional_number),
-    Cast: (_is_int, _is_str, _is_str, _is_str_dict, _is_str_dict),
-    Casts: (_is_int, _is_str, _is_str, _is_list_of_str_dicts, _is_str_dict),
-    Fanout: (_is_int, _is_str, _is_str, _is_str_dict, _is_str_dict),
+    Call: (
+        *(_is_int, _is_str, _is_str, _is_str_dict, _is_str_dict, _is_optional_number),
+        *(_is_optional_str, _is_optional_str),
+    ),
+    Cast: (
+        _is_int,
+        _is_str,
+        _is_str,
+        _is_str_dict,
+        _is_str_dict,
+        _is_optional_str,
+        _is_optional_str,
+    ),
+    Casts: (
+        *(_is_int, _is_str, _is_str, _is_list_of_str_dicts, _is_str_dict),
+        *(_is_optional_str, _is_optional_str),
+    ),
+    Fanout: (
+        _is_int,
+        _is_str,
+        _is_str,
+        _is_str_dict,
+        _is_str_dict,
+        _is_optional_str,
+        _is_optional_str,
+    ),
     Reply: (_is_int, _is_any),
     Error: (_is_int, _is_str, _is_str, _is_str, _is_str),
     Cancel: (_is_int,),

@@ -231,16 +231,28 @@ class Client:
         *,
         timeout: float | None = None,
         context: Mapping[str, Any] | None = None,
+        version: str | None = None,
+        namespace: str | None = None,
+        version_cap: str | None = None,
     ) -> BoundTarget:
-        """A target with its own default timeout and context.
+        """A target with its own defaults: timeout, context, version, namespace, cap.
 
         As [`trizmq.Client.prepare`][trizmq.Client.prepare], blocking.
 
         Raises:
             RingError: The target is not in the ring.
+            ValueError: A version is not `"MAJOR.MINOR"`.
+            VersionCapError: `version` is above `version_cap`.
         """
         bound = self._loop.run_sync(
-            lambda: self._async.prepare(target, timeout=timeout, context=context)
+            lambda: self._async.prepare(
+                target,
+                timeout=timeout,
+                context=context,
+                version=version,
+                namespace=namespace,
+                version_cap=version_cap,
+            )
         )
         return BoundTarget(self, bound)
 
@@ -401,6 +413,54 @@ class BoundTarget:
         """The default context of its messages, merged over the client's."""
         return self._bound.context
 
+    @property
+    def namespace(self) -> str | None:
+        """The namespace its requests name, or None."""
+        return self._bound.namespace
+
+    @property
+    def version(self) -> str | None:
+        """The version its requests need, or None."""
+        return self._bound.version
+
+    @property
+    def version_cap(self) -> str | None:
+        """The highest version it may send, or None."""
+        return self._bound.version_cap
+
+    def can_send_version(self, version: str | None = None) -> bool:
+        """Whether this target may send `version` (its own when None).
+
+        As [`trizmq.BoundTarget.can_send_version`][trizmq.BoundTarget.can_send_version].
+        """
+        return self._bound.can_send_version(version)
+
+    def prepare(
+        self,
+        *,
+        host: str | None = None,
+        timeout: float | None = None,
+        context: Mapping[str, Any] | None = None,
+        version: str | None = None,
+        namespace: str | None = None,
+        version_cap: str | None = None,
+    ) -> BoundTarget:
+        """A copy of this target with some defaults changed.
+
+        As [`trizmq.BoundTarget.prepare`][trizmq.BoundTarget.prepare].
+        """
+        bound = self.client._loop.run_sync(
+            lambda: self._bound.prepare(
+                host=host,
+                timeout=timeout,
+                context=context,
+                version=version,
+                namespace=namespace,
+                version_cap=version_cap,
+            )
+        )
+        return BoundTarget(self.client, bound)
+
     def call(
         self,
         method: str,
@@ -426,6 +486,19 @@ class BoundTarget:
     ) -> None:
         """`Client.cast` on this target, with its default context."""
         self.client._loop.run(lambda: self._bound.cast(method, context=context, **args))
+
+    def cast_many(
+        self,
+        method: str,
+        calls: Iterable[Mapping[str, Any]],
+        /,
+        *,
+        context: Mapping[str, Any] | None = None,
+    ) -> int:
+        """`Client.cast_many` on this target, with its defaults; `calls` is read
+        whole in the calling thread first."""
+        batch = list(calls)
+        return self.client._loop.run(lambda: self._bound.cast_many(method, batch, context=context))
 
     def fanout(
         self, method: str, /, *, context: Mapping[str, Any] | None = None, **args: Any

@@ -21,7 +21,9 @@ from .._errors import (
     ProtocolError,
     RemoteError,
     ServiceShutdown,
+    UnsupportedVersion,
 )
+from .._known import KnownExceptions
 from .._wire import (
     Cancel,
     Envelope,
@@ -40,6 +42,7 @@ _REMOTE_ERRORS: Final[dict[str, type[RemoteError]]] = {
     ErrorCode.NO_SUCH_METHOD: NoSuchMethod,
     ErrorCode.BAD_ARGUMENTS: BadArguments,
     ErrorCode.SHUTDOWN: ServiceShutdown,
+    ErrorCode.UNSUPPORTED_VERSION: UnsupportedVersion,
 }
 
 
@@ -74,9 +77,10 @@ class CallerCore(Generic[W]):
             not decode (`malformed`).
     """
 
-    def __init__(self, topic: str, host: str) -> None:
+    def __init__(self, topic: str, host: str, known: KnownExceptions | None = None) -> None:
         self.topic = topic
         self.host = host
+        self.known = known
         self.pending: dict[int, W] = {}
         self.counts: Counter[str] = Counter()
 
@@ -118,7 +122,9 @@ class CallerCore(Generic[W]):
 
         Raises:
             RemoteError: The service answered with an error (`NoSuchMethod`,
-                `BadArguments`, `ServiceShutdown` for their codes).
+                `BadArguments`, `UnsupportedVersion`, `ServiceShutdown` for
+                their codes).
+            Exception: A handler's exception of a type `known` allows, as itself.
             CallTimeout: The service's deadline passed (code `deadline`).
             ProtocolError: The answer is neither `REPLY` nor `ERROR`.
             TypeError: The result does not fit `returns`.
@@ -141,6 +147,10 @@ class CallerCore(Generic[W]):
         self.counts["error"] += 1
         if not isinstance(envelope, Error):
             raise ProtocolError(f"{self.topic}.{self.host}: a call was answered with {envelope!r}")
+        if envelope.code == ErrorCode.EXCEPTION and self.known is not None:
+            allowed = self.known.build(envelope, self.host, self.topic)
+            if allowed is not None:
+                raise allowed
         cls = _REMOTE_ERRORS.get(envelope.code, RemoteError)
         raise cls(
             envelope.type_name,

@@ -24,7 +24,7 @@ from typing import Any, Final, TypeAlias
 import attrs
 
 from .._context import Context
-from .._dispatch import ArgumentError, Method, error_fields
+from .._dispatch import ArgumentError, Endpoints, Method, Refused, error_fields
 from .._errors import ProtocolError
 from .._logs import ThrottledLog, clip
 from .._stats import MAX_SUBSCRIBERS, ServiceStats, Subscriptions
@@ -96,7 +96,7 @@ class ServiceCore:
         self,
         topic: str,
         host: str,
-        methods: dict[str, Method],
+        endpoints: Endpoints,
         stats: ServiceStats,
         limits: Limits,
         *,
@@ -110,7 +110,8 @@ class ServiceCore:
         self.topic = topic
         self.host = host
         self.name = f"{topic}.{host}"
-        self.methods = methods
+        self.endpoints = endpoints
+        self._default = endpoints.default
         self.stats = stats
         self.limits = limits
         self._send = send
@@ -338,7 +339,15 @@ class ServiceCore:
                 self.pending.appendleft(rest)
             else:
                 held.appendleft(rest)
-        cast = Cast(casts.id + index, casts.topic, casts.method, casts.batch[index], casts.context)
+        cast = Cast(
+            casts.id + index,
+            casts.topic,
+            casts.method,
+            casts.batch[index],
+            casts.context,
+            casts.namespace,
+            casts.version,
+        )
         return self._start(identity, cast)
 
     def _start(self, identity: bytes, request: Call | Cast | Fanout) -> Job | None:
@@ -362,12 +371,17 @@ class ServiceCore:
             message = "the service is stopping"
             self._refuse(identity, request, ErrorCode.SHUTDOWN, "trizmq.ServiceShutdown", message)
             return None
-        method = self.methods.get(request.method)
+        method = None
+        if request.namespace is None and request.version is None:
+            method = self._default.get(request.method)
         if method is None:
-            message = f"{self.topic} has no method {clip(request.method)!r}"
-            code, name = ErrorCode.NO_SUCH_METHOD, "trizmq.NoSuchMethod"
-            self._refuse(identity, request, code, name, message)
-            return None
+            try:
+                method = self.endpoints.find(
+                    self.topic, request.method, request.namespace, request.version
+                )
+            except Refused as refused:
+                self._refuse(identity, request, refused.code, refused.type_name, refused.message)
+                return None
         try:
             args = method.bind(request.args)
         except ArgumentError as exc:
@@ -411,7 +425,7 @@ class ServiceCore:
             job.ctx.caller,
             trace,
         )
-        self.stats.failed(job.request.method, type_name, message, trace)
+        self.stats.failed(job.method.name, type_name, message, trace)
         if not self.limits.send_tracebacks:
             trace = ""
         return Error(job.request.id, code, type_name, message, trace)

@@ -9,6 +9,11 @@ number over the rounds. The server side of every measurement is a fresh
 memory benchmarks measure a fresh client process too. Workers live in their
 own process group, which is killed when a measurement ends.
 
+The throughput benchmarks and the latency benchmark also report the CPU each
+thread of the client (this process) and of the server spent per message over
+the measured window (`trizmq.bench.cpu`): unlike a rate, it does not depend
+on what else the machine runs.
+
 Everything runs on loopback addresses of the bench's own block,
 ``127.77.<pid % 250>.K``, with ports chosen by the OS, so that a bench never
 collides with tests or a demo cluster on the same machine. Linux only: the
@@ -45,6 +50,7 @@ from .._ring import Ring
 from .._service import DEFAULT_MAX_CONCURRENCY
 from .._transport import open_socket
 from ..cli.bench import DEFAULT_COUNTS
+from .cpu import PROCESSES, THREAD_CLASSES, CpuMeter
 from .worker import PAYLOAD
 
 __all__ = ["BENCHMARKS", "METRICS", "Settings", "format_table", "run_bench", "run_benchmarks"]
@@ -56,6 +62,8 @@ FANOUT_HOSTS = 8
 #: Casts per `cast_many` in the batched cast benchmark.
 CAST_BATCH = 100
 _TIMES = "\N{MULTIPLICATION SIGN}"
+# What the CPU lines of the table show, in the order of `THREAD_CLASSES`.
+_CPU_COLUMNS = "Python / ZMQ I/O / other"
 
 #: Bytes of one message of the adapter burst.
 BURST_MESSAGE_BYTES = 50
@@ -120,6 +128,10 @@ class Metric:
         target: The ratio trizmq / raw to reach, when there is one: at most
             this for a cost, at least this for throughput.
         digits: Decimals shown in the table.
+        per: What one message of the row is (``call``, ``cast`` ...) when the
+            row also reports the CPU each thread spent per message.
+        user_cpu: The table also shows the part of that CPU spent in user
+            space (counted in clock ticks: meaningful over long windows).
     """
 
     key: str
@@ -128,6 +140,8 @@ class Metric:
     higher_is_better: bool
     target: float | None = None
     digits: int = 0
+    per: str = ""
+    user_cpu: bool = False
 
     def describe(self, settings: Settings) -> str:
         """The row's label with its unit, e.g. ``call latency, median (µs)``."""
@@ -148,23 +162,45 @@ class Metric:
 
 #: Every row of the report, in order.
 METRICS: tuple[Metric, ...] = (
-    Metric("latency_median", "sequential call latency, median", "µs", False, 1.5),
+    Metric(
+        "latency_median",
+        "sequential call latency, median",
+        "µs",
+        False,
+        1.5,
+        per="call",
+        user_cpu=True,
+    ),
     Metric("latency_p99", "sequential call latency, p99", "µs", False),
-    Metric("pipelined", "pipelined calls, {pipelined:,} with 100 in flight", "calls/s", True, 0.75),
-    Metric("casts", "casts counted at the receiver, {casts:,}", "msgs/s", True, 0.3),
+    Metric(
+        "pipelined",
+        "pipelined calls, {pipelined:,} with 100 in flight",
+        "calls/s",
+        True,
+        0.75,
+        per="call",
+    ),
+    Metric("casts", "casts counted at the receiver, {casts:,}", "msgs/s", True, 0.3, per="cast"),
     Metric(
         "cast_many",
         f"casts in batches of {CAST_BATCH} (cast_many) at the receiver, {{casts:,}}",
         "msgs/s",
         True,
         0.5,
+        per="cast",
     ),
-    Metric("fanout", "fanout to 8 services, {fanouts:,}", "fanouts/s", True),
+    Metric("fanout", "fanout to 8 services, {fanouts:,}", "fanouts/s", True, per="fanout"),
     Metric("in_flight_client", "{in_flight:,} calls in flight, client", "B/call", False),
     Metric("in_flight_server", "{in_flight:,} calls in flight, server", "B/call", False),
     Metric("peer_fds", "{peers} service ports, descriptors", "fds/peer", False, digits=2),
     Metric("peer_memory", "{peers} service ports, client memory", "KiB/peer", False, digits=1),
-    Metric("burst", "adapter burst, {burst:,} msgs of 50 B DEALER→ROUTER", "msgs/s", True),
+    Metric(
+        "burst",
+        "adapter burst, {burst:,} msgs of 50 B DEALER→ROUTER",
+        "msgs/s",
+        True,
+        per="message",
+    ),
 )
 
 
@@ -193,6 +229,7 @@ class _Worker:
             stdout=subprocess.PIPE,
             start_new_session=True,
         )
+        self.pid = self._proc.pid
 
     def read(self, timeout: float = _MEASURE_TIMEOUT) -> dict[str, Any]:
         """The worker's next JSON line.
@@ -268,6 +305,16 @@ def _measured(role: str, config: dict[str, Any]) -> dict[str, Any]:
         return client.ready
 
 
+def _meter(server: _Worker) -> CpuMeter:
+    """The CPU of this process, the client, and of `server` over a measured window."""
+    return CpuMeter(client=os.getpid(), server=server.pid)
+
+
+def _cpu_of(keys: Sequence[str], per_message: dict[str, float]) -> dict[str, float]:
+    """A window's CPU figures (`CpuMeter.stop`), named for the rows they belong to."""
+    return {f"{key}/cpu/{name}": value for key in keys for name, value in per_message.items()}
+
+
 def _ring_of(worker: _Worker) -> tuple[Ring, dict[str, str]]:
     resolve: dict[str, str] = worker.ready["resolve"]
     return Ring.from_mapping(worker.ready["ring"]), resolve
@@ -294,13 +341,13 @@ def _raw_sockets(kind: int, endpoints: Sequence[str]) -> Iterator[list[zmq.Socke
 
 
 @contextlib.contextmanager
-def _raw_echo(settings: Settings) -> Iterator[list[zmq.Socket[bytes]]]:
-    """A blocking DEALER connected to a ``raw-echo`` worker."""
+def _raw_echo(settings: Settings) -> Iterator[tuple[_Worker, zmq.Socket[bytes]]]:
+    """A ``raw-echo`` worker and a blocking DEALER connected to it."""
     with (
         _Worker("raw-echo", {"address": settings.address(1)}) as server,
-        _raw_sockets(zmq.DEALER, server.ready["endpoints"]) as socks,
+        _raw_sockets(zmq.DEALER, server.ready["endpoints"]) as (sock,),
     ):
-        yield socks
+        yield server, sock
 
 
 def _latency(samples_ns: list[int]) -> dict[str, float]:
@@ -310,35 +357,40 @@ def _latency(samples_ns: list[int]) -> dict[str, float]:
 
 
 def _raw_latency(settings: Settings) -> dict[str, float]:
-    with _raw_echo(settings) as (sock,):
+    with _raw_echo(settings) as (server, sock):
         packb, unpackb, clock = msgpack.packb, msgpack.unpackb, time.perf_counter_ns
         for _ in range(settings.warmup):
             sock.send(packb(PAYLOAD))
             unpackb(sock.recv())
+        meter = _meter(server)
+        meter.start()
         samples = []
         for _ in range(settings.calls):
             start = clock()
             sock.send(packb(PAYLOAD))
             unpackb(sock.recv())
             samples.append(clock() - start)
-    return _latency(samples)
+        cpu = meter.stop(settings.calls)
+    return {**_latency(samples), **_cpu_of(["latency_median"], cpu)}
 
 
 def _trizmq_latency(settings: Settings) -> dict[str, float]:
-    async def measure(ring: Ring, resolve: dict[str, str]) -> list[int]:
+    async def measure(meter: CpuMeter, ring: Ring, resolve: dict[str, str]) -> dict[str, float]:
         async with open_client(ring, resolve=resolve, name="bench") as client:
             for _ in range(settings.warmup):
                 await client.call("t000", "echo", x=PAYLOAD)
             clock = time.perf_counter_ns
+            meter.start()
             samples = []
             for _ in range(settings.calls):
                 start = clock()
                 await client.call("t000", "echo", x=PAYLOAD)
                 samples.append(clock() - start)
-            return samples
+            cpu = meter.stop(settings.calls)
+            return {**_latency(samples), **_cpu_of(["latency_median"], cpu)}
 
     with _serve(settings) as server:
-        return _latency(trio.run(measure, *_ring_of(server)))
+        return trio.run(measure, _meter(server), *_ring_of(server))
 
 
 # -- 2. pipelined calls -------------------------------------------------------------
@@ -359,12 +411,15 @@ def _raw_window(sock: zmq.Socket[bytes], total: int) -> None:
 
 
 def _raw_pipelined(settings: Settings) -> dict[str, float]:
-    with _raw_echo(settings) as (sock,):
+    with _raw_echo(settings) as (server, sock):
         _raw_window(sock, settings.warmup * 5)
+        meter = _meter(server)
+        meter.start()
         start = time.perf_counter()
         _raw_window(sock, settings.pipelined)
         elapsed = time.perf_counter() - start
-    return {"pipelined": settings.pipelined / elapsed}
+        cpu = meter.stop(settings.pipelined)
+    return {"pipelined": settings.pipelined / elapsed, **_cpu_of(["pipelined"], cpu)}
 
 
 async def pipeline_calls(client: Client, target: str, total: int, window: int = WINDOW) -> None:
@@ -388,23 +443,30 @@ async def pipeline_calls(client: Client, target: str, total: int, window: int = 
 
 
 def _trizmq_pipelined(settings: Settings) -> dict[str, float]:
-    async def measure(ring: Ring, resolve: dict[str, str]) -> float:
+    async def measure(meter: CpuMeter, ring: Ring, resolve: dict[str, str]) -> dict[str, float]:
         async with open_client(ring, resolve=resolve, name="bench") as client:
             await pipeline_calls(client, "t000", settings.warmup * 5)
+            meter.start()
             start = time.perf_counter()
             await pipeline_calls(client, "t000", settings.pipelined)
-            return time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            cpu = meter.stop(settings.pipelined)
+            return {"pipelined": settings.pipelined / elapsed, **_cpu_of(["pipelined"], cpu)}
 
     with _serve(settings) as server:
-        elapsed = trio.run(measure, *_ring_of(server))
-    return {"pipelined": settings.pipelined / elapsed}
+        return trio.run(measure, _meter(server), *_ring_of(server))
 
 
 # -- 3. casts and 4. fanouts, counted at the receiver ------------------------------------
 
 
-def _raw_pushes(settings: Settings, hosts: int, count: int) -> float:
-    """Messages/s from one PUSH per host to PULL sockets, measured at the receivers."""
+def _raw_pushes(
+    settings: Settings, hosts: int, count: int, keys: Sequence[str]
+) -> dict[str, float]:
+    """Messages/s from one PUSH per host to PULL sockets, measured at the receivers.
+
+    The rate and the CPU per message are reported under each of `keys`.
+    """
     addresses = [settings.address(k) for k in range(1, hosts + 1)]
     config = {"type": "PULL", "addresses": addresses, "phases": [settings.warmup, count]}
     with (
@@ -417,23 +479,25 @@ def _raw_pushes(settings: Settings, hosts: int, count: int) -> float:
             for sock in socks:
                 sock.send(frame)
         sink.read()
+        meter = _meter(sink)
+        meter.start()
         start = time.monotonic()
         for _ in range(count):
             frame = packb(PAYLOAD)
             for sock in socks:
                 sock.send(frame)
         last: float = sink.read()["last"]
-    return count / (last - start)
+        cpu = meter.stop(count)
+    return {**dict.fromkeys(keys, count / (last - start)), **_cpu_of(keys, cpu)}
 
 
 def _raw_casts(settings: Settings) -> dict[str, float]:
     # One baseline for both ways of casting: PUSH→PULL is as fast as ZeroMQ goes.
-    rate = _raw_pushes(settings, 1, settings.casts)
-    return {"casts": rate, "cast_many": rate}
+    return _raw_pushes(settings, 1, settings.casts, ["casts", "cast_many"])
 
 
 def _raw_fanout(settings: Settings) -> dict[str, float]:
-    return {"fanout": _raw_pushes(settings, FANOUT_HOSTS, settings.fanouts)}
+    return _raw_pushes(settings, FANOUT_HOSTS, settings.fanouts, ["fanout"])
 
 
 async def _counted(client: Client, ring: Ring, count: int) -> float:
@@ -451,9 +515,14 @@ async def _reset(client: Client, ring: Ring) -> None:
 
 
 def _trizmq_sends(
-    settings: Settings, hosts: int, count: int, how: Literal["cast", "cast_many", "fanout"]
-) -> float:
-    async def measure(ring: Ring, resolve: dict[str, str]) -> float:
+    settings: Settings, hosts: int, count: int, how: Literal["casts", "cast_many", "fanout"]
+) -> dict[str, float]:
+    """The rate and CPU per message of `count` sends, measured at the receivers.
+
+    Reported under `how`, the name of the row.
+    """
+
+    async def measure(meter: CpuMeter, ring: Ring, resolve: dict[str, str]) -> dict[str, float]:
         async with open_client(ring, resolve=resolve, name="bench") as client:
 
             async def send(n: int) -> None:
@@ -470,23 +539,26 @@ def _trizmq_sends(
             await send(settings.warmup)
             await _counted(client, ring, settings.warmup)
             await _reset(client, ring)
+            meter.start()
             start = time.monotonic()
             await send(count)
-            return count / (await _counted(client, ring, count) - start)
+            last = await _counted(client, ring, count)
+            cpu = meter.stop(count)
+            return {how: count / (last - start), **_cpu_of([how], cpu)}
 
     with _serve(settings, hosts=hosts) as server:
-        return trio.run(measure, *_ring_of(server))
+        return trio.run(measure, _meter(server), *_ring_of(server))
 
 
 def _trizmq_casts(settings: Settings) -> dict[str, float]:
     return {
-        "casts": _trizmq_sends(settings, 1, settings.casts, "cast"),
-        "cast_many": _trizmq_sends(settings, 1, settings.casts, "cast_many"),
+        **_trizmq_sends(settings, 1, settings.casts, "casts"),
+        **_trizmq_sends(settings, 1, settings.casts, "cast_many"),
     }
 
 
 def _trizmq_fanout(settings: Settings) -> dict[str, float]:
-    return {"fanout": _trizmq_sends(settings, FANOUT_HOSTS, settings.fanouts, "fanout")}
+    return _trizmq_sends(settings, FANOUT_HOSTS, settings.fanouts, "fanout")
 
 
 # -- 5. memory of calls in flight ------------------------------------------------------
@@ -559,31 +631,37 @@ def _raw_burst(settings: Settings) -> dict[str, float]:
         for _ in range(settings.warmup * 10):
             sock.send(message)
         sink.read()
+        meter = _meter(sink)
+        meter.start()
         start = time.monotonic()
         for _ in range(settings.burst):
             sock.send(message)
         last: float = sink.read()["last"]
-    return {"burst": settings.burst / (last - start)}
+        cpu = meter.stop(settings.burst)
+    return {"burst": settings.burst / (last - start), **_cpu_of(["burst"], cpu)}
 
 
 def _adapter_burst(settings: Settings) -> dict[str, float]:
     message = [b"x" * BURST_MESSAGE_BYTES]
 
-    async def measure(sink: _Worker) -> float:
+    async def measure(sink: _Worker) -> dict[str, float]:
         with open_socket(zmq.DEALER) as sock:
             sock.zmq.connect(sink.ready["endpoints"][0])
             for _ in range(settings.warmup * 10):
                 await sock.send(message)
             await trio.to_thread.run_sync(sink.read)
+            meter = _meter(sink)
+            meter.start()
             start = time.monotonic()
             for _ in range(settings.burst):
                 await sock.send(message)
             report = await trio.to_thread.run_sync(sink.read)
             last: float = report["last"]
-            return settings.burst / (last - start)
+            cpu = meter.stop(settings.burst)
+            return {"burst": settings.burst / (last - start), **_cpu_of(["burst"], cpu)}
 
     with _burst_sink(settings, "adapter-sink") as sink:
-        return {"burst": trio.run(measure, sink)}
+        return trio.run(measure, sink)
 
 
 # -- running and reporting -------------------------------------------------------------------
@@ -639,9 +717,67 @@ def run_benchmarks(
                     raise
                 for key, value in got.items():
                     values.setdefault(key, {s: [] for s in _SIDES})[side].append(value)
-                shown = ", ".join(f"{key} {value:,.1f}" for key, value in got.items())
-                progress(f"round {round_}/{settings.rounds}  {bench.name:<9} {side:<6}  {shown}")
+                progress(
+                    f"round {round_}/{settings.rounds}  {bench.name:<9} {side:<6}  {_shown(got)}"
+                )
     return values
+
+
+def _shown(got: dict[str, float]) -> str:
+    """One measurement's values for the progress line, each with its CPU per message."""
+    shown = []
+    for key, value in got.items():
+        if "/" in key:  # a CPU figure (`_cpu_of`), shown with its row
+            continue
+        cpu = [
+            f"{process} {sum(got[f'{key}/cpu/{process}/{cls}'] for cls in THREAD_CLASSES):.1f}"
+            for process in PROCESSES
+            if f"{key}/cpu/{process}/python" in got
+        ]
+        shown.append(f"{key} {value:,.1f}" + (f" (CPU µs {', '.join(cpu)})" if cpu else ""))
+    return ", ".join(shown)
+
+
+def _cpu_summary(
+    metric: Metric, values: dict[str, dict[str, list[float]]]
+) -> dict[str, Any] | None:
+    """Medians over the rounds of a row's CPU per message, per process and thread class.
+
+    Returns:
+        None if the row has no CPU figures, else ``{"unit": "µs/call",
+        "trizmq": {process: {class: µs}}, "raw": {...}, "ratio": {process:
+        trizmq's total over raw's}, "rounds": {side: {process: {class: [one
+        value a round]}}}, "user": the same for the part in user space}``.
+    """
+    prefix = f"{metric.key}/cpu/"
+    if not metric.per or f"{prefix}client/python" not in values:
+        return None
+
+    def medians(suffix: str) -> dict[str, Any]:
+        rounds = {
+            side: {
+                process: {
+                    cls: values[f"{prefix}{process}/{cls}{suffix}"][side] for cls in THREAD_CLASSES
+                }
+                for process in PROCESSES
+            }
+            for side in _SIDES
+        }
+        got: dict[str, Any] = {
+            side: {
+                process: {cls: statistics.median(each) for cls, each in classes.items()}
+                for process, classes in processes.items()
+            }
+            for side, processes in rounds.items()
+        }
+        got["ratio"] = {}
+        for process in PROCESSES:
+            trizmq, raw = (sum(got[side][process].values()) for side in ("trizmq", "raw"))
+            got["ratio"][process] = trizmq / raw if raw > 0 else None
+        got["rounds"] = rounds
+        return got
+
+    return {"unit": f"µs/{metric.per}", **medians(""), "user": medians("/user")}
 
 
 def summarize(
@@ -654,7 +790,8 @@ def summarize(
         values: What `run_benchmarks` returned.
 
     Returns:
-        One entry per measured metric, keyed like `METRICS`.
+        One entry per measured metric, keyed like `METRICS`; a row measured
+        with its CPU per message has it under ``"cpu"`` (see `_cpu_summary`).
     """
     summary: dict[str, dict[str, Any]] = {}
     for metric in METRICS:
@@ -673,11 +810,47 @@ def summarize(
             "met": metric.met(ratio),
             "rounds": rounds,
         }
+        cpu = _cpu_summary(metric, values)
+        if cpu is not None:
+            summary[metric.key]["cpu"] = cpu
     return summary
+
+
+def _ratio_text(ratio: float | None) -> str:
+    return "—" if ratio is None else f"{ratio:.2f}{_TIMES}"
+
+
+def _cpu_rows(metric: Metric, cpu: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
+    """The table's lines of a row's CPU per message (`_cpu_summary`), one per process.
+
+    Then, if the metric says so, one per process for the part in user space.
+    """
+    parts = [("", cpu), (" in user space", cpu["user"])] if metric.user_cpu else [("", cpu)]
+
+    def classes(figures: dict[str, Any], side: str, process: str) -> str:
+        return " / ".join(f"{figures[side][process][cls]:.1f}" for cls in THREAD_CLASSES)
+
+    return [
+        (
+            f"  CPU per {metric.per}{part} (µs), {process}: {_CPU_COLUMNS}",
+            classes(figures, "trizmq", process),
+            classes(figures, "raw", process),
+            _ratio_text(figures["ratio"][process]),
+            "",
+            "",
+        )
+        for part, figures in parts
+        for process in PROCESSES
+    ]
 
 
 def format_table(summary: dict[str, dict[str, Any]]) -> str:
     """Render the summary as a text table: benchmark, trizmq, raw pyzmq, ratio, target, met.
+
+    A row measured with its CPU per message is followed by one line per
+    process: the microseconds of CPU its Python thread, its ZeroMQ I/O threads
+    and its other threads spent per message, and the ratio of the totals; the
+    latency row, by one more per process for the part in user space.
 
     Args:
         summary: What `summarize` returned.
@@ -686,20 +859,22 @@ def format_table(summary: dict[str, dict[str, Any]]) -> str:
         The table, followed by a line counting the targets met.
     """
     rows = [("benchmark", "trizmq", "raw pyzmq", "ratio", "target", "met")]
-    digits = {m.key: m.digits for m in METRICS}
+    metrics = {m.key: m for m in METRICS}
     for key, entry in summary.items():
-        d = digits[key]
+        d = metrics[key].digits
         met = {True: "yes", False: "NO", None: ""}[entry["met"]]
         rows.append(
             (
                 entry["label"],
                 f"{entry['trizmq']:,.{d}f}",
                 f"{entry['raw']:,.{d}f}",
-                "—" if entry["ratio"] is None else f"{entry['ratio']:.2f}{_TIMES}",
+                _ratio_text(entry["ratio"]),
                 entry["target"] or "",
                 met,
             )
         )
+        if "cpu" in entry:
+            rows += _cpu_rows(metrics[key], entry["cpu"])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for row in rows:

@@ -240,11 +240,14 @@ def raw_echo(config: dict[str, Any]) -> NoReturn:
             ready.send_multipart([identity, packb(unpackb(frame))])
 
 
-def raw_sink(config: dict[str, Any]) -> None:
+def raw_sink(config: dict[str, Any]) -> NoReturn:
     """Count messages on one socket per address, reporting after each phase.
 
     Each phase waits for `phase` messages on every socket, then prints
-    ``{"last": monotonic time of the last message, "count": total}``.
+    ``{"last": monotonic time of the last message, "count": total}``. After
+    the last phase the sink stays, idle, until stopped: the bench reads the
+    CPU its threads spent once it has the report, and a thread that has
+    ended (zmq's, when its context goes) can no longer be read.
     """
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     kind = zmq.ROUTER if config["type"] == "ROUTER" else zmq.PULL
@@ -259,6 +262,7 @@ def raw_sink(config: dict[str, Any]) -> None:
         else:
             _drain_all(socks, phase)
         emit({"last": time.monotonic(), "count": phase * len(socks)})
+    _wait_forever()
 
 
 def _drain_all(socks: list[zmq.Socket[bytes]], phase: int) -> None:
@@ -301,7 +305,7 @@ def raw_hold(config: dict[str, Any]) -> None:
     _wait_forever()  # exiting now could drop replies zmq has not sent yet
 
 
-async def adapter_sink(config: dict[str, Any]) -> None:
+async def adapter_sink(config: dict[str, Any]) -> NoReturn:
     """`raw_sink` for one ROUTER read through the Trio adapter (`receive_batch`)."""
     with open_socket(zmq.ROUTER) as sock:
         sock.zmq.bind(f"tcp://{config['address']}:*")
@@ -311,6 +315,7 @@ async def adapter_sink(config: dict[str, Any]) -> None:
             while got < phase:
                 got += len(await sock.receive_batch())
             emit({"last": time.monotonic(), "count": got})
+        await trio.sleep_forever()
 
 
 # -- the trizmq server -----------------------------------------------------------

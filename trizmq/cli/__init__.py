@@ -9,11 +9,13 @@ command's function, so ``trizmq call`` starts without them.
 
 - `options`: ``--resolve`` and the CURVE options, public for tools built on
   trizmq (`trizmq-monitor` uses them).
-- `ring`, `rpc`, `keys`, `stats`, `demo`, `bench`: the subcommands.
+- `ring`, `rpc`, `notify`, `keys`, `stats`, `demo`, `bench`: the subcommands.
+- `serving`: the topics one ``trizmq serve`` runs, and their changes when
+  SIGHUP reloads the ring.
 
 Exit codes: 0 success, 2 a usage or configuration error (argparse's own usage
 errors exit 2 as well), 141 when the reader of the output closed the pipe (as
-for a command killed by SIGPIPE); ``call``, ``cast``, ``fanout``, ``stats``,
+for a command killed by SIGPIPE); ``call``, ``cast``, ``fanout``, ``notify``, ``stats``,
 ``demo`` and ``bench`` document their others. Every error is one line on
 stderr that starts with ``trizmq: ``.
 """
@@ -30,6 +32,7 @@ from .._errors import TrizmqError
 from .bench import add_bench_parser
 from .demo import add_demo_parser
 from .keys import add_keys_parser
+from .notify import add_notify_parser
 from .options import UsageError
 from .ring import add_ring_parser
 from .rpc import add_rpc_parsers
@@ -64,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_ring_parser(commands)
     add_rpc_parsers(commands)
+    add_notify_parser(commands)
     add_keys_parser(commands)
     add_bench_parser(commands)
     add_stats_parser(commands)

@@ -50,8 +50,9 @@ _COUNT_HELP = {
 _DESCRIPTION = (
     "Measure trizmq against raw blocking pyzmq doing the same work, client and server in "
     "separate processes: call latency, pipelined calls, casts, fanout, memory of calls in "
-    "flight, cost per peer and the adapter's burst rate. Each round runs every benchmark's "
-    "baseline, then trizmq; the table shows medians over the rounds and the targets."
+    "flight, cost per peer and the adapter's burst rate, with the CPU each thread of client "
+    "and server spends per message. Each round runs every benchmark's baseline, then "
+    "trizmq; the table shows medians over the rounds and the targets."
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .._ring import Ring
+from .._ring import DEFAULT_POOL, Ring
 
 _RESERVED_NOTE = "(reserved: replies travel on the caller's connection)"
 
@@ -20,7 +20,7 @@ def _cmd_ring_check(args: argparse.Namespace) -> int:
 
 
 def format_ring_table(ring: Ring) -> str:
-    """Render a ring as a text table: topic, port, hosts.
+    """Render a ring as a text table: topic, port, hosts (or pools of hosts).
 
     Args:
         ring: The ring to show.
@@ -32,7 +32,7 @@ def format_ring_table(ring: Ring) -> str:
     rows = [("TOPIC", "PORT", "HOSTS", "")]
     for topic in ring.topics:
         note = _RESERVED_NOTE if ring.is_reserved(topic) else ""
-        rows.append((topic, str(ring.port(topic)), ", ".join(ring.hosts_of(topic)), note))
+        rows.append((topic, str(ring.port(topic)), _hosts_cell(ring, topic), note))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = [
         f"{topic:<{widths[0]}}  {port:>{widths[1]}}  {hosts:<{widths[2]}}  {note}".rstrip()
@@ -41,6 +41,14 @@ def format_ring_table(ring: Ring) -> str:
     lines.append("")
     lines.append(f"{ring.source}: ring OK, {len(ring.topics)} topics on {len(ring.hosts)} hosts")
     return "\n".join(lines)
+
+
+def _hosts_cell(ring: Ring, topic: str) -> str:
+    """A topic's hosts, or its pools as ``pool: host, host; pool: host``."""
+    pools = ring.pools_of(topic)
+    if list(pools) == [DEFAULT_POOL]:
+        return ", ".join(pools[DEFAULT_POOL])
+    return "; ".join(f"{name}: {', '.join(hosts)}" for name, hosts in pools.items())
 
 
 def add_ring_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

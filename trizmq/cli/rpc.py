@@ -8,6 +8,7 @@ import contextlib
 import functools
 import importlib
 import json
+import logging
 import math
 import resource
 import signal
@@ -34,12 +35,15 @@ from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from .options import (
     UsageError,
     add_client_curve_options,
+    add_registry_options,
     add_resolve_option,
     add_service_curve_options,
     client_curve,
+    registry,
     resolve_map,
     service_curve,
 )
+from .serving import HostServices, say, services_of
 
 EXIT_REMOTE_ERROR = 1
 EXIT_TIMEOUT = 3
@@ -54,11 +58,12 @@ _NO_ANSWER = (
 
 
 def load_app(spec: str) -> dict[str, object]:
-    """Import `MODULE:ATTR` and return its topic -> endpoint mapping.
+    """Import `MODULE:ATTR` and return its topic -> endpoint(s) mapping.
 
     ATTR (dotted for nested attributes) is a mapping of topic to endpoint, or
-    a zero-argument callable returning one. An endpoint given as a class is
-    instantiated with no arguments.
+    to a list of endpoints (of several namespaces or versions, see
+    `trizmq.Target`), or a zero-argument callable returning one. An endpoint
+    given as a class is instantiated with no arguments.
 
     Raises:
         UsageError: The spec is malformed or does not name such a mapping.
@@ -80,9 +85,15 @@ def load_app(spec: str) -> dict[str, object]:
         raise UsageError(f"--app {spec!r}: expected a mapping of topic to endpoint")
     # An endpoint given as a class is instantiated, so one app module can be shared.
     return {
-        str(topic): endpoint() if isinstance(endpoint, type) else endpoint
+        str(topic): [_instance(e) for e in endpoint]
+        if isinstance(endpoint, list | tuple)
+        else _instance(endpoint)
         for topic, endpoint in target.items()
     }
+
+
+def _instance(endpoint: object) -> object:
+    return endpoint() if isinstance(endpoint, type) else endpoint
 
 
 async def _serve_app(args: argparse.Namespace, resolve: dict[str, str]) -> None:
@@ -91,17 +102,17 @@ async def _serve_app(args: argparse.Namespace, resolve: dict[str, str]) -> None:
     wanted = set(args.topic) if args.topic else None
     if wanted is not None and (unknown := wanted - endpoints.keys()):
         raise UsageError(f"--topic {', '.join(sorted(unknown))}: not provided by {args.app}")
-    listed = {s.topic for s in ring.services_of(args.host)}
-    for topic in endpoints:
-        if topic not in listed and (wanted is None or topic in wanted):
-            raise RingError(
-                f"{ring.source}: {args.app} provides {topic!r}, "
-                f"which the ring does not list on host {args.host!r}"
-            )
-    topics = [t for t in endpoints if wanted is None or t in wanted]
+    live = registry(args)
+    if live is not None:
+        _log_registry()
+    listed = {s.topic for s in services_of(ring, args.host, live is not None)}
+    if wanted is not None and (unlisted := sorted(wanted - listed)):
+        # Asked for by name: a misspelt host or topic must not go unnoticed.
+        raise RingError(
+            f"{ring.source}: {args.app} provides {unlisted[0]!r}, "
+            f"which the ring does not list on host {args.host!r}"
+        )
     curve = service_curve(args)
-    if not topics:
-        raise RingError(f"{args.app}: provides none of the topics of host {args.host!r}")
     metrics = None
     if args.metrics is not None:
         # Imported here: only `serve --metrics` needs it.
@@ -111,40 +122,64 @@ async def _serve_app(args: argparse.Namespace, resolve: dict[str, str]) -> None:
             metrics = parse_address(args.metrics)
         except ValueError as exc:
             raise UsageError(f"--metrics {exc}") from None
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    serve_topic = functools.partial(
+        serve,
+        resolve=resolve,
+        bind=args.bind,
+        max_concurrency=args.max_concurrency,
+        max_in_flight_per_caller=args.max_in_flight_per_caller,
+        max_held_bytes=args.max_held_bytes,
+        grace_period=args.grace,
+        max_message_size=args.max_message_size,
+        heartbeat=args.heartbeat,
+        curve=curve,
+        send_tracebacks=args.send_tracebacks,
+        max_queued_reply_bytes=args.max_queued_reply_bytes,
+        registry=live,
+    )
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with open_nursery() as nursery:
+            services = HostServices(
+                nursery,
+                args.host,
+                endpoints,
+                args.app,
+                wanted,
+                serve_topic,
+                args.grace,
+                anywhere=live is not None,
+            )
+            services.topics(ring)  # before anything starts: serving none is an error
             if metrics is not None:
                 # Before the services, so a scraper finds it once they log "serving on".
                 url = await nursery.start(serve_metrics, *metrics)
-                print(f"trizmq: metrics on {url}", file=sys.stderr, flush=True)
-            for topic in topics:
-                url = await nursery.start(
-                    functools.partial(
-                        serve,
-                        ring,
-                        topic,
-                        endpoints[topic],
-                        args.host,
-                        resolve,
-                        bind=args.bind,
-                        max_concurrency=args.max_concurrency,
-                        max_in_flight_per_caller=args.max_in_flight_per_caller,
-                        max_held_bytes=args.max_held_bytes,
-                        grace_period=args.grace,
-                        max_message_size=args.max_message_size,
-                        heartbeat=args.heartbeat,
-                        curve=curve,
-                        send_tracebacks=args.send_tracebacks,
-                        max_queued_reply_bytes=args.max_queued_reply_bytes,
-                    )
-                )
-                print(f"trizmq: {topic}.{args.host} serving on {url}", file=sys.stderr, flush=True)
+                say(f"metrics on {url}")
+            for topic in sorted(endpoints.keys() - listed if wanted is None else ()):
+                # Not an error: a reloaded ring that lists it here starts it.
+                say(f"{topic}.{args.host}: not listed by the ring for this host, not served")
+            await services.start(ring)
+            # One reload at a time; a SIGHUP during one asks for one more.
+            reload_requests, reloads = trio.open_memory_channel[None](1)
+            nursery.start_soon(services.reload_on, reloads, args.ring)
             async for signum in signals:
-                print(
-                    f"trizmq: {signal.Signals(signum).name}, stopping", file=sys.stderr, flush=True
-                )
+                if signum == signal.SIGHUP:
+                    say(f"SIGHUP, reloading {args.ring}")
+                    with contextlib.suppress(trio.WouldBlock):
+                        reload_requests.send_nowait(None)
+                    continue
+                say(f"{signal.Signals(signum).name}, stopping")
                 nursery.cancel_scope.cancel()
                 break
+
+
+def _log_registry() -> None:
+    """Say on stderr when a service joins and leaves the registry, and when Redis
+    goes away and comes back, as the "serving on" lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("trizmq: %(message)s"))
+    log = logging.getLogger("trizmq.registry")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -270,7 +305,11 @@ def add_rpc_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser
         help="serve the topics of one host",
         description=(
             "Serve, in one process, every topic that the ring lists for HOST and that the "
-            "app provides. Logs one line per bound port; stops on SIGINT or SIGTERM."
+            "app provides. Logs one line per bound port; stops on SIGINT or SIGTERM. "
+            "On SIGHUP, loads RING again: topics it adds for HOST start, topics it removes "
+            "stop after their grace period, a topic whose port changed moves to it, the "
+            "others serve on untouched; a ring that fails validation is refused, logged, "
+            "and the one loaded before stays."
         ),
     )
     p.add_argument("ring", metavar="RING", help="the JSON ring file")
@@ -279,7 +318,8 @@ def add_rpc_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser
         "--app",
         required=True,
         metavar="MODULE:ATTR",
-        help="a mapping of topic to endpoint (or to a zero-argument factory)",
+        help="a mapping of topic to endpoint, or to a list of endpoints"
+        " (or a zero-argument factory of the mapping)",
     )
     p.add_argument(
         "--topic",
@@ -361,6 +401,7 @@ def add_rpc_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser
     )
     add_resolve_option(p)
     add_service_curve_options(p)
+    add_registry_options(p, lease=True)
     p.set_defaults(func=_cmd_serve)
 
     for name, what, target, more in (
