@@ -440,7 +440,11 @@ class Run:
             redis_server(self.work, f"127.{self.block}.0.1") as (url, redis),
             self.running_workers(ring_path, url, spares) as workers,
         ):
-            result: dict[str, Any] = {"members": len(self.hosts), "start_s": workers.start_s}
+            result: dict[str, Any] = {
+                "members": len(self.hosts),
+                "start_s": workers.start_s,
+                "redis_pid": redis.pid,
+            }
             # The services alone, renewing their leases.
             redis_cpu, theirs = cpu_seconds(redis.pid), workers.cpu()
             await trio.sleep(window)

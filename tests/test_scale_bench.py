@@ -1,4 +1,7 @@
-"""`bench/scale.py` at a tiny size: every figure is measured and sane. No timing is asserted."""
+"""`bench/scale.py` at a tiny size, registry included: every figure is measured and sane.
+
+No timing is asserted beyond "it happened, within bounds no run comes near".
+"""
 
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ def scale_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any],
     out = tmp_path_factory.mktemp("scale") / "scale.json"
     command = [sys.executable, str(SCALE), "--hosts", str(HOSTS), "--workers", "2"]
     command += ["--peers", ",".join(map(str, PEERS)), "--fanouts", "2", "--window", "0.5"]
+    command += ["--registry", "--churn", "10", "--churn-seconds", "1"]
     done = subprocess.run(
         [*command, "--json", str(out)],
         capture_output=True,
@@ -58,13 +62,28 @@ def test_the_scale_bench_measures_every_figure_and_prints_its_tables(
     assert stats["services_cpu_pct_watched"] > 0
     assert stats["subscriber_fds"] >= 2 * HOSTS  # a DEALER and its connection per port
 
-    for heading in ("| client connected to |", "| fanout to |", f"| stats of {HOSTS} ports"):
+    registry = results["registry"]
+    assert registry["members"] == HOSTS
+    assert 0 < registry["open_s"] <= registry["learn_s"] < 30
+    assert 0 < registry["listed_open_s"] < 30
+    assert registry["redis_fds"] >= HOSTS  # a connection per service
+    churn = registry["churn"]
+    assert churn["unseen"] == 0
+    for event in ("join", "leave", "join_registering"):
+        assert churn[event]["count"] == 10
+        assert 0 < churn[event]["median_ms"] <= churn[event]["max_ms"] < 30_000
+
+    headings = ("| client connected to |", "| fanout to |", f"| stats of {HOSTS} ports", "| churn:")
+    for heading in headings:
         assert heading in printed
     assert "bench/scale.py --hosts 20" in results["command"]
 
 
-def test_the_scale_bench_leaves_no_worker_behind(scale_run: tuple[dict[str, Any], str]) -> None:
+def test_the_scale_bench_leaves_no_worker_or_redis_behind(
+    scale_run: tuple[dict[str, Any], str],
+) -> None:
     results, _ = scale_run
-    alive = [pid for pid in results["worker_pids"] if Path(f"/proc/{pid}").exists()]
+    pids = [*results["worker_pids"], results["registry"]["redis_pid"]]
+    alive = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
     assert results["worker_pids"]
     assert alive == []
