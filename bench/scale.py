@@ -445,6 +445,11 @@ class Run:
                 "start_s": workers.start_s,
                 "redis_pid": redis.pid,
             }
+            # Every service registered (and coredis imported: the clients' opens
+            # below are not charged for it).
+            members = await trizmq.Registry(url).members()
+            if len(members) != len(self.hosts):
+                raise RuntimeError(f"{len(members)} members registered of {len(self.hosts)}")
             # The services alone, renewing their leases.
             redis_cpu, theirs = cpu_seconds(redis.pid), workers.cpu()
             await trio.sleep(window)
