@@ -8,16 +8,19 @@ loopback address, ``127.B.X.Y`` in a /16 block this run claims among
 
 1. descriptors and memory of one client as it connects to 100, 500 and 1,000
    hosts (one call each);
-2. a fanout to every host, warm (every connection up) and cold (a new client,
-   connecting as it sends): the time from the send until the last host ran it,
-   each host stamping its receipt with `time.monotonic` (one clock for every
-   process on Linux);
+2. fanouts to the first 100, 500 and 1,000 hosts, cold (a new client,
+   connecting as it sends) and warm (every connection up): the time from the
+   send until the last host ran it, each host stamping its receipt with
+   `time.monotonic` (one clock for every process on Linux);
 3. stats subscriptions to every port, as `trizmq stats` and the monitor keep
    them (`trizmq.stats.watch_ring`, 0.5 s interval): the subscriber's CPU, and
    the services' CPU with and without it, per port;
 4. with ``--registry`` (a ``redis-server`` on loopback, started here): how long
-   a client takes to learn the 1,000 members, and its lag behind a churn of
-   joins and leaves.
+   a client takes to learn the 1,000 members, what following them costs, and
+   its lag behind a churn of joins and leaves.
+
+The Scale section of docs/deploying.md gives a run's tables and what they mean;
+tests/test_scale_bench.py runs it at 20 hosts.
 
 Everything is loopback, bounded and stops by itself: workers run in their own
 process groups, killed at the end, and exit when this process's end of their
