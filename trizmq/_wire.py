@@ -345,35 +345,43 @@ _packer_options: Final = {"use_bin_type": True, "datetime": False}
 _encoder: Final = msgspec.msgpack.Encoder()
 #: The map keys the protocol allows.
 _KEYS: Final = frozenset({str, bytes})
-#: Payloads nested deeper than this take the reference path (msgpack
-#: refuses to encode past 511 levels, to decode past 1024).
-_PLAIN_DEPTH: Final = 256
+#: The fast paths of `encode` and `decode` check the payload of an envelope
+#: in Python, a container at a time: they take envelopes of at most this many
+#: arrays and maps, and frames of at most this many bytes. Larger ones go
+#: msgpack's way, where this check would cost more than msgspec saves.
+_FAST_CONTAINERS: Final = 32
+_FAST_BYTES: Final = 2048
 
 
-def _plain(values: Iterable[Any], depth: int = 0) -> bool:
-    """Whether `values` are made of msgpack's own types only: None, bool, int,
-    float, str, bytes, lists, and dicts whose keys are str or bytes.
+def _plain(values: Iterable[Any], budget: int = _FAST_CONTAINERS) -> int:
+    """What is left of `budget` after counting the containers in `values`, or
+    -1 if they are more, or if `values` hold anything else than msgpack's own
+    types: None, bool, int, float, str, bytes, lists, and dicts whose keys are
+    str or bytes.
 
-    msgspec encodes more (a `datetime` as a timestamp, dataclasses as maps...)
-    and decodes more (timestamps, extension types, any key) than the protocol
-    allows: the fast paths of `encode` and `decode` stand aside for anything
-    else, and msgpack's reference path says what it makes of it.
+    msgspec encodes more (a `datetime` as a timestamp, a set as an array,
+    dataclasses as maps...) and decodes more (timestamps, extension types, any
+    key) than the protocol allows: the fast paths of `encode` and `decode`
+    stand aside for anything else, and msgpack's reference path says what it
+    makes of it.
     """
-    if _PLAIN.issuperset(map(type, values)):
-        return True
-    if depth == _PLAIN_DEPTH:
-        return False
     for value in values:
         kind = type(value)
         if kind is dict:
-            if not (_KEYS.issuperset(map(type, value)) and _plain(value.values(), depth + 1)):
-                return False
+            budget -= 1
+            if not _KEYS.issuperset(map(type, value)):
+                return -1
+            if not _PLAIN.issuperset(map(type, value.values())):
+                budget = _plain(value.values(), budget)
         elif kind is list:
-            if not _plain(value, depth + 1):
-                return False
+            budget -= 1
+            if not _PLAIN.issuperset(map(type, value)):
+                budget = _plain(value, budget)
         elif kind not in _PLAIN:
-            return False
-    return True
+            return -1
+        if budget < 0:
+            return -1
+    return budget
 
 
 def encode(envelope: Envelope) -> bytes:
@@ -384,7 +392,7 @@ def encode(envelope: Envelope) -> bytes:
     """
     cls = type(envelope)
     full, short, payload_of = _ENCODING[cls]
-    if _plain(payload_of(envelope)):
+    if _plain(payload_of(envelope)) >= 0:
         # msgspec writes the struct as the array of its fields; the envelope
         # puts the version and kind in front, and leaves out a request's two
         # trailing nils (each one byte, c0).
@@ -394,8 +402,8 @@ def encode(envelope: Envelope) -> bytes:
             pass  # msgpack's path raises its own error, or encodes what msgspec would not
         else:
             if short is not None and envelope.namespace is None and envelope.version is None:  # type: ignore[union-attr]
-                return short + fields[1:-2]
-            return full + fields[1:]
+                return short + memoryview(fields)[1:-2]
+            return full + memoryview(fields)[1:]
     return _encode_msgpack(envelope)
 
 
@@ -465,18 +473,17 @@ def decode(frame: bytes) -> Envelope:
     # The fast path: msgspec decodes the fields straight into the kind's
     # struct. A valid envelope starts with three bytes that say its length,
     # version and kind (a fixarray, 01, the kind); msgspec reads the fields as
-    # the struct's own array. Frames of more than MAX_CONTAINERS bytes, and
-    # anything the fast path does not take, go the reference way, which
-    # bounds the containers and words the refusals.
+    # the struct's own array. Anything the fast path does not take goes the
+    # reference way, which bounds the containers and words the refusals.
     fast = _DECODING.get(frame[:3])
-    if fast is not None and len(frame) <= MAX_CONTAINERS:
+    if fast is not None and len(frame) <= _FAST_BYTES:
         head, decoder, payload_of = fast
         try:
-            envelope: Envelope = decoder.decode(head + frame[3:])
+            envelope: Envelope = decoder.decode(head + memoryview(frame)[3:])
         except Exception:
             pass
         else:
-            if _plain(payload_of(envelope)):
+            if _plain(payload_of(envelope)) >= 0:
                 return envelope
     return _decode_msgpack(frame)
 
