@@ -347,10 +347,17 @@ _encoder: Final = msgspec.msgpack.Encoder()
 _KEYS: Final = frozenset({str, bytes})
 #: The fast paths of `encode` and `decode` check the payload of an envelope
 #: in Python, a container at a time: they take envelopes of at most this many
-#: arrays and maps, and frames of at most this many bytes. Larger ones go
+#: arrays and maps (and frames of at most `_FAST_BYTES`). Larger ones go
 #: msgpack's way, where this check would cost more than msgspec saves.
-_FAST_CONTAINERS: Final = 32
-_FAST_BYTES: Final = 2048
+_FAST_CONTAINERS: Final = 3
+_FAST_BYTES: Final = 512
+#: The bytes that start an array or a map (fixmap, fixarray, array 16/32,
+#: map 16/32) translated to 0, every other to 1: a frame with few zeros holds
+#: few containers. A byte of data may look like one too, which only sends its
+#: frame the reference way.
+_CONTAINER_HEADS: Final = bytes(
+    0 if 0x80 <= byte <= 0x9F or 0xDC <= byte <= 0xDF else 1 for byte in range(256)
+)
 
 
 def _plain(values: Iterable[Any], budget: int = _FAST_CONTAINERS) -> int:
@@ -476,7 +483,12 @@ def decode(frame: bytes) -> Envelope:
     # the struct's own array. Anything the fast path does not take goes the
     # reference way, which bounds the containers and words the refusals.
     fast = _DECODING.get(frame[:3])
-    if fast is not None and len(frame) <= _FAST_BYTES:
+    if (
+        fast is not None
+        and len(frame) <= _FAST_BYTES
+        # The envelope's own array, then the payload's.
+        and frame.translate(_CONTAINER_HEADS).count(0) <= 1 + _FAST_CONTAINERS
+    ):
         head, decoder, payload_of = fast
         try:
             envelope: Envelope = decoder.decode(head + memoryview(frame)[3:])
