@@ -77,7 +77,8 @@ def envelopes_of(
 envelopes = envelopes_of(args, payload)
 # Envelopes of few arrays and maps, as most messages are.
 small_envelopes = envelopes_of(
-    st.dictionaries(st.text(max_size=10), leaves | st.floats(), max_size=5), leaves | st.floats()
+    st.dictionaries(st.text(max_size=10), leaves | st.floats(allow_nan=False), max_size=5),
+    leaves | st.floats(allow_nan=False),
 )
 
 
@@ -293,7 +294,9 @@ wild = st.recursive(
     lambda inner: (
         st.lists(inner, max_size=3)
         | st.dictionaries(
-            st.text(max_size=3) | st.binary(max_size=3) | st.integers(), inner, max_size=3
+            st.text(max_size=3) | st.binary(max_size=3) | st.integers(-(2**63), 2**63 - 1),
+            inner,
+            max_size=3,
         )
     ),
     max_leaves=6,

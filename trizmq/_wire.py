@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import enum
 import math
-import operator
-from collections.abc import Callable, Iterable
+import typing
+from collections.abc import Callable, Collection
 from typing import Any, Final, NoReturn, TypeAlias
 
 import attrs
@@ -235,22 +235,70 @@ _ARITIES: Final[dict[type[Any], frozenset[int]]] = {
     cls: frozenset({len(names), len(names) - 2} if cls in _ADDRESSED else {len(names)})
     for cls, names in _FIELDS_OF.items()
 }
-#: The fields of each kind that carry user data (typed `Any` inside), which
-#: msgspec decodes more loosely than the protocol allows: see `_plain`.
-_PAYLOAD_OF: Final[dict[type[Any], Callable[[Any], tuple[Any, ...]]]] = {
-    Call: operator.attrgetter("args", "context"),
-    Cast: operator.attrgetter("args", "context"),
-    Casts: operator.attrgetter("batch", "context"),
-    Fanout: operator.attrgetter("args", "context"),
-    Reply: lambda reply: (reply.result,),
-    Error: lambda _: (),
-    Cancel: lambda _: (),
-    StatsSubscribe: lambda _: (),
-    Stats: lambda stats: (stats.data,),
-    Stream: operator.attrgetter("args", "context"),
-    Items: lambda items: (items.items,),
-    Credit: lambda _: (),
+#: The map keys and the values in each kind's fields typed `Any`, which
+#: msgspec encodes and decodes more loosely than the protocol allows (see
+#: `_plain`), or None when a request's `args` or `context` is not a dict.
+_Loose: TypeAlias = tuple[Collection[Any], Collection[Any]] | None
+
+
+def _request_loose(request: Any) -> _Loose:
+    args, context = request.args, request.context
+    if type(args) is dict and type(context) is dict:
+        return (*args, *context), (*args.values(), *context.values())
+    return None
+
+
+def _casts_loose(casts: Any) -> _Loose:
+    # Its batch goes whole: a list of dicts, each counted against the fast
+    # paths' few containers.
+    if type(casts.context) is dict:
+        return casts.context.keys(), (casts.batch, *casts.context.values())
+    return None
+
+
+def _value_loose(value: Any) -> _Loose:
+    # A map's or a list's contents are what `_plain` looks at first.
+    kind = type(value)
+    if kind is dict:
+        return value.keys(), value.values()
+    if kind is list:
+        return (), value
+    return (), (value,)
+
+
+_NOTHING_LOOSE: Final = ((), ())
+_LOOSE_OF: Final[dict[type[Any], Callable[[Any], _Loose]]] = {
+    Call: _request_loose,
+    Cast: _request_loose,
+    Casts: _casts_loose,
+    Fanout: _request_loose,
+    Reply: lambda reply: _value_loose(reply.result),
+    Error: lambda _: _NOTHING_LOOSE,
+    Cancel: lambda _: _NOTHING_LOOSE,
+    StatsSubscribe: lambda _: _NOTHING_LOOSE,
+    Stats: lambda stats: _value_loose(stats.data),
+    Stream: _request_loose,
+    Items: lambda items: _value_loose(items.items),
+    Credit: lambda _: _NOTHING_LOOSE,
 }
+
+
+#: The fast path of `decode` checks the loose parts of an envelope in Python,
+#: a container at a time: it takes those holding at most this many arrays and
+#: maps (and frames of at most `_FAST_BYTES`). Larger ones go msgpack's way,
+#: where this check would cost more than msgspec saves.
+_FAST_CONTAINERS: Final = 3
+_FAST_BYTES: Final = 512
+#: The most values a list or map holding other lists or maps may have in an
+#: envelope the fast paths take.
+_FAST_VALUES: Final = 16
+#: The bytes that start an array or a map (fixmap, fixarray, array 16/32,
+#: map 16/32) translated to 0, every other to 1: a frame with few zeros holds
+#: few containers. A byte of data may look like one too, which only sends its
+#: frame the reference way.
+_CONTAINER_HEADS: Final = bytes(
+    0 if 0x80 <= byte <= 0x9F or 0xDC <= byte <= 0xDF else 1 for byte in range(256)
+)
 
 
 def _heads(cls: type[Any]) -> tuple[bytes, bytes | None]:
@@ -264,18 +312,28 @@ def _heads(cls: type[Any]) -> tuple[bytes, bytes | None]:
     return full, short
 
 
-# What `encode` needs of each class: the heads of its envelopes, and its payload.
-_ENCODING: Final[dict[type[Any], tuple[bytes, bytes | None, Callable[[Any], tuple[Any, ...]]]]] = {
-    cls: (*_heads(cls), _PAYLOAD_OF[cls]) for cls in _KIND_OF
+# What `encode` needs of each class: the heads of its envelopes, and its loose parts.
+_ENCODING: Final[dict[type[Any], tuple[bytes, bytes | None, Callable[[Any], _Loose]]]] = {
+    cls: (*_heads(cls), _LOOSE_OF[cls]) for cls in _KIND_OF
 }
+
+
+def _most_containers(cls: type[Any]) -> int:
+    """The most arrays and maps a frame of `cls` the fast path of `decode`
+    takes may hold: the envelope's, its fields', and the loose parts'."""
+    typed = [f for f in msgspec.structs.fields(cls) if typing.get_origin(f.type) in (dict, list)]
+    return 1 + len(typed) + _FAST_CONTAINERS
+
+
 # What `decode` needs of the first three bytes of a valid envelope: the
-# header of the struct's array that replaces them, the struct's decoder, and
-# its payload.
-_DECODING: Final[dict[bytes, tuple[bytes, Any, Callable[[Any], tuple[Any, ...]]]]] = {
+# header of the struct's array that replaces them, the struct's decoder, its
+# loose parts, and the most containers it takes.
+_DECODING: Final[dict[bytes, tuple[bytes, Any, Callable[[Any], _Loose], int]]] = {
     bytes((0x90 + count + 2, VERSION, kind)): (
         bytes((0x90 + count,)),
         msgspec.msgpack.Decoder(cls),
-        _PAYLOAD_OF[cls],
+        _LOOSE_OF[cls],
+        _most_containers(cls),
     )
     for cls, kind in _KIND_OF.items()
     for count in _ARITIES[cls]
@@ -345,26 +403,14 @@ _packer_options: Final = {"use_bin_type": True, "datetime": False}
 _encoder: Final = msgspec.msgpack.Encoder()
 #: The map keys the protocol allows.
 _KEYS: Final = frozenset({str, bytes})
-#: The fast paths of `encode` and `decode` check the payload of an envelope
-#: in Python, a container at a time: they take envelopes of at most this many
-#: arrays and maps (and frames of at most `_FAST_BYTES`). Larger ones go
-#: msgpack's way, where this check would cost more than msgspec saves.
-_FAST_CONTAINERS: Final = 3
-_FAST_BYTES: Final = 512
-#: The bytes that start an array or a map (fixmap, fixarray, array 16/32,
-#: map 16/32) translated to 0, every other to 1: a frame with few zeros holds
-#: few containers. A byte of data may look like one too, which only sends its
-#: frame the reference way.
-_CONTAINER_HEADS: Final = bytes(
-    0 if 0x80 <= byte <= 0x9F or 0xDC <= byte <= 0xDF else 1 for byte in range(256)
-)
+#: What a list or map the protocol allows may hold.
+_CONTENTS: Final = _PLAIN | {dict, list}
 
 
-def _plain(values: Iterable[Any], budget: int = _FAST_CONTAINERS) -> int:
-    """What is left of `budget` after counting the containers in `values`, or
-    -1 if they are more, or if `values` hold anything else than msgpack's own
-    types: None, bool, int, float, str, bytes, lists, and dicts whose keys are
-    str or bytes.
+def _plain(loose: _Loose, budget: int) -> bool:
+    """Whether the loose parts of an envelope are made of msgpack's own types
+    only, in at most `budget` arrays and maps: None, bool, int, float, str,
+    bytes, lists, and dicts whose keys are str or bytes.
 
     msgspec encodes more (a `datetime` as a timestamp, a set as an array,
     dataclasses as maps...) and decodes more (timestamps, extension types, any
@@ -372,20 +418,33 @@ def _plain(values: Iterable[Any], budget: int = _FAST_CONTAINERS) -> int:
     stand aside for anything else, and msgpack's reference path says what it
     makes of it.
     """
+    if loose is None:
+        return False
+    keys, values = loose
+    return _KEYS.issuperset(map(type, keys)) and (
+        _PLAIN.issuperset(map(type, values)) or (budget > 0 and _nested(values, budget) >= 0)
+    )
+
+
+def _nested(values: Collection[Any], budget: int) -> int:
+    """What is left of `budget` after counting the containers in `values`, or
+    -1 if they are more or hold anything else than `_plain` allows."""
+    # Counted before they are checked, so that many containers cost little.
+    if len(values) > _FAST_VALUES:
+        return -1
+    kinds = [*map(type, values)]
+    budget -= kinds.count(dict) + kinds.count(list)
+    if budget < 0 or not _CONTENTS.issuperset(kinds):
+        return -1
     for value in values:
         kind = type(value)
         if kind is dict:
-            budget -= 1
             if not _KEYS.issuperset(map(type, value)):
                 return -1
             if not _PLAIN.issuperset(map(type, value.values())):
-                budget = _plain(value.values(), budget)
-        elif kind is list:
-            budget -= 1
-            if not _PLAIN.issuperset(map(type, value)):
-                budget = _plain(value, budget)
-        elif kind not in _PLAIN:
-            return -1
+                budget = _nested(value.values(), budget)
+        elif kind is list and not _PLAIN.issuperset(map(type, value)):
+            budget = _nested(value, budget)
         if budget < 0:
             return -1
     return budget
@@ -398,8 +457,10 @@ def encode(envelope: Envelope) -> bytes:
         TypeError: a payload value msgpack cannot encode.
     """
     cls = type(envelope)
-    full, short, payload_of = _ENCODING[cls]
-    if _plain(payload_of(envelope)) >= 0:
+    full, short, loose_of = _ENCODING[cls]
+    # Flat payloads only: msgpack packs nested ones about as fast as they
+    # would be checked.
+    if _plain(loose_of(envelope), 0):
         # msgspec writes the struct as the array of its fields; the envelope
         # puts the version and kind in front, and leaves out a request's two
         # trailing nils (each one byte, c0).
@@ -408,9 +469,11 @@ def encode(envelope: Envelope) -> bytes:
         except Exception:
             pass  # msgpack's path raises its own error, or encodes what msgspec would not
         else:
+            # A slice of a small frame costs less than a view of it.
+            body = fields if len(fields) <= _FAST_BYTES else memoryview(fields)
             if short is not None and envelope.namespace is None and envelope.version is None:  # type: ignore[union-attr]
-                return short + memoryview(fields)[1:-2]
-            return full + memoryview(fields)[1:]
+                return short + body[1:-2]
+            return full + body[1:]
     return _encode_msgpack(envelope)
 
 
@@ -483,19 +546,16 @@ def decode(frame: bytes) -> Envelope:
     # the struct's own array. Anything the fast path does not take goes the
     # reference way, which bounds the containers and words the refusals.
     fast = _DECODING.get(frame[:3])
-    if (
-        fast is not None
-        and len(frame) <= _FAST_BYTES
-        # The envelope's own array, then the payload's.
-        and frame.translate(_CONTAINER_HEADS).count(0) <= 1 + _FAST_CONTAINERS
-    ):
-        head, decoder, payload_of = fast
+    if fast is not None and len(frame) <= _FAST_BYTES:
+        head, decoder, loose_of, most = fast
+        if frame.translate(_CONTAINER_HEADS).count(0) > most:
+            return _decode_msgpack(frame)
         try:
-            envelope: Envelope = decoder.decode(head + memoryview(frame)[3:])
+            envelope: Envelope = decoder.decode(head + frame[3:])
         except Exception:
             pass
         else:
-            if _plain(payload_of(envelope)) >= 0:
+            if _plain(loose_of(envelope), _FAST_CONTAINERS):
                 return envelope
     return _decode_msgpack(frame)
 
