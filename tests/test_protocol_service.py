@@ -117,9 +117,9 @@ class ServiceSide(RuleBasedStateMachine):
             clock=lambda: self.now,
         )
 
-    def sent(self, identity: bytes, frame: bytes, kind: str) -> None:
+    def sent(self, identity: bytes, frame: bytes, replies: int, errors: int) -> None:
         envelope = decode(frame)
-        if kind == "reply":  # a result, for a call that was sent
+        if replies:  # a result, for a call that was sent
             assert (identity, envelope.id) in self.calls
         if envelope.id == 0:
             self.unanswerable += 1
@@ -304,7 +304,7 @@ def test_a_call_already_past_its_deadline_is_answered_without_running() -> None:
         Endpoints([Endpoint()]),
         ServiceStats("node", TOPIC, 9601),
         LIMITS,
-        send=lambda identity, frame, kind: answers.append(decode(frame)),
+        send=lambda identity, frame, *counts: answers.append(decode(frame)),
         cancel=lambda job: None,
         wake=lambda: None,
         subscribed=lambda: None,

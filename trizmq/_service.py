@@ -73,16 +73,16 @@ _PEER_EVENTS = (
 
 class _Outbox:
     """Replies to one caller that its full queue did not take yet, oldest first:
-    (time they are given up at, "reply" or "error", frame)."""
+    (time they are given up at, frame, replies and errors it carries)."""
 
     __slots__ = ("frames", "size")
 
     def __init__(self) -> None:
-        self.frames: collections.deque[tuple[float, str, bytes]] = collections.deque()
+        self.frames: collections.deque[tuple[float, bytes, int, int]] = collections.deque()
         self.size = 0
 
     def pop(self) -> None:
-        self.size -= len(self.frames.popleft()[2])
+        self.size -= len(self.frames.popleft()[1])
 
 
 async def serve(
@@ -329,21 +329,29 @@ class _Runner:
         flights, limit = core.flights, core.limits.max_concurrency
         # Shielded: stopping the service stops the reading (`_shut_down` cancels
         # the scope of the task that reads), not a handler; the grace period does.
+        # The answers of a pass over what was read leave together (`core.gather`),
+        # before the next wait: one wake-up of ZeroMQ's I/O thread for them all,
+        # and a lone answer leaves as soon as it would alone.
         with trio.CancelScope(shield=True) as scope:
             self._pump_scope = scope
             taken = 0
+            core.gather()
             while not core.stopping:
                 if not core.ready:
+                    core.flush()
                     if core.full:
                         await self._wait_for_room()
                     else:
                         core.receive(await self.sock.receive_batch(_BATCH))
                         taken = 0
+                    core.gather()
                     continue
                 if taken == _BATCH:
                     # A long run of requests (the casts of a CASTS message) must
                     # starve neither other tasks nor other callers.
+                    core.flush()
                     await trio.lowlevel.cancel_shielded_checkpoint()
+                    core.gather()
                     core.receive(self.sock.receive_available(_BATCH))
                     core.rotate()
                     taken = 0
@@ -354,7 +362,10 @@ class _Runner:
                         return
                     job = None
                 if len(flights) >= limit:
+                    core.flush()
                     await self._wait_for_room()
+                    core.gather()
+            core.flush()
         if job is not None:  # the handler this task took over was cancelled
             core.stopped(job)
             self._finished()
@@ -376,6 +387,7 @@ class _Runner:
             job.handle.cancel()
 
     def _hand_over(self, job: Job, scope: trio.CancelScope) -> None:
+        self.core.flush()  # this task waits now: what it gathered leaves first
         scope.deadline = job.ctx.deadline
         self.core.waiting(job, scope)
         self._pump_scope = None
@@ -388,12 +400,14 @@ class _Runner:
             self._pump_scope.cancel()
         core = self.core
         now = trio.current_time()
+        core.gather()
         core.stop()
         for _ in range(_SHUTDOWN_BATCHES):
             if not (batch := self.sock.receive_available(_BATCH)):
                 break
             core.receive(batch)
             core.refuse_pending()
+        core.flush()
         deadline = now + self.grace_period
         for job in core.flights.values():
             if job.handle is not None:  # it is: every handler not running now is waiting
@@ -407,7 +421,9 @@ class _Runner:
                 return
             while True:
                 self.core.receive(await self.sock.receive_batch())
+                self.core.gather()
                 self.core.refuse_pending()
+                self.core.flush()
 
     async def _run(self, job: Job) -> None:
         method = job.method
@@ -435,23 +451,24 @@ class _Runner:
             self._room.set()
             self._room = None
 
-    def _send(self, identity: bytes, frame: bytes, kind: str) -> None:
+    def _send(self, identity: bytes, frame: bytes, replies: int, errors: int) -> None:
         """Send a frame now, or queue it for the caller while its queue is full."""
         outbox = self._outboxes.get(identity)
         if outbox is None:
             try:
                 if self.sock.send_nowait([identity, frame]):
-                    self._count_out(kind, frame)
+                    self._count_out(frame, replies, errors)
                     return
             except (Unroutable, trio.ClosedResourceError) as exc:
-                self._count_undelivered(exc)
+                self._count_undelivered(exc, replies + errors)
                 return
             outbox = self._outboxes[identity] = _Outbox()
             self._handlers.start_soon(self._flush, identity, outbox)
         if outbox.size + len(frame) > self.max_queued_reply_bytes:
-            self._count_blocked(identity)
+            self._count_blocked(identity, replies + errors)
         else:
-            outbox.frames.append((trio.current_time() + REPLY_SEND_TIMEOUT, kind, frame))
+            expires = trio.current_time() + REPLY_SEND_TIMEOUT
+            outbox.frames.append((expires, frame, replies, errors))
             outbox.size += len(frame)
 
     async def _flush(self, identity: bytes, outbox: _Outbox) -> None:
@@ -469,27 +486,31 @@ class _Runner:
                     pause = min(2 * pause, _RETRY_MAX)
                     now = trio.current_time()
                     while frames:
-                        expires, kind, frame = frames[0]
+                        expires, frame, replies, errors = frames[0]
                         if expires < now:
-                            self._count_blocked(identity)
+                            self._count_blocked(identity, replies + errors)
                         elif self.sock.send_nowait([identity, frame]):
-                            self._count_out(kind, frame)
+                            self._count_out(frame, replies, errors)
                             pause = _RETRY_FIRST
                         else:
                             break
                         outbox.pop()
             except (Unroutable, trio.ClosedResourceError) as exc:
-                for _ in frames:
-                    self._count_undelivered(exc)
+                for _, _, replies, errors in frames:
+                    self._count_undelivered(exc, replies + errors)
             finally:
                 del self._outboxes[identity]
 
-    def _count_out(self, kind: str, frame: bytes) -> None:
-        self.stats.sent[kind] += 1
+    def _count_out(self, frame: bytes, replies: int, errors: int) -> None:
+        sent = self.stats.sent
+        if replies:
+            sent["reply"] += replies
+        if errors:
+            sent["error"] += errors
         self.stats.bytes_out += len(frame)
 
-    def _count_blocked(self, identity: bytes) -> None:
-        self.stats.rejected["reply_blocked"] += 1
+    def _count_blocked(self, identity: bytes, answers: int) -> None:
+        self.stats.rejected["reply_blocked"] += answers
         self.log.warning(
             ("blocked", identity),
             "%s: a reply to %s dropped: it does not read its replies",
@@ -497,6 +518,6 @@ class _Runner:
             clip(caller_name(identity)),
         )
 
-    def _count_undelivered(self, exc: Exception) -> None:
+    def _count_undelivered(self, exc: Exception, answers: int) -> None:
         reason = "caller_gone" if isinstance(exc, Unroutable) else "closed"
-        self.stats.rejected[reason] += 1
+        self.stats.rejected[reason] += answers

@@ -45,6 +45,7 @@ class Kind(enum.IntEnum):
     STATS_SUBSCRIBE = 7
     STATS = 8
     CASTS = 9
+    REPLIES = 13
 
 
 @attrs.frozen
@@ -130,6 +131,13 @@ class Error:
 
 
 @attrs.frozen
+class Replies:
+    """Answers (`Reply` and `Error`) to calls of one caller, in one message."""
+
+    answers: list[Reply | Error]
+
+
+@attrs.frozen
 class Cancel:
     """The caller gave up on call `id`: the service cancels its handler."""
 
@@ -153,7 +161,9 @@ class Stats:
     data: dict[str, Any]
 
 
-Envelope: TypeAlias = Call | Cast | Casts | Fanout | Reply | Error | Cancel | StatsSubscribe | Stats
+#: The envelopes that carry an id: every kind but `REPLIES`.
+Message: TypeAlias = Call | Cast | Casts | Fanout | Reply | Error | Cancel | StatsSubscribe | Stats
+Envelope: TypeAlias = Message | Replies
 
 _KIND_OF: Final[dict[type[Any], Kind]] = {
     Call: Kind.CALL,
@@ -165,6 +175,7 @@ _KIND_OF: Final[dict[type[Any], Kind]] = {
     StatsSubscribe: Kind.STATS_SUBSCRIBE,
     Stats: Kind.STATS,
     Casts: Kind.CASTS,
+    Replies: Kind.REPLIES,
 }
 _CLASS_OF: Final[dict[int, type[Any]]] = {kind: cls for cls, kind in _KIND_OF.items()}
 _FIELDS_OF: Final[dict[type[Any], tuple[str, ...]]] = {
@@ -247,12 +258,35 @@ def encode(envelope: Envelope) -> bytes:
     Raises:
         TypeError: a payload value msgpack cannot encode.
     """
+    if type(envelope) is Replies:
+        return encode_replies([encode(answer) for answer in envelope.answers])
     kind, fields_of, addressed = _ENCODING[type(envelope)]
     fields = fields_of(envelope)
     if addressed and fields[-1] is None and fields[-2] is None:
         fields = fields[:-2]
     data: bytes = msgpack.packb([VERSION, kind, *fields], **_packer_options)
     return data
+
+
+#: The bytes a `REPLIES` message adds to the answers it carries, at most.
+REPLIES_OVERHEAD: Final = 8
+_REPLIES_HEAD: Final = bytes((0x93, VERSION, Kind.REPLIES))
+
+
+def encode_replies(answers: list[bytes]) -> bytes:
+    """A `REPLIES` message carrying `answers`, each an encoded `REPLY` or `ERROR`.
+
+    A REPLIES's answers are whole envelopes, so the encoded ones go in as they
+    are: nothing is encoded twice.
+    """
+    count = len(answers)
+    if count < 16:
+        head = _REPLIES_HEAD + bytes((0x90 | count,))
+    elif count < 2**16:
+        head = _REPLIES_HEAD + b"\xdc" + count.to_bytes(2, "big")
+    else:
+        head = _REPLIES_HEAD + b"\xdd" + count.to_bytes(4, "big")
+    return b"".join([head, *answers])
 
 
 def _refuse_ext(code: int, data: bytes) -> NoReturn:
@@ -325,6 +359,11 @@ def decode(frame: bytes) -> Envelope:
         raise ProtocolError(f"not a msgpack message: {exc}") from None
     except Exception:
         raise ProtocolError(f"not a msgpack message: {_unpack_problem(frame)}") from None
+    return _envelope(data)
+
+
+def _envelope(data: Any) -> Envelope:
+    """The envelope of a decoded msgpack array (see `decode`)."""
     if not isinstance(data, list) or len(data) < 2:
         raise ProtocolError("an envelope is a msgpack array [version, kind, ...fields]")
     version, kind, *fields = data
@@ -338,6 +377,8 @@ def decode(frame: bytes) -> Envelope:
     if len(fields) not in _ARITIES[cls]:
         count = " or ".join(map(str, sorted(_ARITIES[cls])))
         raise ProtocolError(f"a {cls.__name__} message has {count} fields, got {len(fields)}")
+    if cls is Replies:
+        return _replies(fields[0])
     # Without namespace and version, the checks of those two are left over.
     for check, value in zip(_CHECKS[cls], fields, strict=False):
         if not check(value):
@@ -354,6 +395,25 @@ def decode(frame: bytes) -> Envelope:
         problems = describe(exc)
         raise ProtocolError(f"invalid {cls.__name__} message: {problems}") from None
     return envelope
+
+
+_ANSWER_KINDS: Final = (Kind.REPLY, Kind.ERROR)
+
+
+def _replies(answers: Any) -> Replies:
+    if type(answers) is not list or not answers:
+        raise ProtocolError("invalid Replies message: answers must be a non-empty array")
+    decoded: list[Reply | Error] = []
+    for index, data in enumerate(answers):
+        # The kind first: a REPLIES in a REPLIES is refused before it is read.
+        if type(data) is list and len(data) >= 2 and data[1] not in _ANSWER_KINDS:
+            message = f"answer {index} is of kind {data[1]!r}, not a REPLY or an ERROR"
+            raise ProtocolError(f"invalid Replies message: {message}")
+        try:
+            decoded.append(_envelope(data))  # type: ignore[arg-type]
+        except ProtocolError as exc:
+            raise ProtocolError(f"invalid Replies message: answer {index}: {exc}") from None
+    return Replies(decoded)
 
 
 def _is_int(value: object) -> bool:
@@ -423,6 +483,7 @@ _CHECKS: Final[dict[type[Any], tuple[Callable[[object], bool], ...]]] = {
     Cancel: (_is_int,),
     StatsSubscribe: (_is_int, _is_number, _is_number),
     Stats: (_is_int, _is_str_dict),
+    Replies: (_is_any,),  # see `_replies`
 }
 
 

@@ -29,6 +29,8 @@ from .._wire import (
     Envelope,
     Error,
     ErrorCode,
+    Message,
+    Replies,
     Reply,
     converter,
     decode,
@@ -84,22 +86,26 @@ class CallerCore(Generic[W]):
         self.pending: dict[int, W] = {}
         self.counts: Counter[str] = Counter()
 
-    def answers(self, batch: Iterable[list[bytes]]) -> list[tuple[W, Envelope]]:
-        """Match what the socket received to the calls waiting; the others are
-        counted, never raised: a late answer to a call given up is normal."""
-        matched = []
+    def answers(self, batch: Iterable[list[bytes]]) -> list[tuple[W, Message]]:
+        """Match what the socket received to the calls waiting (each answer of
+        a `REPLIES` on its own); the others are counted, never raised: a late
+        answer to a call given up is normal."""
+        matched: list[tuple[W, Message]] = []
         pending = self.pending
+        counts = self.counts
         for frames in batch:
             try:
                 envelope = decode(frames[-1])
             except ProtocolError:
-                self.counts["malformed"] += 1
+                counts["malformed"] += 1
                 continue
-            waiter = pending.pop(envelope.id, None)
-            if waiter is None:
-                self.counts["unmatched"] += 1
-            else:
-                matched.append((waiter, envelope))
+            answers = envelope.answers if isinstance(envelope, Replies) else (envelope,)
+            for answer in answers:
+                waiter = pending.pop(answer.id, None)
+                if waiter is None:
+                    counts["unmatched"] += 1
+                else:
+                    matched.append((waiter, answer))
         return matched
 
     def give_up(self, id: int) -> bytes:

@@ -29,6 +29,7 @@ from .._errors import ProtocolError
 from .._logs import ThrottledLog, clip
 from .._stats import MAX_SUBSCRIBERS, ServiceStats, Subscriptions
 from .._wire import (
+    REPLIES_OVERHEAD,
     Call,
     Cancel,
     Cast,
@@ -36,10 +37,12 @@ from .._wire import (
     Error,
     ErrorCode,
     Fanout,
+    Replies,
     Reply,
     StatsSubscribe,
     decode,
     encode,
+    encode_replies,
     unstructure,
 )
 
@@ -52,8 +55,9 @@ _KIND_NAMES: Final = {Call: "call", Cast: "cast", Fanout: "fanout"}
 # what is left of a CASTS message (routing id, message, index of its next cast).
 Item: TypeAlias = list[bytes] | tuple[bytes, Casts, int]
 
-#: `send(identity, frame, kind)`: kind is "reply" or "error".
-Send: TypeAlias = Callable[[bytes, bytes, str], None]
+#: `send(identity, frame, replies, errors)`: the frame carries that many
+#: `REPLY` and `ERROR` answers.
+Send: TypeAlias = Callable[[bytes, bytes, int, int], None]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -133,6 +137,9 @@ class ServiceCore:
         self.held_bytes = 0
         # Held requests let in again, in order: they go before the pending ones.
         self._admitted: collections.deque[Item] = collections.deque()
+        # Answers held back since `gather`, per caller, in order: (frame, is an error).
+        self._gathering = False
+        self._gathered: dict[bytes, list[tuple[bytes, bool]]] = {}
 
     # -- what the shell asks ---------------------------------------------------
 
@@ -167,6 +174,47 @@ class ServiceCore:
         if job is None and self._held:
             self._let_in(item[0])  # a refusal made room too
         return job
+
+    def gather(self) -> None:
+        """Hold the answers back until `flush`: the shell's pass over what it
+        read, whose answers leave together."""
+        self._gathering = True
+
+    def flush(self) -> None:
+        """Send the answers held back since `gather`, each caller's in order;
+        from now on answers leave as they come."""
+        self._gathering = False
+        if not self._gathered:
+            return
+        gathered, self._gathered = self._gathered, {}
+        send = self._send
+        for identity, answers in gathered.items():
+            if len(answers) == 1:
+                frame, error = answers[0]
+                send(identity, frame, 0 if error else 1, 1 if error else 0)
+            else:
+                self._send_batches(identity, answers)
+
+    def _send_batches(self, identity: bytes, answers: list[tuple[bytes, bool]]) -> None:
+        """Send a caller's answers in `REPLIES` messages, in order, each within
+        the message size limit (an answer that fits with no other goes alone)."""
+        room = self.limits.max_message_size - REPLIES_OVERHEAD
+        frames: list[bytes] = []
+        size = errors = 0
+        for frame, error in answers:
+            if frames and size + len(frame) > room:
+                self._send_batch(identity, frames, errors)
+                frames, size, errors = [], 0, 0
+            frames.append(frame)
+            size += len(frame)
+            errors += error
+        self._send_batch(identity, frames, errors)
+
+    def _send_batch(self, identity: bytes, frames: list[bytes], errors: int) -> None:
+        if len(frames) == 1:
+            self._send(identity, frames[0], 1 - errors, errors)
+        else:
+            self._send(identity, encode_replies(frames), len(frames) - errors, errors)
 
     def rotate(self) -> None:
         """Put the caller at the head of the pending requests behind the others
@@ -324,7 +372,8 @@ class ServiceCore:
         else:
             stats.rejected["unexpected_kind"] += 1
             message = f"a service does not accept {type(envelope).__name__} messages"
-            self._reply(identity, _protocol_error(envelope.id, message))
+            id = 0 if isinstance(envelope, Replies) else envelope.id
+            self._reply(identity, _protocol_error(id, message))
         return None
 
     def _next_cast(self, identity: bytes, casts: Casts, index: int) -> Job | None:
@@ -498,7 +547,15 @@ class ServiceCore:
             message = f"the result is {len(frame)} bytes, over the limit of {limit}"
             reply = Error(reply.id, ErrorCode.EXCEPTION, "trizmq.MessageTooLarge", message, "")
             frame = encode(reply)
-        self._send(identity, frame, "reply" if isinstance(reply, Reply) else "error")
+        error = type(reply) is Error
+        if self._gathering:
+            gathered = self._gathered.get(identity)
+            if gathered is None:
+                self._gathered[identity] = [(frame, error)]
+            else:
+                gathered.append((frame, error))
+        else:
+            self._send(identity, frame, 0 if error else 1, 1 if error else 0)
         return reply
 
 
