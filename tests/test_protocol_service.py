@@ -11,6 +11,8 @@ every step and at the end it checks the rules of docs/protocol.md:
 - the core never raises;
 - every call gets exactly one answer, unless its caller cancelled it while
   it ran; nothing answers a call that was never sent;
+- answers gathered in one pass leave as one message per caller, a REPLIES
+  only for two or more, and no message is over the size limit;
 - no caller has more handlers running than its limit, nor the service more
   than its own, nor more stats subscribers than the cap.
 
@@ -26,6 +28,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import attrs
 import msgpack
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -35,7 +38,7 @@ import trizmq
 from trizmq._dispatch import Endpoints
 from trizmq._protocol.service import Job, Limits, ServiceCore
 from trizmq._stats import MAX_SUBSCRIBERS, ServiceStats
-from trizmq._wire import Call, ErrorCode, Kind, decode
+from trizmq._wire import Call, Error, ErrorCode, Kind, Replies, Reply, decode, encode
 
 EXAMPLES = int(os.environ.get("TRIZMQ_STATE_EXAMPLES", "300"))
 TOPIC = "compute"
@@ -118,13 +121,19 @@ class ServiceSide(RuleBasedStateMachine):
         )
 
     def sent(self, identity: bytes, frame: bytes, replies: int, errors: int) -> None:
+        assert len(frame) <= LIMITS.max_message_size
         envelope = decode(frame)
-        if replies:  # a result, for a call that was sent
-            assert (identity, envelope.id) in self.calls
-        if envelope.id == 0:
-            self.unanswerable += 1
-        else:
-            self.answers[(identity, envelope.id)] += 1
+        answers = envelope.answers if isinstance(envelope, Replies) else [envelope]
+        assert len(answers) >= 2 or not isinstance(envelope, Replies)
+        assert [type(answer) for answer in answers].count(Reply) == replies
+        assert [type(answer) for answer in answers].count(Error) == errors
+        for answer in answers:
+            if isinstance(answer, Reply):  # a result, for a call that was sent
+                assert (identity, answer.id) in self.calls
+            if answer.id == 0:
+                self.unanswerable += 1
+            else:
+                self.answers[(identity, answer.id)] += 1
 
     # -- what callers send ---------------------------------------------------------
 
@@ -198,9 +207,20 @@ class ServiceSide(RuleBasedStateMachine):
 
     # -- what the service runner does ----------------------------------------------
 
-    @rule(count=st.integers(1, 12))
-    def pump(self, count: int) -> None:
-        """Take up to `count` requests as the runner does, reading when it has none."""
+    @rule(count=st.integers(1, 12), inline=st.booleans())
+    def pump(self, count: int, inline: bool) -> None:
+        """Take up to `count` requests as the runner does, reading when it has
+        none; what they answer leaves together at the end. With `inline`,
+        their handlers return without waiting (the runner runs them in its
+        own task), else each waits (and gets a task)."""
+        core = self.core
+        core.gather()
+        try:
+            self.take(count, inline)
+        finally:
+            core.flush()
+
+    def take(self, count: int, inline: bool) -> None:
         core = self.core
         for _ in range(count):
             if not core.ready:
@@ -211,9 +231,12 @@ class ServiceSide(RuleBasedStateMachine):
             if len(core.flights) >= LIMITS.max_concurrency and not core.stopping:
                 return  # the runner waits for room
             job = core.take()
-            if job is not None:  # its handler waits: the runner gives it a task
-                core.waiting(job, object())
-                self.running.append(job)
+            if job is not None:
+                if inline:
+                    self.end(job, "result")
+                else:
+                    core.waiting(job, object())
+                    self.running.append(job)
 
     @precondition(lambda self: self.running)
     @rule(which=st.integers(min_value=0), how=st.sampled_from(["result", "raise", "stopped"]))
@@ -314,3 +337,78 @@ def test_a_call_already_past_its_deadline_is_answered_without_running() -> None:
     assert core.take() is None
     [error] = answers
     assert (error.id, error.code, error.type_name) == (7, ErrorCode.DEADLINE, "trizmq.CallTimeout")
+
+
+def answering_core(limits: Limits = LIMITS) -> tuple[ServiceCore, list[tuple[bytes, Any]]]:
+    """A core whose handlers the test ends, and the (caller, envelope) it sends."""
+    sent: list[tuple[bytes, Any]] = []
+    core = ServiceCore(
+        TOPIC,
+        "node",
+        Endpoints([Endpoint()]),
+        ServiceStats("node", TOPIC, 9601),
+        limits,
+        send=lambda identity, frame, *counts: sent.append((identity, decode(frame))),
+        cancel=lambda job: None,
+        wake=lambda: None,
+        subscribed=lambda: None,
+        clock=lambda: 0.0,
+    )
+    return core, sent
+
+
+def take_and_answer(core: ServiceCore, requests: list[list[bytes]], padding: str = "") -> None:
+    """Read `requests` and run each handler inline, in one pass: it returns
+    its `n`, or `padding` if any."""
+    core.receive(requests)
+    while core.ready:
+        job = core.take()
+        if job is not None:
+            core.succeeded(job, padding or job.args["n"])
+
+
+def call(caller: bytes, id: int, n: Any) -> list[bytes]:
+    return [caller, pack(Kind.CALL, id, TOPIC, "work", {"n": n}, {}, None)]
+
+
+def test_answers_of_one_pass_leave_as_one_replies_per_caller_in_order() -> None:
+    core, sent = answering_core()
+    core.gather()
+    requests = [call(b"alice", 1, 10), call(b"bob", 1, 20), call(b"alice", 2, 11)]
+    take_and_answer(core, [*requests, call(b"alice", 3, "ten")])
+    assert sent == []  # held back until the pass ends
+    core.flush()
+    [(first, replies), (second, lone)] = sent
+    assert first == b"alice"
+    assert isinstance(replies, Replies)
+    assert replies.answers[:2] == [Reply(1, 10), Reply(2, 11)]
+    assert (replies.answers[2].id, replies.answers[2].code) == (3, ErrorCode.BAD_ARGUMENTS)
+    assert (second, lone) == (b"bob", Reply(1, 20))
+
+
+def test_an_answer_outside_a_pass_leaves_at_once_alone() -> None:
+    core, sent = answering_core()
+    take_and_answer(core, [call(b"alice", 1, 10), call(b"alice", 2, 11)])
+    assert sent == [(b"alice", Reply(1, 10)), (b"alice", Reply(2, 11))]
+
+
+def test_a_lone_answer_of_a_pass_travels_as_a_reply() -> None:
+    core, sent = answering_core()
+    core.gather()
+    take_and_answer(core, [call(b"alice", 1, 10)])
+    core.flush()
+    assert sent == [(b"alice", Reply(1, 10))]
+
+
+def test_answers_over_the_size_limit_travel_in_several_replies_each_within_it() -> None:
+    limits = attrs.evolve(LIMITS, max_message_size=1_000)
+    core, sent = answering_core(limits)
+    core.gather()
+    # Ten answers of some 300 bytes: three fit in a message, the tenth goes alone.
+    take_and_answer(core, [call(b"alice", id, id) for id in range(1, 11)], padding="x" * 300)
+    core.flush()
+    frames = [encode(envelope) for _, envelope in sent]
+    assert all(len(frame) <= 1_000 for frame in frames)
+    assert [len(e.answers) if isinstance(e, Replies) else 1 for _, e in sent] == [3, 3, 3, 1]
+    answered = [a for _, e in sent for a in (e.answers if isinstance(e, Replies) else [e])]
+    assert answered == [Reply(id, "x" * 300) for id in range(1, 11)]
