@@ -254,7 +254,8 @@ class _Runner:
             cancel=self._cancel,
             wake=self._wake,
             subscribed=self._subscribed,
-            clock=trio.current_time,
+            # The clock's own method: `trio.current_time` looks the run up first.
+            clock=trio.lowlevel.current_clock().current_time,
             log=self.log,
         )
         self._outboxes: dict[bytes, _Outbox] = {}
@@ -383,8 +384,7 @@ class _Runner:
             self._room = None
 
     def _cancel(self, job: Job) -> None:
-        if job.handle is not None:  # else it runs inline now, and returns before any wait
-            job.handle.cancel()
+        job.handle.cancel()  # in flight, so waiting (see `ServiceCore.waiting`)
 
     def _hand_over(self, job: Job, scope: trio.CancelScope) -> None:
         self.core.flush()  # this task waits now: what it gathered leaves first
@@ -409,9 +409,8 @@ class _Runner:
             core.refuse_pending()
         core.flush()
         deadline = now + self.grace_period
-        for job in core.flights.values():
-            if job.handle is not None:  # it is: every handler not running now is waiting
-                job.handle.deadline = min(job.handle.deadline, deadline)
+        for job in core.flights.values():  # all waiting: none runs now
+            job.handle.deadline = min(job.handle.deadline, deadline)
         if core.flights:
             handlers.start_soon(self._refuse_until_idle)
 

@@ -235,16 +235,17 @@ class ServiceCore:
 
     def waiting(self, job: Job, handle: Any) -> None:
         """The handler of `job` waits: the shell runs it on with `handle` (its
-        cancel scope), and it counts against its caller's limit from now on.
+        cancel scope), and from now on it is in flight: it counts against
+        its caller's limit and the service's, and can be cancelled.
 
-        A handler that returns without waiting never does: nothing else
-        happens while it runs, so it never holds a place another request of
-        its caller could want.
+        A handler that returns without waiting never is: nothing else
+        happens while it runs, so nothing could see it, reuse its id, cancel
+        it or want its place, and its bookkeeping would be pure cost.
         """
         job.handle = handle
-        self._busy[job.identity] = self._busy.get(job.identity, 0) + 1
-        if job.stop_reason is not None:  # cancelled before it could be told
-            self._cancel(job)
+        identity = job.identity
+        self.flights[(identity, job.request.id)] = job
+        self._busy[identity] = self._busy.get(identity, 0) + 1
 
     def succeeded(self, job: Job, result: Any) -> None:
         """The handler of `job` returned `result`."""
@@ -351,7 +352,7 @@ class ServiceCore:
             stats.rejected["malformed"] += 1
             self._refuse_frame(identity, str(exc))
             return None
-        if isinstance(envelope, Call | Cast | Fanout):
+        if type(envelope) is Call or type(envelope) is Cast or type(envelope) is Fanout:
             return self._start(identity, envelope)
         if isinstance(envelope, Casts):
             return self._next_cast(identity, envelope, 0)
@@ -407,8 +408,7 @@ class ServiceCore:
             message = f"id {id} is not between 1 and 2**64 - 1"
             self._refuse(identity, request, ErrorCode.PROTOCOL, "trizmq.ProtocolError", message, 0)
             return None
-        key = (identity, id)
-        if key in self.flights:
+        if (identity, id) in self.flights:
             message = f"id {id} is already in flight on this connection"
             self._refuse(identity, request, ErrorCode.PROTOCOL, "trizmq.ProtocolError", message)
             return None
@@ -456,7 +456,6 @@ class ServiceCore:
             request.context,
         )
         job = Job(identity, request, method, args, ctx, time.monotonic())
-        self.flights[key] = job
         counts = self._method_stats[method.name]
         counts.received[kind] += 1
         counts.in_flight += 1
@@ -486,8 +485,8 @@ class ServiceCore:
         if reply is not None and type(job.request) is Call and job.stop_reason != "caller":
             reply = self._reply(job.identity, reply)
         identity = job.identity
-        del self.flights[(identity, job.request.id)]
         if job.handle is not None:
+            del self.flights[(identity, job.request.id)]
             busy = self._busy[identity] - 1
             if busy:
                 self._busy[identity] = busy
