@@ -259,7 +259,11 @@ class AsyncSocket:
             trio.lowlevel.notify_closing(self._fd)
 
     async def _wait(self, flag: int) -> bool:
-        """Return once ZMQ_EVENTS shows `flag` (callers retry their operation).
+        """Return once ZMQ_EVENTS shows `flag`, or once the fd signalled: callers
+        retry their operation, and wait again if it fails. After a wake-up on
+        the fd the operation itself is the check: reading ZMQ_EVENTS first
+        would cost as much again, for what is nearly always the message or
+        the room waited for.
 
         Returns:
             Whether it yielded to the scheduler: a caller that waited has had
@@ -292,6 +296,7 @@ class AsyncSocket:
                     self._fd_waiting = self._kicked = False
                     # Whatever woke us, the parked tasks must look again.
                     self._parked.unpark_all()
+                return True
         finally:
             if flag == _POLLIN:
                 self._want_in -= 1
