@@ -38,7 +38,17 @@ import trizmq
 from trizmq._dispatch import Endpoints
 from trizmq._protocol.service import Job, Limits, ServiceCore
 from trizmq._stats import MAX_SUBSCRIBERS, ServiceStats
-from trizmq._wire import Call, Error, ErrorCode, Kind, Replies, Reply, decode, encode
+from trizmq._wire import (
+    MAX_REPLIES_SIZE,
+    Call,
+    Error,
+    ErrorCode,
+    Kind,
+    Replies,
+    Reply,
+    decode,
+    encode,
+)
 
 EXAMPLES = int(os.environ.get("TRIZMQ_STATE_EXAMPLES", "300"))
 TOPIC = "compute"
@@ -412,3 +422,13 @@ def test_answers_over_the_size_limit_travel_in_several_replies_each_within_it() 
     assert [len(e.answers) if isinstance(e, Replies) else 1 for _, e in sent] == [3, 3, 3, 1]
     answered = [a for _, e in sent for a in (e.answers if isinstance(e, Replies) else [e])]
     assert answered == [Reply(id, "x" * 300) for id in range(1, 11)]
+
+
+def test_a_replies_message_stays_within_64_kib_whatever_the_service_limit() -> None:
+    core, sent = answering_core(attrs.evolve(LIMITS, max_message_size=16 * 1024 * 1024))
+    core.gather()
+    take_and_answer(core, [call(b"alice", id, id) for id in range(1, 401)], padding="x" * 300)
+    core.flush()
+    assert [len(encode(envelope)) <= MAX_REPLIES_SIZE for _, envelope in sent] == [True, True]
+    answered = [a for _, e in sent for a in e.answers]
+    assert [a.id for a in answered] == list(range(1, 401))

@@ -667,6 +667,29 @@ async def test_answers_ready_together_come_back_in_one_replies_message(cluster: 
     assert len(envelopes) <= 3
 
 
+async def test_a_client_with_a_small_size_limit_takes_its_answers_batched(
+    cluster: Cluster,
+) -> None:
+    # Thirty 200-byte answers read together make a REPLIES of some 7 kB, over
+    # this client's 2 kB limit; each alone is within it, and so is the batch.
+    value = "v" * 200
+    async with cluster.client(max_message_size=2_000) as client:
+        with trio.fail_after(15):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    functools.partial(client.call, "compute.controller", "hog", seconds=0.5)
+                )
+                await trio.sleep(0.2)  # the service is held up now: the calls wait together
+                results: list[Any] = []
+
+                async def echo() -> None:
+                    results.append(await client.call("compute.controller", "echo", value=value))
+
+                for _ in range(30):
+                    nursery.start_soon(echo)
+    assert results == [value] * 30
+
+
 @pytest.mark.parametrize(
     ("batch", "counted"),
     [([], 0), ([{"key": "k"}, {"nope": 1}, {"key": "k"}], 2)],

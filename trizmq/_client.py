@@ -37,6 +37,7 @@ from ._transport import (
 from ._versions import check_namespace, is_compatible, parse_version
 from ._wire import (
     DEFAULT_MAX_MESSAGE_SIZE,
+    MAX_REPLIES_SIZE,
     Call,
     Cast,
     Casts,
@@ -678,7 +679,8 @@ class Client:
         sock = open_socket(zmq.DEALER)
         sock.zmq.setsockopt(zmq.ROUTING_ID, self._identity)
         set_heartbeat(sock, self._heartbeat)
-        sock.zmq.setsockopt(zmq.MAXMSGSIZE, self._max_message_size)
+        # Never below a REPLIES's size: it batches answers that each fit the limit.
+        sock.zmq.setsockopt(zmq.MAXMSGSIZE, max(self._max_message_size, MAX_REPLIES_SIZE))
         if self._curve is not None:
             self._curve.apply(sock.zmq)
         down = self._down.setdefault(topic, set())
@@ -933,7 +935,9 @@ async def open_client(
         heartbeat: Seconds without a sign of life (ZMTP heartbeats) after which
             a connection is lost: calls in flight on it fail with `PeerLost`,
             and round-robin skips the host until it is back.
-        max_message_size: Largest message, in bytes, sent or accepted.
+        max_message_size: Largest message, in bytes, sent or accepted (a
+            service's batch of answers is accepted up to 64 KiB whatever
+            this says).
         curve: The client's CURVE keys (`Curve.client`), for services that
             require them; a refused handshake raises `AuthenticationFailed`.
         allowed_exceptions: Exception classes, and module names

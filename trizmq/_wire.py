@@ -268,6 +268,11 @@ def encode(envelope: Envelope) -> bytes:
     return data
 
 
+#: The largest `REPLIES` message, in bytes (a service with a lower message
+#: size limit keeps to its own): every caller accepts one this large,
+#: whatever its own limit, so batching small answers never makes a message
+#: too large for a caller that would take each of them alone.
+MAX_REPLIES_SIZE: Final = 64 * 1024
 #: The bytes a `REPLIES` message adds to the answers it carries, at most.
 REPLIES_OVERHEAD: Final = 8
 _REPLIES_HEAD: Final = bytes((0x93, VERSION, Kind.REPLIES))

@@ -29,6 +29,7 @@ from .._errors import ProtocolError
 from .._logs import ThrottledLog, clip
 from .._stats import MAX_SUBSCRIBERS, ServiceStats, Subscriptions
 from .._wire import (
+    MAX_REPLIES_SIZE,
     REPLIES_OVERHEAD,
     Call,
     Cancel,
@@ -197,8 +198,9 @@ class ServiceCore:
 
     def _send_batches(self, identity: bytes, answers: list[tuple[bytes, bool]]) -> None:
         """Send a caller's answers in `REPLIES` messages, in order, each within
-        the message size limit (an answer that fits with no other goes alone)."""
-        room = self.limits.max_message_size - REPLIES_OVERHEAD
+        `MAX_REPLIES_SIZE` and the message size limit (an answer that fits
+        with no other goes alone)."""
+        room = min(self.limits.max_message_size, MAX_REPLIES_SIZE) - REPLIES_OVERHEAD
         frames: list[bytes] = []
         size = errors = 0
         for frame, error in answers:
