@@ -1,7 +1,8 @@
 """The service side of the protocol, driven as a state machine without sockets.
 
 Hypothesis sends `ServiceCore` random interleavings of what callers can send
-(calls, casts, CASTS, fanouts, cancels, stats subscriptions, garbage; good,
+(calls, casts, CASTS, fanouts, streams and their credit, cancels, stats
+subscriptions, garbage; good,
 reused, zero, negative and huge ids; wrong topics; timeouts from negative to
 huge; namespaces and versions, absent, served, refused or malformed), takes
 requests the way the service runner does, ends handlers in any order and any
@@ -9,8 +10,12 @@ way, moves time on and stops the service at any point. After
 every step and at the end it checks the rules of docs/protocol.md:
 
 - the core never raises;
-- every call gets exactly one answer, unless its caller cancelled it while
-  it ran; nothing answers a call that was never sent;
+- every call and every stream gets exactly one answer (a stream's `REPLY`
+  or `ERROR`), unless its caller cancelled it while it ran; nothing answers
+  a call that was never sent;
+- a stream sends its items in order, only while it runs, and never more
+  than its caller's credit (its generator is pulled only while it has
+  credit, as the runner does);
 - answers gathered in one pass leave as one message per caller, a REPLIES
   only for two or more, and no message is over the size limit;
 - no caller has more handlers running than its limit, nor the service more
@@ -25,6 +30,7 @@ import ast
 import math
 import os
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +42,18 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import trizmq
 from trizmq._dispatch import Endpoints
-from trizmq._protocol.service import Job, Limits, ServiceCore
+from trizmq._protocol.service import ITEMS, Counts, Job, Limits, ServiceCore
 from trizmq._stats import MAX_SUBSCRIBERS, ServiceStats
 from trizmq._wire import (
+    MAX_CREDIT,
     MAX_REPLIES_SIZE,
     Call,
-    Error,
     ErrorCode,
+    Items,
     Kind,
     Replies,
     Reply,
+    Stream,
     decode,
     encode,
 )
@@ -101,6 +109,10 @@ class Endpoint:
     async def nop(self, ctx: trizmq.Context) -> None:
         return None
 
+    async def numbers(self, ctx: trizmq.Context, n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            yield i
+
 
 def pack(*fields: Any) -> bytes:
     frame: bytes = msgpack.packb([1, *fields], use_bin_type=True)
@@ -117,6 +129,10 @@ class ServiceSide(RuleBasedStateMachine):
         self.calls: Counter[tuple[bytes, int]] = Counter()
         self.unanswerable = 0  # frames answered under id 0
         self.silenced: Counter[tuple[bytes, int]] = Counter()  # calls cancelled by their callers
+        self.produced: dict[Job, int] = {}  # items each stream's generator yielded
+        self.next_item: dict[tuple[bytes, int], int] = {}  # the item each stream sends next
+        # Valid credit each caller sent for an id, ever: more than any one stream got.
+        self.granted: Counter[tuple[bytes, int]] = Counter()
         self.core = ServiceCore(
             TOPIC,
             "node",
@@ -130,13 +146,24 @@ class ServiceSide(RuleBasedStateMachine):
             clock=lambda: self.now,
         )
 
-    def sent(self, identity: bytes, frame: bytes, replies: int, errors: int) -> None:
+    def sent(self, identity: bytes, frame: bytes, counts: Counts) -> None:
         assert len(frame) <= LIMITS.max_message_size
         envelope = decode(frame)
+        if isinstance(envelope, Items):
+            # Items of a stream running, in order, each once, within its credit.
+            assert counts == ITEMS and envelope.items
+            key = (identity, envelope.id)
+            job = self.core.flights[key]
+            assert isinstance(job.request, Stream)
+            first = self.next_item[key]
+            assert envelope.items == list(range(first, first + len(envelope.items)))
+            self.next_item[key] += len(envelope.items)
+            assert self.next_item[key] <= job.request.credit + self.granted[key]
+            return
         answers = envelope.answers if isinstance(envelope, Replies) else [envelope]
         assert len(answers) >= 2 or not isinstance(envelope, Replies)
-        assert [type(answer) for answer in answers].count(Reply) == replies
-        assert [type(answer) for answer in answers].count(Error) == errors
+        kinds = Counter("reply" if isinstance(a, Reply) else "error" for a in answers)
+        assert {kind: n for kind, n in counts if n} == dict(kinds)
         for answer in answers:
             if isinstance(answer, Reply):  # a result, for a call that was sent
                 assert (identity, answer.id) in self.calls
@@ -160,6 +187,35 @@ class ServiceSide(RuleBasedStateMachine):
         # A non-finite timeout makes the envelope invalid: answered under id 0.
         if id > 0 and (timeout is None or math.isfinite(timeout)):
             self.calls[(caller, id)] += 1
+
+    @rule(
+        caller=callers,
+        request=requests(),
+        credit=st.sampled_from([1, 2, 5, 0, -1, MAX_CREDIT, MAX_CREDIT + 1]),
+        method=st.sampled_from(["numbers", "numbers", "work"]),
+    )
+    def stream(
+        self,
+        caller: bytes,
+        request: tuple[int, str, str, dict[str, Any], float | None],
+        credit: int,
+        method: str,
+    ) -> None:
+        id, _, topic, _, timeout = request
+        frame = pack(Kind.STREAM, id, topic, method, {"n": 1}, {}, timeout, credit)
+        self.queue.append([caller, frame])
+        if id > 0 and (timeout is None or math.isfinite(timeout)):
+            self.calls[(caller, id)] += 1
+
+    @rule(
+        caller=callers,
+        id=st.integers(1, 3),
+        n=st.sampled_from([1, 3, 100, 0, -2, MAX_CREDIT, MAX_CREDIT + 1]),
+    )
+    def credit(self, caller: bytes, id: int, n: int) -> None:
+        self.queue.append([caller, pack(Kind.CREDIT, id, n)])
+        if 0 < n <= MAX_CREDIT:
+            self.granted[(caller, id)] += n
 
     @rule(
         caller=callers,
@@ -228,7 +284,7 @@ class ServiceSide(RuleBasedStateMachine):
         try:
             self.take(count, inline)
         finally:
-            core.flush()
+            core.send_gathered()
 
     def take(self, count: int, inline: bool) -> None:
         core = self.core
@@ -240,13 +296,42 @@ class ServiceSide(RuleBasedStateMachine):
                 self.queue = []
             if len(core.flights) >= LIMITS.max_concurrency and not core.stopping:
                 return  # the runner waits for room
+            if len(core.flights) - core.parked >= LIMITS.max_concurrency and not core.stopping:
+                return  # the runner waits for room
             job = core.take()
             if job is not None:
                 if inline:
                     self.end(job, "result")
-                else:
+                else:  # its handler waits: the runner gives it a task
                     core.waiting(job, object())
                     self.running.append(job)
+                    if isinstance(job.request, Stream):
+                        self.produced[job] = 0
+                        self.next_item[(job.identity, job.request.id)] = 0
+
+    def streams(self) -> list[Job]:
+        return [job for job in self.running if isinstance(job.request, Stream)]
+
+    @precondition(lambda self: self.streams())
+    @rule(which=st.integers(min_value=0), count=st.integers(1, 300), large=st.booleans())
+    def produce(self, which: int, count: int, large: bool) -> None:
+        """A stream's generator yields, as the runner pulls it: only while it has
+        credit, and not after an item failed; `large` ends with one too large."""
+        streams = self.streams()
+        job = streams[which % len(streams)]
+        for _ in range(count):
+            if job.credit == 0 or job.failure is not None:
+                return
+            self.core.yielded(job, self.produced[job])
+            self.produced[job] += 1
+        if large and job.credit > 0 and job.failure is None:
+            self.core.yielded(job, b"x" * LIMITS.max_message_size)
+
+    @precondition(lambda self: self.streams())
+    @rule(which=st.integers(min_value=0))
+    def generator_waits(self, which: int) -> None:
+        streams = self.streams()
+        self.core.flush(streams[which % len(streams)])
 
     @precondition(lambda self: self.running)
     @rule(which=st.integers(min_value=0), how=st.sampled_from(["result", "raise", "stopped"]))
@@ -255,7 +340,7 @@ class ServiceSide(RuleBasedStateMachine):
         self.end(job, how)
 
     def end(self, job: Job, how: str) -> None:
-        if job.stop_reason == "caller" and isinstance(job.request, Call):
+        if job.stop_reason == "caller" and isinstance(job.request, Call | Stream):
             self.silenced[(job.identity, job.request.id)] += 1
         if how == "result":
             self.core.succeeded(job, job.args.get("n"))
@@ -277,12 +362,20 @@ class ServiceSide(RuleBasedStateMachine):
 
     @invariant()
     def within_limits(self) -> None:
-        busy = Counter(job.identity for job in self.core.flights.values())
+        flights = self.core.flights.values()
+        busy = Counter(job.identity for job in flights)
         assert all(n <= LIMITS.max_in_flight_per_caller for n in busy.values()), busy
-        assert len(self.core.flights) <= LIMITS.max_concurrency
+        # Streams out of credit hold no place: the others are within the limit.
+        assert sum(job.burst is None for job in flights) <= LIMITS.max_concurrency
         assert len(self.core.subscribers._subs) <= MAX_SUBSCRIBERS
         assert self.core.held_bytes >= 0
         assert set(self.core.flights.values()) == set(self.running)
+
+    @invariant()
+    def streams_keep_within_their_credit(self) -> None:
+        streams = [job for job in self.core.flights.values() if job.burst is not None]
+        assert all(0 <= job.credit <= MAX_CREDIT for job in streams)
+        assert self.core.parked == sum(job.credit == 0 for job in streams)
 
     @invariant()
     def no_call_answered_twice(self) -> None:
@@ -387,7 +480,7 @@ def test_answers_of_one_pass_leave_as_one_replies_per_caller_in_order() -> None:
     requests = [call(b"alice", 1, 10), call(b"bob", 1, 20), call(b"alice", 2, 11)]
     take_and_answer(core, [*requests, call(b"alice", 3, "ten")])
     assert sent == []  # held back until the pass ends
-    core.flush()
+    core.send_gathered()
     [(first, replies), (second, lone)] = sent
     assert first == b"alice"
     assert isinstance(replies, Replies)
@@ -406,7 +499,7 @@ def test_a_lone_answer_of_a_pass_travels_as_a_reply() -> None:
     core, sent = answering_core()
     core.gather()
     take_and_answer(core, [call(b"alice", 1, 10)])
-    core.flush()
+    core.send_gathered()
     assert sent == [(b"alice", Reply(1, 10))]
 
 
@@ -416,7 +509,7 @@ def test_answers_over_the_size_limit_travel_in_several_replies_each_within_it() 
     core.gather()
     # Ten answers of some 300 bytes: three fit in a message, the tenth goes alone.
     take_and_answer(core, [call(b"alice", id, id) for id in range(1, 11)], padding="x" * 300)
-    core.flush()
+    core.send_gathered()
     frames = [encode(envelope) for _, envelope in sent]
     assert all(len(frame) <= 1_000 for frame in frames)
     assert [len(e.answers) if isinstance(e, Replies) else 1 for _, e in sent] == [3, 3, 3, 1]
@@ -428,7 +521,7 @@ def test_a_replies_message_stays_within_64_kib_whatever_the_service_limit() -> N
     core, sent = answering_core(attrs.evolve(LIMITS, max_message_size=16 * 1024 * 1024))
     core.gather()
     take_and_answer(core, [call(b"alice", id, id) for id in range(1, 401)], padding="x" * 300)
-    core.flush()
+    core.send_gathered()
     assert [len(encode(envelope)) <= MAX_REPLIES_SIZE for _, envelope in sent] == [True, True]
     answered = [a for _, e in sent for a in e.answers]
     assert [a.id for a in answered] == list(range(1, 401))

@@ -16,12 +16,12 @@ import zmq
 from ._curve import Authenticator, Curve
 from ._dispatch import Endpoints
 from ._errors import RingError
-from ._inline import run_inline
+from ._inline import next_inline, run_inline
 from ._logs import ThrottledLog, clip
 from ._nursery import open_nursery
-from ._protocol.service import Job, Limits, ServiceCore, caller_name
+from ._protocol.service import ITEMS, Counts, Job, Limits, ServiceCore, caller_name
 from ._registry import Member, Registry, as_registry, keep_registered
-from ._ring import Ring, resolve_address
+from ._ring import Ring, is_ipv6, lookup, tcp_url
 from ._stats import ServiceStats, registered
 from ._transport import (
     DEFAULT_HEARTBEAT,
@@ -74,12 +74,12 @@ _PEER_EVENTS = (
 
 class _Outbox:
     """Replies to one caller that its full queue did not take yet, oldest first:
-    (time they are given up at, frame, replies and errors it carries)."""
+    (time they are given up at, frame, what it carries (see `Send`))."""
 
     __slots__ = ("frames", "size")
 
     def __init__(self) -> None:
-        self.frames: collections.deque[tuple[float, bytes, int, int]] = collections.deque()
+        self.frames: collections.deque[tuple[float, bytes, Counts]] = collections.deque()
         self.size = 0
 
     def pop(self) -> None:
@@ -110,9 +110,10 @@ async def serve(
     """Serve one topic of the ring as `host`, until cancelled.
 
     Binds the topic's port on the host's own address (from `resolve`, else
-    the system resolver), so that simulated nodes on 127.0.0.2 and 127.0.0.3
-    serve the same port side by side. Use with `nursery.start`: it returns
-    the bound endpoint once the port is bound.
+    the system resolver, asked from a worker thread; IPv4 or IPv6), so that
+    simulated nodes on 127.0.0.2 and 127.0.0.3 serve the same port side by
+    side. Use with `nursery.start`: it returns the bound endpoint once the
+    port is bound.
 
     Args:
         ring: The ring the topic and host come from.
@@ -157,7 +158,7 @@ async def serve(
 
     Raises:
         RingError: The ring does not list `topic` for `host` (with a registry:
-            the ring has no such topic).
+            the ring has no such topic), or the host name does not resolve.
         OSError: The port cannot be bound.
         TypeError: An exposed method cannot take a Context first, or an
             endpoint's `target` is not a `trizmq.Target`.
@@ -169,7 +170,7 @@ async def serve(
     elif not ring.serves(topic, host):
         raise RingError(f"{ring.source}: the ring does not list topic {topic!r} on host {host!r}")
     port = ring.port(topic)
-    address = bind if bind is not None else resolve_address(host, resolve)
+    address = bind if bind is not None else await lookup(host, resolve)
     endpoints = Endpoints(list(endpoint) if isinstance(endpoint, list | tuple) else [endpoint])
     if curve is not None and curve.allowed_clients is None:
         raise TypeError("serve() needs a service's keys: use Curve.server(...)")
@@ -189,7 +190,9 @@ async def serve(
         # Up to twice the limit a request is read and refused with a clear error;
         # past that ZeroMQ drops the connection before the message takes memory.
         sock.zmq.setsockopt(zmq.MAXMSGSIZE, 2 * max_message_size)
-        url = f"tcp://{address}:{port}"
+        if is_ipv6(address):
+            sock.zmq.setsockopt(zmq.IPV6, 1)
+        url = tcp_url(address, port)
         try:
             sock.zmq.bind(url)
         except zmq.ZMQError as exc:
@@ -216,7 +219,7 @@ async def serve(
         )
         logger.info("%s.%s serving on %s", topic, host, url)
         member = Member(
-            topic, host, address if address != "*" else resolve_address(host, resolve), port
+            topic, host, address if address != "*" else await lookup(host, resolve), port
         )
         with registered(runner.stats):  # for the metrics exporter, while it serves
             async with _registering(live, member) as leave:
@@ -285,7 +288,10 @@ class _Runner:
             # The clock's own method: `trio.current_time` looks the run up first.
             clock=trio.lowlevel.current_clock().current_time,
             log=self.log,
+            granted=self._granted,
         )
+        # Streams waiting for credit, and what wakes each.
+        self._parked: dict[Job, trio.Event] = {}
         self._outboxes: dict[bytes, _Outbox] = {}
         self._room: trio.Event | None = None
         self._draining: trio.CancelScope | None = None
@@ -298,6 +304,7 @@ class _Runner:
             self.stats.peers += 1
         elif event == zmq.EVENT_DISCONNECTED:
             self.stats.peers -= 1
+            self._probe_parked()
         elif event == zmq.EVENT_ACCEPT_FAILED:
             # Out of descriptors, most likely: callers wait in vain, so say it.
             self.stats.rejected["accept_failed"] += 1
@@ -377,7 +384,7 @@ class _Runner:
             core.gather()
             while not core.stopping:
                 if not core.ready:
-                    core.flush()
+                    core.send_gathered()
                     if core.full:
                         await self._wait_for_room()
                     else:
@@ -388,7 +395,7 @@ class _Runner:
                 if taken == _BATCH:
                     # A long run of requests (the casts of a CASTS message) must
                     # starve neither other tasks nor other callers.
-                    core.flush()
+                    core.send_gathered()
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     core.gather()
                     core.receive(self.sock.receive_available(_BATCH))
@@ -400,11 +407,11 @@ class _Runner:
                     if await run_inline(self._run(job), self._hand_over, job, scope):
                         return
                     job = None
-                if len(flights) >= limit:
-                    core.flush()
+                if len(flights) - core.parked >= limit:
+                    core.send_gathered()
                     await self._wait_for_room()
                     core.gather()
-            core.flush()
+            core.send_gathered()
         if job is not None:  # the handler this task took over was cancelled
             core.stopped(job)
             self._finished()
@@ -422,10 +429,11 @@ class _Runner:
             self._room = None
 
     def _cancel(self, job: Job) -> None:
-        job.handle.cancel()  # in flight, so waiting (see `ServiceCore.waiting`)
+        if job.handle is not None:  # else a stream runs inline now: told when it waits
+            job.handle.cancel()
 
     def _hand_over(self, job: Job, scope: trio.CancelScope) -> None:
-        self.core.flush()  # this task waits now: what it gathered leaves first
+        self.core.send_gathered()  # this task waits now: what it gathered leaves first
         scope.deadline = job.ctx.deadline
         self.core.waiting(job, scope)
         self._pump_scope = None
@@ -445,10 +453,11 @@ class _Runner:
                 break
             core.receive(batch)
             core.refuse_pending()
-        core.flush()
+        core.send_gathered()
         deadline = now + self.grace_period
-        for job in core.flights.values():  # all waiting: none runs now
-            job.handle.deadline = min(job.handle.deadline, deadline)
+        for job in core.flights.values():
+            if job.handle is not None:  # it is: every handler not running now is waiting
+                job.handle.deadline = min(job.handle.deadline, deadline)
         if core.flights:
             handlers.start_soon(self._refuse_until_idle)
 
@@ -460,13 +469,16 @@ class _Runner:
                 self.core.receive(await self.sock.receive_batch())
                 self.core.gather()
                 self.core.refuse_pending()
-                self.core.flush()
+                self.core.send_gathered()
 
     async def _run(self, job: Job) -> None:
         method = job.method
         try:
             if method.is_async:
                 result = await method.func(job.ctx, **job.args)
+            elif method.is_stream:
+                await self._stream(job)
+                result = None
             else:
                 call = functools.partial(method.func, job.ctx, **job.args)
                 result = await trio.to_thread.run_sync(
@@ -479,6 +491,57 @@ class _Runner:
         if self._draining is not None or self._room is not None:
             self._finished()
 
+    async def _stream(self, job: Job) -> None:
+        """Run a stream's generator: the next item only while it has credit, a
+        burst sent before the generator or the stream waits. Its `finally`
+        runs however the stream ends (`aclose`)."""
+        core = self.core
+        agen = job.method.func(job.ctx, **job.args)
+        try:
+            pulled = 0
+            while job.failure is None:
+                if job.credit == 0:
+                    await self._wait_for_credit(job)
+                    pulled = 0
+                elif pulled == _BATCH:
+                    # A generator that never waits must not starve the service.
+                    core.flush(job)
+                    await trio.lowlevel.checkpoint()
+                    pulled = 0
+                try:
+                    item = await next_inline(agen, core.flush, job)
+                except StopAsyncIteration:
+                    return
+                pulled += 1
+                core.yielded(job, item)
+        finally:
+            await agen.aclose()
+
+    async def _wait_for_credit(self, job: Job) -> None:
+        # Parked, the stream holds no place among the running: room was made.
+        self._finished()
+        event = self._parked[job] = trio.Event()
+        try:
+            await event.wait()
+        finally:
+            del self._parked[job]
+
+    def _granted(self, job: Job) -> None:
+        event = self._parked.get(job)
+        if event is not None:
+            event.set()
+
+    def _probe_parked(self) -> None:
+        """A caller's connection closed: stop the streams waiting for credit
+        from a caller that is gone (its routing id is unknown now)."""
+        for job in list(self._parked):
+            try:
+                self.sock.send_nowait([job.identity, self.core.probe(job)])
+            except Unroutable:
+                self.core.caller_gone(job.identity)
+            except trio.ClosedResourceError:
+                return
+
     def _finished(self) -> None:
         """A handler ended: the last one ends the grace period; room was made."""
         core = self.core
@@ -488,24 +551,25 @@ class _Runner:
             self._room.set()
             self._room = None
 
-    def _send(self, identity: bytes, frame: bytes, replies: int, errors: int) -> None:
+    def _send(self, identity: bytes, frame: bytes, counts: Counts) -> None:
         """Send a frame now, or queue it for the caller while its queue is full."""
         outbox = self._outboxes.get(identity)
         if outbox is None:
             try:
                 if self.sock.send_nowait([identity, frame]):
-                    self._count_out(frame, replies, errors)
+                    self._count_out(frame, counts)
                     return
             except (Unroutable, trio.ClosedResourceError) as exc:
-                self._count_undelivered(exc, replies + errors)
+                self._count_undelivered(exc, counts)
+                if counts is ITEMS and isinstance(exc, Unroutable):
+                    self.core.caller_gone(identity)
                 return
             outbox = self._outboxes[identity] = _Outbox()
             self._handlers.start_soon(self._flush, identity, outbox)
         if outbox.size + len(frame) > self.max_queued_reply_bytes:
-            self._count_blocked(identity, replies + errors)
+            self._count_blocked(identity, counts)
         else:
-            expires = trio.current_time() + REPLY_SEND_TIMEOUT
-            outbox.frames.append((expires, frame, replies, errors))
+            outbox.frames.append((trio.current_time() + REPLY_SEND_TIMEOUT, frame, counts))
             outbox.size += len(frame)
 
     async def _flush(self, identity: bytes, outbox: _Outbox) -> None:
@@ -523,31 +587,31 @@ class _Runner:
                     pause = min(2 * pause, _RETRY_MAX)
                     now = trio.current_time()
                     while frames:
-                        expires, frame, replies, errors = frames[0]
+                        expires, frame, counts = frames[0]
                         if expires < now:
-                            self._count_blocked(identity, replies + errors)
+                            self._count_blocked(identity, counts)
                         elif self.sock.send_nowait([identity, frame]):
-                            self._count_out(frame, replies, errors)
+                            self._count_out(frame, counts)
                             pause = _RETRY_FIRST
                         else:
                             break
                         outbox.pop()
             except (Unroutable, trio.ClosedResourceError) as exc:
-                for _, _, replies, errors in frames:
-                    self._count_undelivered(exc, replies + errors)
+                for _, _, counts in frames:
+                    self._count_undelivered(exc, counts)
+                if isinstance(exc, Unroutable):
+                    self.core.caller_gone(identity)  # its streams wait for nobody
             finally:
                 del self._outboxes[identity]
 
-    def _count_out(self, frame: bytes, replies: int, errors: int) -> None:
+    def _count_out(self, frame: bytes, counts: Counts) -> None:
         sent = self.stats.sent
-        if replies:
-            sent["reply"] += replies
-        if errors:
-            sent["error"] += errors
+        for kind, n in counts:
+            sent[kind] += n
         self.stats.bytes_out += len(frame)
 
-    def _count_blocked(self, identity: bytes, answers: int) -> None:
-        self.stats.rejected["reply_blocked"] += answers
+    def _count_blocked(self, identity: bytes, counts: Counts) -> None:
+        self.stats.rejected["reply_blocked"] += sum(n for _, n in counts)
         self.log.warning(
             ("blocked", identity),
             "%s: a reply to %s dropped: it does not read its replies",
@@ -555,6 +619,6 @@ class _Runner:
             clip(caller_name(identity)),
         )
 
-    def _count_undelivered(self, exc: Exception, answers: int) -> None:
+    def _count_undelivered(self, exc: Exception, counts: Counts) -> None:
         reason = "caller_gone" if isinstance(exc, Unroutable) else "closed"
-        self.stats.rejected[reason] += answers
+        self.stats.rejected[reason] += sum(n for _, n in counts)

@@ -234,6 +234,7 @@ class Client:
         version: str | None = None,
         namespace: str | None = None,
         version_cap: str | None = None,
+        wait_for_ready: bool | None = None,
     ) -> BoundTarget:
         """A target with its own defaults: timeout, context, version, namespace, cap.
 
@@ -252,6 +253,7 @@ class Client:
                 version=version,
                 namespace=namespace,
                 version_cap=version_cap,
+                wait_for_ready=wait_for_ready,
             )
         )
         return BoundTarget(self, bound)
@@ -266,6 +268,7 @@ class Client:
         timeout: float | None = ...,
         returns: type[T],
         context: Mapping[str, Any] | None = ...,
+        wait_for_ready: bool | None = ...,
         **args: Any,
     ) -> T: ...
 
@@ -279,6 +282,7 @@ class Client:
         timeout: float | None = ...,
         returns: None = ...,
         context: Mapping[str, Any] | None = ...,
+        wait_for_ready: bool | None = ...,
         **args: Any,
     ) -> Any: ...
 
@@ -291,6 +295,7 @@ class Client:
         timeout: float | None = None,
         returns: type[Any] | None = None,
         context: Mapping[str, Any] | None = None,
+        wait_for_ready: bool | None = None,
         **args: Any,
     ) -> Any:
         """Call `method` on one host of `target` and return its result.
@@ -305,7 +310,13 @@ class Client:
         """
         return self._loop.run(
             lambda: self._async.call(
-                target, method, timeout=timeout, returns=returns, context=context, **args
+                target,
+                method,
+                timeout=timeout,
+                returns=returns,
+                context=context,
+                wait_for_ready=wait_for_ready,
+                **args,
             )
         )
 
@@ -316,13 +327,18 @@ class Client:
         /,
         *,
         context: Mapping[str, Any] | None = None,
+        wait_for_ready: bool | None = None,
         **args: Any,
     ) -> None:
         """Send a one-way request to one host of `target`.
 
         As [`trizmq.Client.cast`][trizmq.Client.cast], blocking.
         """
-        self._loop.run(lambda: self._async.cast(target, method, context=context, **args))
+        self._loop.run(
+            lambda: self._async.cast(
+                target, method, context=context, wait_for_ready=wait_for_ready, **args
+            )
+        )
 
     def cast_many(
         self,
@@ -332,6 +348,7 @@ class Client:
         /,
         *,
         context: Mapping[str, Any] | None = None,
+        wait_for_ready: bool | None = None,
     ) -> int:
         """Send one cast per item of `calls` (each a dict of arguments), in a batch.
 
@@ -342,7 +359,11 @@ class Client:
             The number of casts sent.
         """
         batch = list(calls)
-        return self._loop.run(lambda: self._async.cast_many(target, method, batch, context=context))
+        return self._loop.run(
+            lambda: self._async.cast_many(
+                target, method, batch, context=context, wait_for_ready=wait_for_ready
+            )
+        )
 
     def fanout(
         self,
@@ -351,17 +372,82 @@ class Client:
         /,
         *,
         context: Mapping[str, Any] | None = None,
+        wait_for_ready: bool | None = None,
         **args: Any,
     ) -> None:
         """Send a one-way request to every host of the topic `target`.
 
         As [`trizmq.Client.fanout`][trizmq.Client.fanout], blocking.
         """
-        self._loop.run(lambda: self._async.fanout(target, method, context=context, **args))
+        self._loop.run(
+            lambda: self._async.fanout(
+                target, method, context=context, wait_for_ready=wait_for_ready, **args
+            )
+        )
 
-    # TO WIRE AT THE MERGE of the `stream` branch (`trizmq.Client.stream`): a
-    # `stream` method with the signature of `trizmq.Client.stream`, returning
-    # `_BlockingStream(self._loop, lambda: self._async.stream(target, method, ...))`.
+    @overload
+    def stream(
+        self,
+        target: str,
+        method: str,
+        /,
+        *,
+        timeout: float | None = ...,
+        returns: type[T],
+        context: Mapping[str, Any] | None = ...,
+        window: int = ...,
+        wait_for_ready: bool | None = ...,
+        **args: Any,
+    ) -> _BlockingStream[T]: ...
+
+    @overload
+    def stream(
+        self,
+        target: str,
+        method: str,
+        /,
+        *,
+        timeout: float | None = ...,
+        returns: None = ...,
+        context: Mapping[str, Any] | None = ...,
+        window: int = ...,
+        wait_for_ready: bool | None = ...,
+        **args: Any,
+    ) -> _BlockingStream[Any]: ...
+
+    def stream(
+        self,
+        target: str,
+        method: str,
+        /,
+        *,
+        timeout: float | None = None,
+        returns: type[Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        window: int = _client.DEFAULT_WINDOW,
+        wait_for_ready: bool | None = None,
+        **args: Any,
+    ) -> _BlockingStream[Any]:
+        """A stream of the items an async-generator method yields, as an iterator:
+        `with client.stream(...) as items: for item in items: ...`.
+
+        As [`trizmq.Client.stream`][trizmq.Client.stream], blocking: each
+        `next()` pulls one item; leaving the `with` block early stops the
+        generator on the service.
+        """
+        return _BlockingStream(
+            self._loop,
+            lambda: self._async.stream(
+                target,
+                method,
+                timeout=timeout,
+                returns=returns,
+                context=context,
+                window=window,
+                wait_for_ready=wait_for_ready,
+                **args,
+            ),
+        )
 
     def connected(self, target: str) -> bool:
         """Whether the connection to the service `"topic.host"` is up.
@@ -428,6 +514,11 @@ class BoundTarget:
         """The highest version it may send, or None."""
         return self._bound.version_cap
 
+    @property
+    def wait_for_ready(self) -> bool | None:
+        """The default `wait_for_ready` of its messages (`None`: the client's)."""
+        return self._bound.wait_for_ready
+
     def can_send_version(self, version: str | None = None) -> bool:
         """Whether this target may send `version` (its own when None).
 
@@ -444,6 +535,7 @@ class BoundTarget:
         version: str | None = None,
         namespace: str | None = None,
         version_cap: str | None = None,
+        wait_for_ready: bool | None = None,
     ) -> BoundTarget:
         """A copy of this target with some defaults changed.
 
@@ -457,6 +549,7 @@ class BoundTarget:
                 version=version,
                 namespace=namespace,
                 version_cap=version_cap,
+                wait_for_ready=wait_for_ready,
             )
         )
         return BoundTarget(self.client, bound)
@@ -469,6 +562,7 @@ class BoundTarget:
         timeout: float | None = None,
         returns: type[Any] | None = None,
         context: Mapping[str, Any] | None = None,
+        wait_for_ready: bool | None = None,
         **args: Any,
     ) -> Any:
         """`Client.call` on this target, with its defaults.
@@ -477,15 +571,54 @@ class BoundTarget:
         """
         return self.client._loop.run(
             lambda: self._bound.call(
-                method, timeout=timeout, returns=returns, context=context, **args
+                method,
+                timeout=timeout,
+                returns=returns,
+                context=context,
+                wait_for_ready=wait_for_ready,
+                **args,
             )
         )
 
+    def stream(
+        self,
+        method: str,
+        /,
+        *,
+        timeout: float | None = None,
+        returns: type[Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        window: int = _client.DEFAULT_WINDOW,
+        wait_for_ready: bool | None = None,
+        **args: Any,
+    ) -> _BlockingStream[Any]:
+        """`Client.stream` on this target, with its defaults, as an iterator."""
+        return _BlockingStream(
+            self.client._loop,
+            lambda: self._bound.stream(
+                method,
+                timeout=timeout,
+                returns=returns,
+                context=context,
+                window=window,
+                wait_for_ready=wait_for_ready,
+                **args,
+            ),
+        )
+
     def cast(
-        self, method: str, /, *, context: Mapping[str, Any] | None = None, **args: Any
+        self,
+        method: str,
+        /,
+        *,
+        context: Mapping[str, Any] | None = None,
+        wait_for_ready: bool | None = None,
+        **args: Any,
     ) -> None:
         """`Client.cast` on this target, with its default context."""
-        self.client._loop.run(lambda: self._bound.cast(method, context=context, **args))
+        self.client._loop.run(
+            lambda: self._bound.cast(method, context=context, wait_for_ready=wait_for_ready, **args)
+        )
 
     def cast_many(
         self,
@@ -494,17 +627,32 @@ class BoundTarget:
         /,
         *,
         context: Mapping[str, Any] | None = None,
+        wait_for_ready: bool | None = None,
     ) -> int:
         """`Client.cast_many` on this target, with its defaults; `calls` is read
         whole in the calling thread first."""
         batch = list(calls)
-        return self.client._loop.run(lambda: self._bound.cast_many(method, batch, context=context))
+        return self.client._loop.run(
+            lambda: self._bound.cast_many(
+                method, batch, context=context, wait_for_ready=wait_for_ready
+            )
+        )
 
     def fanout(
-        self, method: str, /, *, context: Mapping[str, Any] | None = None, **args: Any
+        self,
+        method: str,
+        /,
+        *,
+        context: Mapping[str, Any] | None = None,
+        wait_for_ready: bool | None = None,
+        **args: Any,
     ) -> None:
         """`Client.fanout` on this target, with its default context."""
-        self.client._loop.run(lambda: self._bound.fanout(method, context=context, **args))
+        self.client._loop.run(
+            lambda: self._bound.fanout(
+                method, context=context, wait_for_ready=wait_for_ready, **args
+            )
+        )
 
 
 def _arguments_of(f: Callable[P, object]) -> Callable[[Callable[..., T]], Callable[P, T]]:
