@@ -66,7 +66,9 @@ def test_the_scale_bench_measures_every_figure_and_prints_its_tables(
     assert registry["members"] == HOSTS
     assert 0 < registry["open_s"] <= registry["learn_s"] < 30
     assert 0 < registry["listed_open_s"] < 30
-    assert registry["redis_fds"] >= HOSTS  # a connection per service
+    assert registry["redis_fds"] < HOSTS  # a connection per worker, not per service
+    assert registry["stop"]["deregistered"] == registry["stop"]["members"] > 0
+    assert registry["leaves_timed_out_at_stop"] == 0
     churn = registry["churn"]
     assert churn["unseen"] == 0
     for event in ("join", "leave", "join_registering"):
