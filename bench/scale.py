@@ -492,12 +492,13 @@ class Run:
             # (the others end with the lease), and those that timed out.
             live = len(await trizmq.Registry(url).members())
             leaves: list[float] = []
+            stop = trio.Event()
             async with trio.open_nursery() as nursery:
-                await nursery.start(follow_leaves, url, leaves)
+                await nursery.start(follow_leaves, url, leaves, stop)
                 stopping = time.monotonic()
                 await workers.stop()
                 await trio.sleep(0.5)  # the last announcements on their way
-                nursery.cancel_scope.cancel()
+                stop.set()
             result["stop"] = {
                 "members": live,
                 "deregistered": len(leaves),
@@ -519,20 +520,37 @@ class Run:
 
 
 async def follow_leaves(
-    url: str, leaves: list[float], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    url: str,
+    leaves: list[float],
+    stop: trio.Event,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Append when each leave is announced in the registry (`time.monotonic`), once
-    subscribed, until cancelled."""
+    subscribed, until `stop` is set."""
     import coredis
 
     channel = trizmq.Registry(url).channel
     redis: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
-    async with redis, redis.pubsub(channels=[channel], ignore_subscribe_messages=True) as pubsub:
+
+    async def tell_stop() -> None:
+        await stop.wait()
+        await redis.publish(channel, "stop")
+
+    # Not cancelled: coredis fails its unsubscribing on the connection a cancel closed.
+    async with (
+        redis,
+        redis.pubsub(channels=[channel], ignore_subscribe_messages=True) as pubsub,
+        trio.open_nursery() as nursery,
+    ):
         await redis.publish(channel, "subscribed")  # no member: the clients ignore it
         async for message in pubsub:
             data = message["data"]
             if data == "subscribed":
                 task_status.started()
+                nursery.start_soon(tell_stop)
+            elif data == "stop":
+                break
             elif isinstance(data, str) and json.loads(data).get("event") == "leave":
                 leaves.append(time.monotonic())
 
