@@ -50,8 +50,6 @@ _SCHEMES = ("redis", "rediss", "unix")
 #: Seconds a service waits for its process's agent to try its join or leave: more
 #: than the agent's own limits (a renewal under way, then its request).
 _WAIT = 3 * _COMMAND_TIMEOUT
-#: Seconds an agent whose connection failed waits before it opens another.
-_RETRY = 0.1
 
 
 @attrs.frozen
@@ -406,11 +404,12 @@ class _Agent:
                 except Exception as exc:  # a system task must not fail: say it, retry
                     self._outage.failed(exc)
                     self._not_deregistered([r.member for r in self._leaves], exc)
-                    self._answer(self._leaves, ok=False)
-                    await trio.sleep(_RETRY)
+                    self._answer(self._leaves, len(self._leaves), ok=False)
+                    self._answer(self._joins, len(self._joins), ok=False)
+                    await trio.sleep(self.registry.renew_interval)
         finally:
-            self._answer(self._joins, ok=False)
-            self._answer(self._leaves, ok=False)
+            self._answer(self._joins, len(self._joins), ok=False)
+            self._answer(self._leaves, len(self._leaves), ok=False)
 
     async def _work(self, redis: coredis.Redis[str]) -> None:
         renew_at = trio.current_time() + self.registry.renew_interval
@@ -420,24 +419,25 @@ class _Agent:
             # Services stopping together ask in the same tick: one batch for all.
             await trio.lowlevel.cancel_shielded_checkpoint()
             self._wake = trio.Event()
-            leaves, self._leaves = self._leaves, []
-            if leaves:
-                ok = await self._deregister(redis, [request.member for request in leaves])
-                self._answer(leaves, ok=ok)
-            joins, self._joins = self._joins, []
+            # Requests stay queued until answered: a failure answers them all.
+            if leaving := len(self._leaves):
+                members = [request.member for request in self._leaves[:leaving]]
+                self._answer(self._leaves, leaving, ok=await self._deregister(redis, members))
+            joining = len(self._joins)
             if trio.current_time() >= renew_at:
                 renew_at = trio.current_time() + self.registry.renew_interval
                 keys = list(self._members)
             else:
-                keys = [self.registry.key(r.member.topic, r.member.host) for r in joins]
-            self._answer(joins, ok=await self._register(redis, keys))
+                keys = [self.registry.key(r.member.topic, r.member.host) for r in self._joins]
+            self._answer(self._joins, joining, ok=await self._register(redis, keys))
 
     @staticmethod
-    def _answer(requests: list[_Request], *, ok: bool) -> None:
-        for request in requests:
+    def _answer(queue: list[_Request], count: int, *, ok: bool) -> None:
+        """Answer the first `count` requests of `queue`, and take them off it."""
+        for request in queue[:count]:
             request.ok = ok
             request.done.set()
-        requests.clear()
+        del queue[:count]
 
     async def _register(self, redis: coredis.Redis[str], keys: list[str]) -> bool:
         """Write the members' keys, announcing each that was missing (first,
