@@ -16,8 +16,9 @@ loopback address, ``127.B.X.Y`` in a /16 block this run claims among
    them (`trizmq.stats.watch_ring`, 0.5 s interval): the subscriber's CPU, and
    the services' CPU with and without it, per port;
 4. with ``--registry`` (a ``redis-server`` on loopback, started here): how long
-   a client takes to learn the 1,000 members, what following them costs, and
-   its lag behind a churn of joins and leaves.
+   a client takes to learn the 1,000 members, what following them costs, its
+   lag behind a churn of joins and leaves, and how many leaves are announced
+   when every worker stops all its services at once.
 
 The Scale section of docs/deploying.md gives a run's tables and what they mean;
 tests/test_scale_bench.py runs it at 20 hosts.
