@@ -201,3 +201,5 @@ class Endpoint:
 
 
 SERVICES = {service.topic: Endpoint for service in trizmq.Ring.load(SEED_RING).services()}
+#: A hundred topics, ``many000`` to ``many099``: a process serving many services.
+MANY = {f"many{i:03d}": Endpoint for i in range(100)}

@@ -153,7 +153,8 @@ async def serve(
             When cancelled, it deregisters first and serves for a moment more
             (what clients sent before they heard it), then stops as usual. A
             registry that cannot be reached is logged and retried; the
-            service serves on.
+            service serves on. The services of a process in one registry
+            (same URL, prefix and lease) share one Redis connection.
         task_status: Given by `nursery.start`.
 
     Raises:
