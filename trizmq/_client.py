@@ -167,7 +167,7 @@ class _Peer:
 
     def _dispatch(self, batch: list[list[bytes]]) -> None:
         for waiter, envelope in self.core.answers(batch):
-            self.settle(envelope.id, waiter, outcome.Value(envelope))
+            self.settle(waiter.id, waiter, outcome.Value(envelope))
 
     def settle(self, id: int, waiter: _Pending, result: outcome.Outcome[Envelope]) -> None:
         """End the wait of call `id` with `result`."""
