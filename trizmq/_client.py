@@ -41,6 +41,7 @@ from ._wire import (
     Envelope,
     Fanout,
     encode,
+    join_calls,
     unstructure,
 )
 
@@ -51,6 +52,9 @@ DEFAULT_TIMEOUT = 60.0
 
 #: Most casts one `CASTS` message of `Client.cast_many` carries.
 _CASTS_PER_MESSAGE = 1000
+
+#: Most calls one `CALLS` message carries.
+_CALLS_PER_MESSAGE = 1000
 
 #: Seconds replies may still arrive after ZeroMQ reported their connection closed.
 _SETTLE = 0.05
@@ -119,6 +123,47 @@ class _Peer:
         self._nursery = nursery
         self._sleeping: dict[int, _Pending] = {}  # followers, oldest first
         self._leader: _Pending | None = None
+        # Calls of this scheduler pass, by id, to be sent together (`Client._queue`).
+        self.queued: dict[int, bytes] = {}
+        self.stalled = False  # ZeroMQ's queue was full: `drain` sends the queued calls
+
+    def flush(self, max_size: int) -> bool:
+        """Send the queued calls still waiting: one alone as a `CALL`, several as
+        few `CALLS` as the size limit allows.
+
+        Returns:
+            False when ZeroMQ's queue is full: the calls not sent stay queued.
+        """
+        queued, pending = self.queued, self.core.pending
+        ids = [id for id in queued if id in pending]
+        sent = 0
+        while sent < len(ids):
+            end, size = sent, 6  # a CALLS's head, at most
+            while end < len(ids) and end - sent < _CALLS_PER_MESSAGE:
+                size += len(queued[ids[end]])
+                if size > max_size and end > sent:
+                    break
+                end += 1
+            frames = [queued[id] for id in ids[sent:end]]
+            if not self.sock.send_nowait([frames[0] if len(frames) == 1 else join_calls(frames)]):
+                self.queued = {id: queued[id] for id in ids[sent:]}
+                return False
+            sent = end
+        queued.clear()
+        return True
+
+    async def drain(self, max_size: int) -> None:
+        """Send the queued calls as ZeroMQ's queue takes them, while any is waiting."""
+        try:
+            while any(id in self.core.pending for id in self.queued):
+                await self.sock.wait_writable()
+                if not self.flush(max_size):
+                    await trio.lowlevel.checkpoint()
+        except trio.ClosedResourceError:
+            pass
+        finally:
+            self.queued.clear()
+            self.stalled = False
 
     async def wait_reply(self, id: int, waiter: _Pending) -> Envelope:
         """Wait for the reply to call `id`, reading the socket while nobody else does."""
@@ -278,6 +323,9 @@ class Client:
         self._round_robin = RoundRobin()
         self._deadlines = Deadlines()
         nursery.start_soon(self._deadlines.run)
+        self._due: list[_Peer] = []  # peers with calls queued
+        self._flusher: trio.lowlevel.Task | None = None  # while it sleeps
+        nursery.start_soon(self._flush)
 
     @property
     def ring(self) -> Ring:
@@ -429,12 +477,16 @@ class Client:
             )
         )
         waiter = _Pending(peer, id)
-        peer.core.pending[id] = waiter
+        pending = peer.core.pending
+        busy = pending or peer.queued
+        pending[id] = waiter
         deadline = math.inf
         if wire_timeout is not None:
             deadline = self._deadlines.add(waiter, wire_timeout, waiter.expire)
         try:
-            if not peer.sock.send_nowait([frame]):
+            if busy:
+                self._queue(peer, id, frame)
+            elif not peer.sock.send_nowait([frame]):
                 # The service's queue is full: wait for room, within the timeout.
                 with trio.move_on_at(deadline) as scope:
                     await peer.sock.send([frame])
@@ -709,7 +761,48 @@ class Client:
         errors, timeouts and lost calls; unmatched replies (to calls that gave up)."""
         return {f"{p.topic}.{p.host}": dict(p.counts) for p in self._peers.values()}
 
+    def _queue(self, peer: _Peer, id: int, frame: bytes) -> None:
+        """Send call `id` with the others queued in this pass of the scheduler.
+
+        A call made while others are in flight on its connection is queued:
+        their replies wake their callers in one pass, and the calls these
+        make then leave together at the start of the next, in one message
+        (`CALLS`), which costs ZeroMQ's I/O thread one wake-up, not one per
+        call. A lone call is sent at once.
+        """
+        if not peer.queued and not peer.stalled:
+            self._due.append(peer)
+            if self._flusher is not None:
+                trio.lowlevel.reschedule(self._flusher)
+                self._flusher = None
+        peer.queued[id] = frame
+
+    async def _flush(self) -> None:
+        """Send the calls queued in each pass of the scheduler, at the start of the next."""
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._flusher = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        while True:
+            if not self._due:
+                self._flusher = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(abort)
+            due, self._due = self._due, []
+            for peer in due:
+                try:
+                    if peer.flush(self._max_message_size):
+                        continue
+                except trio.ClosedResourceError:
+                    peer.queued.clear()
+                    continue
+                peer.stalled = True
+                self._nursery.start_soon(peer.drain, self._max_message_size)
+
     def _give_up(self, peer: _Peer, id: int) -> None:
+        if peer.queued.pop(id, None) is not None:
+            peer.core.pending.pop(id, None)  # never sent: nothing to cancel
+            return
         cancel = peer.core.give_up(id)
         with contextlib.suppress(trio.ClosedResourceError):
             peer.sock.send_nowait([cancel])
