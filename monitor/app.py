@@ -27,12 +27,14 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header
 
-from trizmq import Curve, Ring, TrizmqError
+from trizmq import Curve, Registry, Ring, TrizmqError
 from trizmq.cli.options import (
     UsageError,
     add_client_curve_options,
+    add_registry_options,
     add_resolve_option,
     client_curve,
+    registry,
     resolve_map,
 )
 from trizmq.stats import DEFAULT_INTERVAL, DOWN_AFTER, LATENCY_WINDOW, STALE_AFTER
@@ -40,7 +42,15 @@ from trizmq.stats import DEFAULT_INTERVAL, DOWN_AFTER, LATENCY_WINDOW, STALE_AFT
 from .feed import Feed, GuestFeed, describe_error
 from .filter_bar import FilterBar
 from .help_screen import HelpScreen
-from .model import SORTS, PortRow, filter_rows, node_totals, sort_rows, take_rows
+from .model import (
+    SORTS,
+    PortRow,
+    filter_rows,
+    membership_status,
+    node_totals,
+    sort_rows,
+    take_rows,
+)
 from .node_screen import NodeScreen
 from .node_totals import NodeTotals
 from .port_detail import PortDetail
@@ -81,11 +91,14 @@ class MonitorApp(App[None]):
         resolve: Host name to address overrides (`--resolve`).
         interval: Seconds between two stats messages of a port.
         curve: The client's CURVE keys (`Curve.client`), for services that require them.
+        registry: A registry of live members: the status line says how many are
+            registered, which ring services are not, and which registered ones
+            no ring lists (their ports get rows too).
         refresh: Seconds between two redraws.
         stop_signals: Quit cleanly on SIGTERM and SIGHUP, as on `q` (`main` sets it;
             Textual restores the terminal on SIGINT, but not on these).
         feed: Where the numbers come from; by default a `GuestFeed` of the ring
-            (`resolve`, `interval` and `curve` go to it). A `ReplayFeed` shows
+            (`resolve`, `interval`, `curve` and `registry` go to it). A `ReplayFeed` shows
             recorded snapshots, the same on every run.
         screenshot_dir: Where `ctrl+s` and the command palette's Screenshot save
             their SVG files; the current directory by default.
@@ -143,6 +156,7 @@ class MonitorApp(App[None]):
         *,
         interval: float = DEFAULT_INTERVAL,
         curve: Curve | None = None,
+        registry: Registry | None = None,
         refresh: float = DEFAULT_REFRESH,
         stop_signals: bool = False,
         feed: Feed | None = None,
@@ -151,7 +165,9 @@ class MonitorApp(App[None]):
         super().__init__()
         self.ring = ring
         self.feed: Feed = (
-            feed if feed is not None else GuestFeed(ring, resolve, interval=interval, curve=curve)
+            feed
+            if feed is not None
+            else GuestFeed(ring, resolve, interval=interval, curve=curve, registry=registry)
         )
         self.refresh_interval = refresh
         self.screenshot_dir = Path(screenshot_dir).expanduser().resolve()
@@ -257,6 +273,8 @@ class MonitorApp(App[None]):
                 screen.show(self.rows, self.ordered, sort)
         up = sum(row.state == "up" for row in self.rows)
         status = [f"{up}/{len(self.rows)} up", f"sort {sort.label}, {self._direction()}"]
+        if (board := self.feed.board) is not None and board.registry is not None:
+            status.append(membership_status(board))
         if self.filter_text.strip():
             status.append(f"filter {self.filter_text.strip()!r} ({len(shown)})")
         if self.paused:
@@ -515,6 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("ring", metavar="RING", help="the JSON ring file")
     add_resolve_option(parser)
     add_client_curve_options(parser)
+    add_registry_options(parser)
     parser.add_argument(
         "--screenshot-dir",
         metavar="DIR",
@@ -538,11 +557,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         ring = Ring.load(args.ring)
         resolve = resolve_map(args)
         curve = client_curve(args)
-    except (UsageError, TrizmqError) as exc:  # a bad ring, --resolve, CURVE option or key
+        live = registry(args)
+    except (UsageError, TrizmqError) as exc:  # a bad ring, --resolve, CURVE or registry option
         print(f"trizmq-monitor: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     app = MonitorApp(
-        ring, resolve, curve=curve, stop_signals=True, screenshot_dir=args.screenshot_dir
+        ring,
+        resolve,
+        curve=curve,
+        registry=live,
+        stop_signals=True,
+        screenshot_dir=args.screenshot_dir,
     )
     app.run()
     # `run` returns the app's result; the exit code is kept apart.

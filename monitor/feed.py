@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
@@ -30,7 +31,7 @@ from typing import Any, Protocol
 import outcome
 import trio
 
-from trizmq import Curve, Ring, TrizmqError
+from trizmq import Curve, Registry, Ring, TrizmqError
 from trizmq.stats import DEFAULT_INTERVAL, StatsBoard, watch_ring
 
 __all__ = ["Feed", "Frame", "GuestFeed", "MonotonicClock", "ReplayFeed", "describe_error"]
@@ -96,6 +97,7 @@ class GuestFeed:
         resolve: Host name to address overrides, as `--resolve` gives them.
         interval: Seconds between two stats messages of a port.
         curve: The client's CURVE keys (`Curve.client`), for services that require them.
+        registry: A registry of live members to hold against the ring (`StatsBoard`).
 
     Attributes:
         board: The board the feed fills; None until the ring's host names are
@@ -110,11 +112,13 @@ class GuestFeed:
         *,
         interval: float = DEFAULT_INTERVAL,
         curve: Curve | None = None,
+        registry: Registry | None = None,
     ) -> None:
         self.ring = ring
         self.resolve = dict(resolve or {})
         self.interval = interval
         self.curve = curve
+        self.registry = registry
         self.board: StatsBoard | None = None
         self.clock = MonotonicClock()
         # Created outside the run: entered by the root task, cancelled via the token.
@@ -187,7 +191,8 @@ class GuestFeed:
         with self._scope:
             # The system resolver may block for a while on an unknown name.
             self.board = await trio.to_thread.run_sync(
-                StatsBoard, self.ring, self.resolve, abandon_on_cancel=True
+                functools.partial(StatsBoard, self.ring, self.resolve, registry=self.registry),
+                abandon_on_cancel=True,
             )
             await watch_ring(self.board, interval=self.interval, curve=self.curve)
 

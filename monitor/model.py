@@ -35,6 +35,7 @@ __all__ = [
     "format_ms",
     "format_rate",
     "last_errors",
+    "membership_status",
     "method_rows",
     "node_history",
     "node_totals",
@@ -155,10 +156,14 @@ def take_rows(
             seen the board); None gives every row zero rates and no history.
 
     Returns:
-        The rows, sorted by host, then port (the ring's order).
+        The rows, sorted by host, then port (the ring's order); then the ports
+        of registered members the ring does not list, as the board found them.
     """
     rows = []
-    for service in ring.services():
+    services = list(ring.services())
+    if board is not None and len(board.ports) > len(services):
+        services += [v.service for k, v in board.ports.items() if not ring.serves(k[1], k[0])]
+    for service in services:
         key = (service.host, service.topic)
         view = None if board is None else board.ports.get(key)
         if view is None:
@@ -179,6 +184,21 @@ def take_rows(
             )
         )
     return rows
+
+
+def membership_status(board: StatsBoard) -> str:
+    """The status line's part on the board's registry: the ring against its members."""
+    membership = board.membership()
+    if membership is None:
+        return "registry not reached"
+    parts = [f"{len(membership.registered)} registered"]
+    if membership.missing:
+        parts.append("missing " + ", ".join(s.target for s in membership.missing))
+    if membership.unlisted:
+        parts.append("not in the ring " + ", ".join(m.target for m in membership.unlisted))
+    if board.registry_error is not None:
+        parts.append("registry not reached now")
+    return ", ".join(parts)
 
 
 # -- the port view ---------------------------------------------------------------------

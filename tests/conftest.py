@@ -399,3 +399,176 @@ async def serving(
         await nursery.start(run)
         yield scope
         scope.cancel()
+
+
+# -- Redis ------------------------------------------------------------------------
+
+#: The host octet of a test's Redis in its claimed 127.X.Y.0/24 (hosts count up from .2).
+_REDIS_OCTET = 250
+#: Seconds a `redis-server` has to say it is ready.
+REDIS_DEADLINE = 10.0
+
+
+class RedisServer:
+    """A real `redis-server` on a loopback address of its own, in a private directory.
+
+    Nothing is saved to disk: a restart starts empty, like a Redis that lost
+    its data. With `password`, clients must give it; with `tls`, it speaks
+    only TLS, with a certificate from a throwaway CA (`ca_path`).
+    """
+
+    def __init__(self, workdir: Path, *, password: str | None = None, tls: bool = False) -> None:
+        self.workdir = workdir
+        self.password = password
+        self.tls = tls
+        self.address = f"{_claim_network()}.{_REDIS_OCTET}"
+        self.port = 6379
+        self.proc: subprocess.Popen[bytes] | None = None
+        if tls:
+            self._make_certificates()
+
+    @property
+    def ca_path(self) -> Path:
+        return self.workdir / "ca.crt"
+
+    def url(self, db: int = 0) -> str:
+        """The URL clients and services use, password and CA included."""
+        auth = f":{self.password}@" if self.password is not None else ""
+        scheme, query = ("rediss", f"?ssl_ca_certs={self.ca_path}") if self.tls else ("redis", "")
+        return f"{scheme}://{auth}{self.address}:{self.port}/{db}{query}"
+
+    def start(self) -> None:
+        """Start it and wait until it accepts connections."""
+        log = self.workdir / "redis.log"
+        offset = log.stat().st_size if log.exists() else 0
+        command = [
+            "redis-server",
+            "--bind", self.address,
+            "--dir", str(self.workdir),
+            "--save", "",
+            "--appendonly", "no",
+            "--logfile", str(log),
+        ]  # fmt: skip
+        if self.tls:
+            command += [
+                "--port", "0",
+                "--tls-port", str(self.port),
+                "--tls-cert-file", str(self.workdir / "redis.crt"),
+                "--tls-key-file", str(self.workdir / "redis.key"),
+                "--tls-ca-cert-file", str(self.ca_path),
+                "--tls-auth-clients", "no",
+            ]  # fmt: skip
+        else:
+            command += ["--port", str(self.port)]
+        if self.password is not None:
+            command += ["--requirepass", self.password]
+        _LIVE_REDIS.add(self)
+        self.proc = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
+        )
+        deadline = time.monotonic() + REDIS_DEADLINE
+        while True:
+            text = log.read_bytes()[offset:].decode(errors="replace") if log.exists() else ""
+            if "Ready to accept connections" in text:
+                return
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server did not start:\n{text}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """Stop it (SIGTERM, then SIGKILL after 5 s) and wait for its exit."""
+        proc, self.proc = self.proc, None
+        _LIVE_REDIS.discard(self)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def _make_certificates(self) -> None:
+        """A CA, and a certificate it signs for the server's address."""
+        d = self.workdir
+
+        def openssl(*args: str) -> None:
+            subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+        openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=trizmq test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        )
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={self.address}",
+            "-keyout",
+            "redis.key",
+            "-out",
+            "redis.csr",
+        )
+        (d / "san.cnf").write_text(f"subjectAltName=IP:{self.address}\n")
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            "redis.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "san.cnf",
+            "-out",
+            "redis.crt",
+        )
+
+
+# Redis servers running, killed at exit if a teardown never ran.
+_LIVE_REDIS: set[RedisServer] = set()
+
+
+@atexit.register
+def _kill_leftover_redis() -> None:
+    for server in list(_LIVE_REDIS):
+        if server.proc is not None:
+            server.proc.kill()
+            server.proc.wait()
+
+
+@contextlib.contextmanager
+def running_redis(workdir: Path, **kw: Any) -> Iterator[RedisServer]:
+    """A `RedisServer`, started, and stopped at the end."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    server = RedisServer(workdir, **kw)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of the test's own (see `RedisServer`)."""
+    with running_redis(tmp_path / "redis") as server:
+        yield server

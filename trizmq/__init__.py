@@ -22,6 +22,8 @@ from ._errors import VersionCapError as VersionCapError
 from ._metrics import serve_metrics as serve_metrics
 from ._notify import NotificationListener as NotificationListener
 from ._notify import Notifier as Notifier
+from ._registry import Member as Member
+from ._registry import Registry as Registry
 from ._ring import Ring as Ring
 from ._ring import Service as Service
 from ._ring import parse_resolve as parse_resolve

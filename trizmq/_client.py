@@ -19,8 +19,10 @@ from ._curve import Curve
 from ._deadlines import Deadlines
 from ._errors import AuthenticationFailed, MessageTooLarge, PeerLost, RingError, VersionCapError
 from ._known import KnownExceptions
+from ._membership import LiveMembers, Members, RingMembers
 from ._nursery import open_nursery
 from ._protocol.caller import CallerCore, Ids
+from ._registry import Registry, as_registry, watch
 from ._ring import Ring, resolve_address
 from ._ring_watch import RingFile
 from ._routing import RoundRobin
@@ -304,8 +306,11 @@ class Client:
         max_message_size: int,
         curve: Curve | None,
         known: KnownExceptions | None = None,
+        members: Members | None = None,
     ) -> None:
         self._ring = ring
+        # Who serves what: the ring's hosts, or a registry's live members.
+        self._members: Members = RingMembers(ring) if members is None else members
         self._nursery = nursery
         self._resolve = dict(resolve or {})
         self._context = dict(context or {})
@@ -342,8 +347,10 @@ class Client:
     @ring.setter
     def ring(self, ring: Ring) -> None:
         old, self._ring = self._ring, ring
+        self._members = members = self._members.with_ring(ring)
         for (topic, host), peer in list(self._peers.items()):
-            if not ring.serves(topic, host) or ring.port(topic) != old.port(topic):
+            gone = not ring.serves(topic, host) and members.member(topic, host) is None
+            if gone or ring.port(topic) != old.port(topic):
                 del self._peers[(topic, host)]
                 self._nursery.start_soon(peer.retire)
 
@@ -384,7 +391,7 @@ class Client:
                 neither None nor a non-empty str.
             VersionCapError: `version` is above `version_cap`.
         """
-        self.ring.resolve_target(target)
+        self._members.resolve_target(target)
         return BoundTarget(
             self, target, timeout, dict(context or {}), namespace, version, version_cap
         )
@@ -651,8 +658,8 @@ class Client:
         namespace: str | None,
         version: str | None,
     ) -> None:
-        topic, only = self.ring.resolve_target(target)
-        hosts = self.ring.hosts_of(topic) if only is None else (only,)
+        topic, only = self._members.resolve_target(target)
+        hosts = self._members.hosts_of(topic) if only is None else (only,)
         # One frame for every host: an id need only be unique on its connection.
         frame = self._encode(
             Fanout(
@@ -687,11 +694,14 @@ class Client:
             RingError: The topic is not in the ring.
         """
         pools = self.ring.pools_of(topic)
+        live = self._members.hosts_of(topic)
         # One frame for every pool: their hosts are distinct connections.
         frame = self._encode(
             Cast(self._ids.next(), topic, method, _unstructure(args), self._merge(context))
         )
         for pool, hosts in pools.items():
+            # With a registry, the members of the pool registered now, if any.
+            hosts = tuple(h for h in hosts if h in live) or hosts
             host = self._round_robin.next((topic, pool), hosts, self._down.get(topic))
             peer = self._peer_of(topic, host)
             await peer.sock.send([frame])
@@ -703,9 +713,10 @@ class Client:
         return {**self._context, **context}
 
     def _peer(self, target: str) -> _Peer:
-        topic, host = self.ring.resolve_target(target)
+        topic, host = self._members.resolve_target(target)
         if host is None:
-            host = self._round_robin.next(topic, self.ring.hosts_of(topic), self._down.get(topic))
+            hosts = self._members.hosts_of(topic)
+            host = self._round_robin.next(topic, hosts, self._down.get(topic))
         return self._peer_of(topic, host)
 
     def _peer_of(self, topic: str, host: str) -> _Peer:
@@ -748,12 +759,15 @@ class Client:
         return self._url(*self._service_of(target, "url"))
 
     def _service_of(self, target: str, asker: str) -> tuple[str, str]:
-        topic, host = self.ring.resolve_target(target)
+        topic, host = self._members.resolve_target(target)
         if host is None:
             raise RingError(f"{self.ring.source}: {asker}({target!r}) needs 'topic.host'")
         return topic, host
 
     def _url(self, topic: str, host: str) -> str:
+        member = self._members.member(topic, host)
+        if member is not None:
+            return member.url
         return f"tcp://{resolve_address(host, self._resolve)}:{self.ring.port(topic)}"
 
     def stats(self) -> dict[str, dict[str, int]]:
@@ -990,6 +1004,7 @@ async def open_client(
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     curve: Curve | None = None,
     allowed_exceptions: Iterable[type[BaseException] | str] = (),
+    registry: Registry | str | None = None,
 ) -> AsyncIterator[Client]:
     """Open a client of the ring's services, for the `async with` block.
 
@@ -1024,6 +1039,13 @@ async def open_client(
             `RemoteError`. A listed module is imported when a remote error
             first names one of its classes; nothing else is ever imported.
 
+        registry: Route over the live members of this registry (a `Registry`
+            or its URL) instead of the ring's hosts: a host joins and leaves
+            round-robin as it registers and deregisters, and a registered host
+            the ring does not list is a target too. Members are loaded before
+            the block starts; if Redis cannot be reached the ring's hosts stand
+            in until it can. The ring still names the topics.
+
     Raises:
         RingError: The ring file given does not load.
         TypeError: An item of `allowed_exceptions` is neither an `Exception`
@@ -1036,8 +1058,13 @@ async def open_client(
         ring_file = RingFile(ring)
         ring = ring_file.load()
     client: Client | None = None
+    live = as_registry(registry)
     try:
         async with open_nursery() as nursery:
+            members = None
+            if live is not None:
+                members = LiveMembers(ring, live)
+                await nursery.start(functools.partial(watch, live, members))
             client = Client(
                 ring,
                 nursery,
@@ -1049,6 +1076,7 @@ async def open_client(
                 max_message_size=max_message_size,
                 curve=curve,
                 known=known,
+                members=members,
             )
             if ring_file is not None:
                 # Each ring the file changes to becomes the client's.

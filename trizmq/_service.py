@@ -7,7 +7,7 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import NoReturn
 
 import trio
@@ -20,6 +20,7 @@ from ._inline import run_inline
 from ._logs import ThrottledLog, clip
 from ._nursery import open_nursery
 from ._protocol.service import Job, Limits, ServiceCore, caller_name
+from ._registry import Member, Registry, as_registry, keep_registered
 from ._ring import Ring, resolve_address
 from ._stats import ServiceStats, registered
 from ._transport import (
@@ -103,6 +104,7 @@ async def serve(
     curve: Curve | None = None,
     send_tracebacks: bool = False,
     max_queued_reply_bytes: int = DEFAULT_MAX_QUEUED_REPLY_BYTES,
+    registry: Registry | str | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve one topic of the ring as `host`, until cancelled.
@@ -144,16 +146,27 @@ async def serve(
         max_queued_reply_bytes: Bytes of replies that may wait for one caller
             that does not read them; past it, or after 5 s, they are dropped
             and counted under `rejected["reply_blocked"]`.
+        registry: Register the service in this registry (a `Registry` or its
+            URL) once bound, under a lease it renews, so that clients watching
+            it route to it; then `host` need not be in the ring, only `topic`.
+            When cancelled, it deregisters first and serves for a moment more
+            (what clients sent before they heard it), then stops as usual. A
+            registry that cannot be reached is logged and retried; the
+            service serves on.
         task_status: Given by `nursery.start`.
 
     Raises:
-        RingError: The ring does not list `topic` for `host`.
+        RingError: The ring does not list `topic` for `host` (with a registry:
+            the ring has no such topic).
         OSError: The port cannot be bound.
         TypeError: An exposed method cannot take a Context first, or an
             endpoint's `target` is not a `trizmq.Target`.
         ValueError: An empty list of endpoints.
     """
-    if not ring.serves(topic, host):
+    live = as_registry(registry)
+    if live is not None:
+        ring.resolve_target(topic)  # a topic of the ring, not reserved
+    elif not ring.serves(topic, host):
         raise RingError(f"{ring.source}: the ring does not list topic {topic!r} on host {host!r}")
     port = ring.port(topic)
     address = bind if bind is not None else resolve_address(host, resolve)
@@ -202,8 +215,23 @@ async def serve(
             max_queued_reply_bytes=max_queued_reply_bytes,
         )
         logger.info("%s.%s serving on %s", topic, host, url)
+        member = Member(
+            topic, host, address if address != "*" else resolve_address(host, resolve), port
+        )
         with registered(runner.stats):  # for the metrics exporter, while it serves
-            await runner.run(url, task_status)
+            async with _registering(live, member) as leave:
+                await runner.run(url, task_status, leave)
+
+
+@contextlib.asynccontextmanager
+async def _registering(
+    registry: Registry | None, member: Member
+) -> AsyncIterator[Callable[[], Awaitable[None]] | None]:
+    if registry is None:
+        yield None
+        return
+    async with keep_registered(registry, member) as leave:
+        yield leave
 
 
 @contextlib.contextmanager
@@ -303,7 +331,12 @@ class _Runner:
                 await self._subscribers_changed.wait()
                 self._subscribers_changed = trio.Event()
 
-    async def run(self, url: str, task_status: trio.TaskStatus[str]) -> NoReturn:
+    async def run(
+        self,
+        url: str,
+        task_status: trio.TaskStatus[str],
+        leave: Callable[[], Awaitable[None]] | None = None,
+    ) -> NoReturn:
         async with open_nursery() as handlers:
             self._handlers = handlers
             handlers.start_soon(self._publish_stats)
@@ -313,6 +346,11 @@ class _Runner:
             try:
                 await trio.sleep_forever()
             finally:
+                if leave is not None:
+                    # Out of the registry first, serving on (the reading task is
+                    # shielded) while clients hear it: then nothing new comes.
+                    with trio.CancelScope(shield=True):
+                        await leave()
                 self._shut_down(handlers)
 
     async def _pump(self) -> None:

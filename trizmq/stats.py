@@ -32,6 +32,7 @@ import zmq
 from . import _stats
 from ._curve import Curve
 from ._errors import ProtocolError
+from ._registry import Member, Registry, describe_failure, failures
 from ._ring import Ring, Service, resolve_address
 from ._transport import open_socket
 from ._wire import Stats, StatsSubscribe, decode, encode
@@ -43,6 +44,7 @@ __all__ = [
     "LATENCY_WINDOW",
     "LEASE",
     "STALE_AFTER",
+    "Membership",
     "PortView",
     "StatsBoard",
     "watch_ring",
@@ -191,27 +193,70 @@ def _total(data: Mapping[str, Any], field: str) -> int:
     return sum(data.get(field, {}).values())
 
 
+@attrs.frozen
+class Membership:
+    """The ring (configured) against a registry (live), as a `StatsBoard` last saw them.
+
+    Attributes:
+        registered: Every member registered, sorted by topic and host.
+        missing: The ring's services that are not registered.
+        unlisted: The members whose host the ring does not list for their topic.
+    """
+
+    registered: tuple[Member, ...]
+    missing: tuple[Service, ...]
+    unlisted: tuple[Member, ...]
+
+
 class StatsBoard:
     """The stats of every service port of a ring, as the feed last saw them.
 
     Args:
         ring: The ring whose ports to watch.
         resolve: Host name to address overrides (``--resolve``), or None.
+        registry: A registry of live members to hold against the ring: its
+            members are loaded with the stats, and the ports of members the
+            ring does not list are watched too.
 
     Attributes:
         ring: The ring.
-        ports: A `PortView` per ``(host, topic)``, in ring order.
+        ports: A `PortView` per ``(host, topic)``, in ring order, then the
+            registered ports the ring does not list, as they are found.
+        registry: The registry, or None.
+        members: The members registered when the registry last answered;
+            None before it first did (or without a registry).
+        registry_error: Why the registry's last load failed, or None if it did not.
 
     Raises:
         RingError: A host of the ring cannot be resolved.
     """
 
-    def __init__(self, ring: Ring, resolve: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        ring: Ring,
+        resolve: Mapping[str, str] | None = None,
+        *,
+        registry: Registry | None = None,
+    ) -> None:
         self.ring = ring
         self.ports: dict[tuple[str, str], PortView] = {
             (s.host, s.topic): PortView(s, resolve_address(s.host, resolve))
             for s in ring.services()
         }
+        self.registry = registry
+        self.members: tuple[Member, ...] | None = None
+        self.registry_error: str | None = None
+
+    def membership(self) -> Membership | None:
+        """The ring against the registry; None without one, or before it first answered."""
+        if self.members is None:
+            return None
+        live = {(m.host, m.topic) for m in self.members}
+        return Membership(
+            registered=self.members,
+            missing=tuple(s for s in self.ring.services() if (s.host, s.topic) not in live),
+            unlisted=tuple(m for m in self.members if not self.ring.serves(m.topic, m.host)),
+        )
 
     def as_json(self, now: float | None = None) -> list[dict[str, Any]]:
         """Every port as ``trizmq stats --json`` prints it.
@@ -221,10 +266,18 @@ class StatsBoard:
                 `trio.current_time()` (in the Trio run that fills the board).
         """
         at = trio.current_time() if now is None else now
-        return [view.as_json(at) for view in self.ports.values()]
+        rows = [view.as_json(at) for view in self.ports.values()]
+        if self.registry is not None:
+            # Whether each port is registered: None while the registry never answered.
+            live = None if self.members is None else {(m.host, m.topic) for m in self.members}
+            for row in rows:
+                row["registered"] = None if live is None else (row["host"], row["topic"]) in live
+        return rows
 
     def answered(self) -> bool:
-        """Whether every port has sent stats at least once."""
+        """Whether every port has sent stats at least once (and the registry answered)."""
+        if self.registry is not None and self.members is None and self.registry_error is None:
+            return False
         return all(view.data is not None for view in self.ports.values())
 
 
@@ -239,7 +292,9 @@ async def watch_ring(
 
     Start it with `nursery.start`: it has started once every port's
     subscription is under way. A port that goes down is retried in the
-    background and comes back by itself when its service returns.
+    background and comes back by itself when its service returns. With the
+    board's registry, its members are loaded three times a lease, and a
+    registered port the ring does not list is watched from then on.
 
     Args:
         board: The board to fill.
@@ -250,6 +305,8 @@ async def watch_ring(
     async with trio.open_nursery() as nursery:
         for view in board.ports.values():
             nursery.start_soon(_watch_port, view, interval, curve)
+        if board.registry is not None:
+            nursery.start_soon(_watch_registry, board, board.registry, nursery, interval, curve)
         task_status.started()
         await trio.sleep_forever()
     raise AssertionError("unreachable")
@@ -274,6 +331,29 @@ async def _watch_port(view: PortView, interval: float, curve: Curve | None) -> N
                 renew_at = trio.current_time() + (LEASE / 3 if sent else _RETRY)
             with trio.move_on_at(renew_at):
                 _receive_stats(view, await sock.receive())
+
+
+async def _watch_registry(
+    board: StatsBoard,
+    registry: Registry,
+    nursery: trio.Nursery,
+    interval: float,
+    curve: Curve | None,
+) -> NoReturn:
+    while True:
+        try:
+            members = await registry.members()
+        except failures() as exc:
+            board.registry_error = describe_failure(exc)
+        else:
+            board.members, board.registry_error = tuple(members), None
+            for member in members:
+                key = (member.host, member.topic)
+                if key not in board.ports:
+                    service = Service(host=member.host, topic=member.topic, port=member.port)
+                    view = board.ports[key] = PortView(service, member.address)
+                    nursery.start_soon(_watch_port, view, interval, curve)
+        await trio.sleep(registry.renew_interval)
 
 
 def _receive_stats(view: PortView, frames: list[bytes]) -> None:

@@ -22,14 +22,17 @@ from pathlib import Path
 
 from .._curve import Curve
 from .._errors import RingError
+from .._registry import DEFAULT_LEASE, Registry
 from .._ring import parse_resolve
 
 __all__ = [
     "UsageError",
     "add_client_curve_options",
+    "add_registry_options",
     "add_resolve_option",
     "add_service_curve_options",
     "client_curve",
+    "registry",
     "resolve_map",
     "service_curve",
 ]
@@ -91,6 +94,64 @@ def _resolve_item(text: str) -> str:
     except RingError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+# -- --registry -----------------------------------------------------------------
+
+
+def add_registry_options(parser: argparse.ArgumentParser, *, lease: bool = False) -> None:
+    """Add ``--registry URL --registry-prefix NAME`` (and ``--registry-lease S``).
+
+    Read them with `registry`.
+
+    Args:
+        parser: The command's parser.
+        lease: Add ``--registry-lease`` too (services set the lease).
+    """
+    group = parser.add_argument_group("live membership (optional)")
+    group.add_argument(
+        "--registry",
+        metavar="URL",
+        default=None,
+        help="a Redis registry of live members: redis://[:PASSWORD@]HOST:PORT/DB, or "
+        "rediss://...?ssl_ca_certs=CA.pem for TLS",
+    )
+    group.add_argument(
+        "--registry-prefix",
+        metavar="NAME",
+        default="trizmq",
+        help="prefix of the registry's keys: one per cluster sharing a Redis (default %(default)s)",
+    )
+    if lease:
+        group.add_argument(
+            "--registry-lease",
+            metavar="S",
+            type=float,
+            default=DEFAULT_LEASE,
+            help="seconds a member stays registered unless renewed: a killed service "
+            "leaves within it (default %(default)s)",
+        )
+
+
+def registry(args: argparse.Namespace) -> Registry | None:
+    """The registry that parsed arguments name, or None if they name none.
+
+    Args:
+        args: Arguments parsed by a parser that has `add_registry_options`.
+
+    Raises:
+        UsageError: The URL, prefix or lease is not valid.
+    """
+    if args.registry is None:
+        return None
+    try:
+        return Registry(
+            args.registry,
+            prefix=args.registry_prefix,
+            lease=getattr(args, "registry_lease", DEFAULT_LEASE),
+        )
+    except ValueError as exc:
+        raise UsageError(f"--registry: {exc}") from None
 
 
 # -- CURVE ----------------------------------------------------------------------

@@ -8,6 +8,7 @@ import contextlib
 import functools
 import importlib
 import json
+import logging
 import math
 import resource
 import signal
@@ -34,13 +35,15 @@ from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from .options import (
     UsageError,
     add_client_curve_options,
+    add_registry_options,
     add_resolve_option,
     add_service_curve_options,
     client_curve,
+    registry,
     resolve_map,
     service_curve,
 )
-from .serving import HostServices, say
+from .serving import HostServices, say, services_of
 
 EXIT_REMOTE_ERROR = 1
 EXIT_TIMEOUT = 3
@@ -99,7 +102,10 @@ async def _serve_app(args: argparse.Namespace, resolve: dict[str, str]) -> None:
     wanted = set(args.topic) if args.topic else None
     if wanted is not None and (unknown := wanted - endpoints.keys()):
         raise UsageError(f"--topic {', '.join(sorted(unknown))}: not provided by {args.app}")
-    listed = {s.topic for s in ring.services_of(args.host)}
+    live = registry(args)
+    if live is not None:
+        _log_registry()
+    listed = {s.topic for s in services_of(ring, args.host, live is not None)}
     if wanted is not None and (unlisted := sorted(wanted - listed)):
         # Asked for by name: a misspelt host or topic must not go unnoticed.
         raise RingError(
@@ -129,11 +135,19 @@ async def _serve_app(args: argparse.Namespace, resolve: dict[str, str]) -> None:
         curve=curve,
         send_tracebacks=args.send_tracebacks,
         max_queued_reply_bytes=args.max_queued_reply_bytes,
+        registry=live,
     )
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with open_nursery() as nursery:
             services = HostServices(
-                nursery, args.host, endpoints, args.app, wanted, serve_topic, args.grace
+                nursery,
+                args.host,
+                endpoints,
+                args.app,
+                wanted,
+                serve_topic,
+                args.grace,
+                anywhere=live is not None,
             )
             services.topics(ring)  # before anything starts: serving none is an error
             if metrics is not None:
@@ -156,6 +170,16 @@ async def _serve_app(args: argparse.Namespace, resolve: dict[str, str]) -> None:
                 say(f"{signal.Signals(signum).name}, stopping")
                 nursery.cancel_scope.cancel()
                 break
+
+
+def _log_registry() -> None:
+    """Say on stderr when a service joins and leaves the registry, and when Redis
+    goes away and comes back, as the "serving on" lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("trizmq: %(message)s"))
+    log = logging.getLogger("trizmq.registry")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -377,6 +401,7 @@ def add_rpc_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser
     )
     add_resolve_option(p)
     add_service_curve_options(p)
+    add_registry_options(p, lease=True)
     p.set_defaults(func=_cmd_serve)
 
     for name, what, target, more in (

@@ -27,7 +27,7 @@ import attrs
 import trio
 
 from .._errors import RingError
-from .._ring import Ring
+from .._ring import Ring, Service
 
 #: Seconds a reload tries again to bind a port in use, and the pause between tries.
 _REBIND_PATIENCE = 2.0
@@ -35,6 +35,15 @@ _REBIND_PAUSE = 0.05
 
 #: Runs one topic until cancelled: `trizmq.serve` with the command's options.
 ServeTopic = Callable[..., Awaitable[Any]]
+
+
+def services_of(ring: Ring, host: str, anywhere: bool) -> tuple[Service, ...]:
+    """The services `ring` lists for `host`; with `anywhere` (a registry), a host
+    the ring does not list joins through the registry and may serve any topic."""
+    if anywhere and host not in ring.hosts:
+        topics = (t for t in ring.topics if not ring.is_reserved(t))
+        return tuple(Service(host, topic, ring.port(topic)) for topic in topics)
+    return ring.services_of(host)
 
 
 def say(line: str) -> None:
@@ -66,6 +75,8 @@ class HostServices:
         serve_topic: `trizmq.serve` with every option but the ring, topic,
             endpoint and host bound.
         grace: The grace period of a stopping topic, for messages.
+        anywhere: Served with a registry: a host the ring does not list may
+            serve any topic of it.
     """
 
     def __init__(
@@ -77,6 +88,8 @@ class HostServices:
         wanted: set[str] | None,
         serve_topic: ServeTopic,
         grace: float,
+        *,
+        anywhere: bool = False,
     ) -> None:
         self._nursery = nursery
         self._host = host
@@ -85,6 +98,7 @@ class HostServices:
         self._wanted = wanted
         self._serve_topic = serve_topic
         self._grace = grace
+        self._anywhere = anywhere
         self._serving: dict[str, _Running] = {}
         self._draining: set[_Running] = set()
         self._ring: Ring | None = None
@@ -96,7 +110,7 @@ class HostServices:
             RingError: The ring does not list this host, or none of its
                 topics is one this process serves.
         """
-        listed = ring.services_of(self._host)
+        listed = services_of(ring, self._host, self._anywhere)
         topics = {s.topic: s.port for s in listed if self._serves(s.topic)}
         if not topics:
             raise RingError(
@@ -163,8 +177,8 @@ class HostServices:
     def _say_unserved(self, ring: Ring) -> None:
         """Say which topics the new ring lists here that this process does not serve."""
         assert self._ring is not None
-        before = {s.topic for s in self._ring.services_of(self._host)}
-        for service in ring.services_of(self._host):
+        before = {s.topic for s in services_of(self._ring, self._host, self._anywhere)}
+        for service in services_of(ring, self._host, self._anywhere):
             if service.topic in before or self._serves(service.topic):
                 continue
             why = (

@@ -14,7 +14,14 @@ import trio
 from .._nursery import open_nursery
 from .._ring import Ring
 from ..stats import StatsBoard, watch_ring
-from .options import add_client_curve_options, add_resolve_option, client_curve, resolve_map
+from .options import (
+    add_client_curve_options,
+    add_registry_options,
+    add_resolve_option,
+    client_curve,
+    registry,
+    resolve_map,
+)
 
 #: Seconds a one-shot snapshot waits for ports that have not answered yet.
 SNAPSHOT_WAIT = 2.0
@@ -81,6 +88,24 @@ def _int(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
+def format_membership(board: StatsBoard) -> str:
+    """The ring against the board's registry: who is registered, who is missing,
+    who is registered but in no ring."""
+    assert board.registry is not None
+    where = f"registry {board.registry.display_url} (prefix {board.registry.prefix})"
+    membership = board.membership()
+    if membership is None:
+        return f"{where}: not reached: {board.registry_error}"
+    lines = [f"{where}: {len(membership.registered)} registered"]
+    if board.registry_error is not None:
+        lines[0] += f" when last reached (now: {board.registry_error})"
+    missing = ", ".join(s.target for s in membership.missing) or "none"
+    lines.append(f"  in the ring, not registered: {missing}")
+    unlisted = ", ".join(f"{m.target} at {m.address}:{m.port}" for m in membership.unlisted)
+    lines.append(f"  registered, in no ring: {unlisted or 'none'}")
+    return "\n".join(lines)
+
+
 def _down_report(rows: Sequence[Mapping[str, Any]]) -> str | None:
     """The ``--check`` line naming the ports that are down, or None if none is."""
     down = [
@@ -94,7 +119,7 @@ def _down_report(rows: Sequence[Mapping[str, Any]]) -> str | None:
 
 
 async def _stats(args: argparse.Namespace) -> int:
-    board = StatsBoard(Ring.load(args.ring), resolve_map(args))
+    board = StatsBoard(Ring.load(args.ring), resolve_map(args), registry=registry(args))
     # trizmq's nursery, so that a lone error (a closed pipe) reaches `main` as itself.
     async with open_nursery() as nursery:
         await nursery.start(functools.partial(watch_ring, board, curve=client_curve(args)))
@@ -107,7 +132,10 @@ async def _stats(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(rows, indent=None if args.watch else 2), flush=True)
             else:
-                print(format_table(rows) + ("\n" if args.watch else ""), flush=True)
+                text = format_table(rows)
+                if board.registry is not None:
+                    text += "\n\n" + format_membership(board)
+                print(text + ("\n" if args.watch else ""), flush=True)
             if not args.watch:
                 break
             await trio.sleep(args.interval)
@@ -138,7 +166,10 @@ def add_stats_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
             "(their numbers '-'); --watch keeps printing. With --check it is a health check: "
             f"exit {EXIT_DOWN} if any port is down, naming them on stderr. A reader that "
             "closes the pipe (trizmq stats --watch | head) ends it quietly, with exit 141 "
-            "as for a command killed by SIGPIPE."
+            "as for a command killed by SIGPIPE. With --registry, the ring is held against "
+            "the live members: which are registered, which ring services are not, and "
+            "which registered ones no ring lists (their ports shown too); --json adds "
+            "'registered' to each port."
         ),
     )
     p.add_argument("ring", metavar="RING", help="the JSON ring file")
@@ -161,4 +192,5 @@ def add_stats_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     )
     add_resolve_option(p)
     add_client_curve_options(p)
+    add_registry_options(p)
     p.set_defaults(func=_cmd_stats)
