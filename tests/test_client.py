@@ -205,3 +205,39 @@ async def test_calls_started_together_while_one_is_in_flight_travel_as_one_calls
     assert all(c.timeout is not None and c.timeout > 59 for c in received)
     assert answers == {n: n * 2 for n in range(6)}
     assert client.stats()["raw.late"]["call"] == 6
+
+
+async def test_cast_nowait_hands_each_cast_to_zeromq_without_a_schedule_point(
+    cluster: Cluster,
+) -> None:
+    key = f"nowait-{secrets.token_hex(4)}"
+    async with cluster.client() as client:
+        target = client.prepare("compute.controller")
+        with trio.testing.assert_no_checkpoints():
+            for _ in range(100):
+                client.cast_nowait("compute.controller", "record", key=key)
+            target.cast_nowait("record", key=key)
+        count = await eventually(
+            lambda: client.call("compute.controller", "count", key=key),
+            until=lambda n: n == 101,
+        )
+        sent = client.stats()["compute.controller"]["cast"]
+    assert (count, sent) == (101, 101)
+
+
+async def test_cast_nowait_to_a_full_queue_raises_would_block_and_sends_nothing() -> None:
+    # Nothing listens there: ZeroMQ queues casts for the connection to come,
+    # up to its high-water mark (1,000 messages).
+    address = unique_resolve(("down",))["down"]
+    with open_socket(zmq.ROUTER) as gone:
+        port = gone.zmq.bind_to_random_port(f"tcp://{address}")
+    ring = trizmq.Ring.from_mapping({f"raw:{port}": ["down"]})
+    async with trizmq.open_client(ring, resolve={"down": address}) as client:
+        sent = 0
+        with pytest.raises(trio.WouldBlock, match=r"the queue to raw\.down is full"):
+            while sent < 5_000:
+                client.cast_nowait("raw", "anything")
+                sent += 1
+        counted = client.stats()["raw.down"]["cast"]
+    assert 0 < sent < 5_000
+    assert counted == sent
