@@ -178,7 +178,7 @@ async def test_cast_to_a_host_not_connected_exits_3_and_says_nothing_was_sent(
     resolve, address = elsewhere(cluster, "controller")
     command = trizmq_command(
         "cast", str(SEED_RING), "compute.controller", "ping", "--arg", "x=1",
-        "--connect-timeout", "0.5", *resolve,
+        "--timeout", "0.5", *resolve,
     )  # fmt: skip
     with trio.fail_after(20):
         done = await run_process(command)
@@ -187,6 +187,35 @@ async def test_cast_to_a_host_not_connected_exits_3_and_says_nothing_was_sent(
         f"trizmq: cast: compute.controller at tcp://{address}:9501: "
         "not connected within 0.5 s, nothing sent\n",
     )
+
+
+async def test_call_to_a_host_with_nothing_listening_exits_3_naming_host_and_address(
+    cluster: Cluster,
+) -> None:
+    resolve, address = elsewhere(cluster, "controller")
+    command = trizmq_command(
+        "call", str(SEED_RING), "compute.controller", "ping", "--arg", "x=1", *resolve,
+    )  # fmt: skip
+    with trio.fail_after(20):
+        done = await run_process(command)
+    assert (done.returncode, done.stdout) == (3, b"")
+    assert text(done.stderr) == (
+        f"trizmq: unreachable: compute.controller at tcp://{address}:9501: "
+        "cannot connect (nothing listening, or no route), nothing sent\n"
+    )
+
+
+async def test_cast_with_a_timeout_exits_0_once_handed_to_the_service(cluster: Cluster) -> None:
+    key = f"cli-cast-{secrets.token_hex(4)}"
+    with trio.fail_after(20):
+        done = await trizmq(
+            cluster, "cast", "compute.controller", "record", "--arg", f'key="{key}"',
+            "--timeout", "2",
+        )  # fmt: skip
+        assert (done.returncode, done.stderr) == (0, b"")
+        async with cluster.client() as client:
+            seen = await eventually(lambda: client.call("compute.controller", "kinds_of", key=key))
+    assert seen == ["cast"]
 
 
 async def test_cast_to_a_topic_goes_to_a_host_whose_connection_is_up(cluster: Cluster) -> None:
@@ -212,7 +241,7 @@ async def test_fanout_with_a_host_not_connected_exits_3_and_sends_to_none(
     key = f"cli-fanout-{secrets.token_hex(4)}"
     command = trizmq_command(
         "fanout", str(SEED_RING), "network", "record", "--arg", f'key="{key}"',
-        "--connect-timeout", "0.5", *elsewhere(cluster, "controller")[0],
+        "--timeout", "0.5", *elsewhere(cluster, "controller")[0],
     )  # fmt: skip
     with trio.fail_after(20):
         done = await run_process(command)

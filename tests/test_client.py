@@ -213,6 +213,7 @@ async def test_cast_nowait_hands_each_cast_to_zeromq_without_a_schedule_point(
     key = f"nowait-{secrets.token_hex(4)}"
     async with cluster.client() as client:
         target = client.prepare("compute.controller")
+        await client.call("compute.controller", "count", key=key)  # connects
         with trio.testing.assert_no_checkpoints():
             for _ in range(100):
                 client.cast_nowait("compute.controller", "record", key=key)
@@ -225,19 +226,33 @@ async def test_cast_nowait_hands_each_cast_to_zeromq_without_a_schedule_point(
     assert (count, sent) == (101, 101)
 
 
-async def test_cast_nowait_to_a_full_queue_raises_would_block_and_sends_nothing() -> None:
-    # Nothing listens there: ZeroMQ queues casts for the connection to come,
-    # up to its high-water mark (1,000 messages).
+async def test_cast_nowait_before_the_connection_is_up_raises_would_block_and_sends_nothing() -> (
+    None
+):
+    # Nothing listens there: the connection never comes up.
     address = unique_resolve(("down",))["down"]
     with open_socket(zmq.ROUTER) as gone:
         port = gone.zmq.bind_to_random_port(f"tcp://{address}")
     ring = trizmq.Ring.from_mapping({f"raw:{port}": ["down"]})
     async with trizmq.open_client(ring, resolve={"down": address}) as client:
+        with pytest.raises(trio.WouldBlock, match=r"the connection to raw\.down is not up yet"):
+            client.cast_nowait("raw", "anything")
+    assert "cast" not in client.stats()["raw.down"]
+
+
+async def test_cast_nowait_to_a_service_that_reads_nothing_raises_would_block_once_full() -> None:
+    async with (
+        raw_service() as (service, ring, resolve),
+        trizmq.open_client(ring, resolve=resolve) as client,
+    ):
+        await client.cast("raw", "first")  # waits for the connection
+        await service.receive()
+        # The service reads no more: its queue, the kernel's and the client's fill up.
         sent = 0
-        with pytest.raises(trio.WouldBlock, match=r"the queue to raw\.down is full"):
-            while sent < 5_000:
-                client.cast_nowait("raw", "anything")
+        with pytest.raises(trio.WouldBlock, match=r"the queue to raw\.late is full"):
+            while sent < 100_000:
+                client.cast_nowait("raw", "anything", blob=b"x" * 10_000)
                 sent += 1
-        counted = client.stats()["raw.down"]["cast"]
-    assert 0 < sent < 5_000
-    assert counted == sent
+        counted = client.stats()["raw.late"]["cast"]
+    assert 0 < sent < 100_000
+    assert counted == sent + 1

@@ -484,14 +484,14 @@ def test_narrow_terminal_fits_every_column(cluster: Cluster) -> None:
 def test_feed_failure_exits_1_with_a_message(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    real = socket.gethostbyname
+    real = socket.getaddrinfo
 
-    def gethostbyname(name: str) -> str:
+    def getaddrinfo(name: str, *args: Any, **kwargs: Any) -> Any:
         if name == "nowhere":
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return real(name)
+        return real(name, *args, **kwargs)
 
-    monkeypatch.setattr(socket, "gethostbyname", gethostbyname)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     app = MonitorApp(trizmq.Ring.from_mapping({"compute:9501": ["nowhere"]}))
 
     async def scenario(app: MonitorApp, pilot: Pilot[None]) -> None:

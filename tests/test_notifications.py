@@ -269,7 +269,7 @@ async def test_trizmq_notify_sends_nothing_while_a_listener_is_not_up(tmp_path: 
     ring = tmp_path / "ring.json"
     ring.write_text(json.dumps({"notifications:9700": {"a": ["ghost"]}}))
     address = unique_resolve(["ghost"])["ghost"]
-    command = ["notify", str(ring), "info", "x", "--connect-timeout", "0.3"]
+    command = ["notify", str(ring), "info", "x", "--timeout", "0.3"]
     result = await run_process(trizmq_command(*command, "--resolve", f"ghost={address}"))
     assert result.returncode == 3
     assert result.stderr.decode() == (

@@ -6,6 +6,7 @@ and stops them, whatever happens.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import signal
@@ -213,18 +214,48 @@ async def test_round_robin_skips_a_down_host_and_uses_it_again_when_back(
 # -- delivery semantics -----------------------------------------------------------
 
 
-async def test_a_cast_to_a_down_service_is_delivered_when_it_returns(split: SplitCluster) -> None:
+async def test_a_cast_to_a_down_service_fails_fast_and_never_runs_later(
+    split: SplitCluster,
+) -> None:
     key = uuid.uuid4().hex
     async with split.client() as client:
         assert await client.call("compute.computenodex", "ping", x=1) == 2
         split.kill("computenodex", "compute")
-        for _ in range(5):
+        await eventually(lambda: not client.connected("compute.computenodex"))
+        with trio.fail_after(5), pytest.raises(trizmq.HostUnreachable):
             await client.cast("compute.computenodex", "record", key=key)
         await trio.to_thread.run_sync(split.start, "computenodex", "compute")
-        await eventually(
-            lambda: client.call("compute.computenodex", "count", key=key, timeout=2),
-            until=lambda n: n == 5,
-        )
+        with trio.fail_after(10):
+            seen = await client.call("compute.computenodex", "count", key=key, wait_for_ready=True)
+    assert seen == 0
+
+
+async def test_a_cast_waiting_for_a_down_service_is_delivered_when_it_returns(
+    split: SplitCluster,
+) -> None:
+    key = uuid.uuid4().hex
+    async with split.client() as client:
+        assert await client.call("compute.computenodex", "ping", x=1) == 2
+        split.kill("computenodex", "compute")
+        await eventually(lambda: not client.connected("compute.computenodex"))
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                for _ in range(5):
+                    nursery.start_soon(
+                        functools.partial(
+                            client.cast,
+                            "compute.computenodex",
+                            "record",
+                            key=key,
+                            wait_for_ready=True,
+                        )
+                    )
+                await trio.sleep(0.5)  # the casts wait: nothing listens
+                await trio.to_thread.run_sync(split.start, "computenodex", "compute")
+            await eventually(
+                lambda: client.call("compute.computenodex", "count", key=key, timeout=2),
+                until=lambda n: n == 5,
+            )
 
 
 async def test_a_lost_call_is_not_run_again_when_its_service_returns(

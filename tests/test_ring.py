@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from trizmq import RingError
-from trizmq._ring import REPLIES_TOPIC, Ring, Service, parse_resolve, resolve_address
+from trizmq._ring import REPLIES_TOPIC, Ring, Service, parse_resolve, resolve_address, tcp_url
 
 SEED_RING = Path(__file__).resolve().parents[1] / "trizmq" / "demo" / "seed_ring.json"
 # The project's shared copy of the seed ring, outside the repository.
@@ -281,7 +283,7 @@ def test_duplicate_host(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("host", "char"),
-    [("controller.example.com", "."), ("control ler", " "), ("a/b", "/"), ("a:b", ":")],
+    [("control ler", " "), ("a/b", "/"), ("a:b", ":"), ("node1.exa mple.com", " ")],
 )
 def test_host_with_forbidden_character(tmp_path: Path, host: str, char: str) -> None:
     path, message = load_error(tmp_path, {"compute:9501": [host]})
@@ -423,6 +425,43 @@ def test_a_pooled_host_still_claims_its_port(tmp_path: Path) -> None:
     assert message.startswith(
         f"{path}: key 'n:9700': port 9700 on host 'x' is claimed by both topic 'compute'"
     )
+
+
+def test_hosts_may_be_fully_qualified_domain_names(tmp_path: Path) -> None:
+    path = tmp_path / "ring.json"
+    hosts = ["node1.example.com", "node-2.rack_3.example.org", "10.0.0.5"]
+    path.write_text(json.dumps({"compute:9501": hosts}), encoding="utf-8")
+    ring = Ring.load(path)
+    assert ring.hosts_of("compute") == tuple(hosts)
+    assert ring.resolve_target("compute.node1.example.com") == ("compute", "node1.example.com")
+
+
+@pytest.mark.parametrize(
+    ("host", "problem"),
+    [
+        (".node1", "has an empty label: '.' at its start or end, or '..'"),
+        ("node1.", "has an empty label: '.' at its start or end, or '..'"),
+        ("node1..example.com", "has an empty label: '.' at its start or end, or '..'"),
+        ("-node1.example.com", "has a label '-node1' that starts or ends with '-'"),
+        ("node1.example-.com", "has a label 'example-' that starts or ends with '-'"),
+        (f"{'a' * 64}.example.com", "has a label of 64 characters, over 63"),
+    ],
+)
+def test_host_names_follow_rfc_1123(tmp_path: Path, host: str, problem: str) -> None:
+    path, message = load_error(tmp_path, {"compute:9501": [host]})
+    assert message == f"{path}: key 'compute:9501': host {host!r} {problem}"
+
+
+def test_a_host_name_over_253_characters_is_refused(tmp_path: Path) -> None:
+    host = ".".join(["a" * 60] * 5)
+    path, message = load_error(tmp_path, {"compute:9501": [host]})
+    assert message.startswith(f"{path}: key 'compute:9501': host {host[:20]!r}...")
+    assert message.endswith(f"is {len(host)} characters, over 253")
+
+
+def test_a_topic_with_a_dot_is_refused(tmp_path: Path) -> None:
+    path, message = load_error(tmp_path, {"com.pute:9501": ["node1"]})
+    assert message.startswith(f"{path}: key 'com.pute:9501': topic 'com.pute' contains '.';")
 
 
 # -- from_mapping -------------------------------------------------------------
@@ -611,21 +650,47 @@ def test_resolve_address_prefers_explicit_mapping(monkeypatch: pytest.MonkeyPatc
     def fail(host: str) -> str:
         raise AssertionError("the system resolver must not be asked")
 
-    monkeypatch.setattr(socket, "gethostbyname", fail)
+    monkeypatch.setattr(socket, "getaddrinfo", fail)
     assert resolve_address("controller", {"controller": "127.0.0.2"}) == "127.0.0.2"
 
 
+def answers(*addresses: str) -> Callable[..., list[tuple[Any, ...]]]:
+    """A stand-in for `socket.getaddrinfo` answering `addresses`, in order."""
+
+    def getaddrinfo(host: str, *args: Any, **kwargs: Any) -> list[tuple[Any, ...]]:
+        return [
+            (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, 0))
+            for a in addresses
+        ]
+
+    return getaddrinfo
+
+
 def test_resolve_address_falls_back_to_system_resolver(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(socket, "gethostbyname", {"controller": "10.0.0.5"}.__getitem__)
+    monkeypatch.setattr(socket, "getaddrinfo", answers("10.0.0.5"))
     assert resolve_address("controller", {"computenodex": "127.0.0.3"}) == "10.0.0.5"
     assert resolve_address("controller", None) == "10.0.0.5"
 
 
+def test_a_name_with_ipv4_and_ipv6_addresses_resolves_to_its_ipv4_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(socket, "getaddrinfo", answers("2001:db8::5", "10.0.0.5"))
+    assert resolve_address("node1.example.com", None) == "10.0.0.5"
+
+
+def test_a_name_with_only_ipv6_addresses_resolves_to_the_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(socket, "getaddrinfo", answers("2001:db8::5", "2001:db8::6"))
+    assert resolve_address("node6.example.com", None) == "2001:db8::5"
+
+
 def test_resolve_address_failure(monkeypatch: pytest.MonkeyPatch) -> None:
-    def fail(host: str) -> str:
+    def fail(host: str, *args: Any, **kwargs: Any) -> str:
         raise socket.gaierror(-2, "Name or service not known")
 
-    monkeypatch.setattr(socket, "gethostbyname", fail)
+    monkeypatch.setattr(socket, "getaddrinfo", fail)
     with pytest.raises(RingError, match="cannot resolve host 'nowhere'"):
         resolve_address("nowhere", None)
 
@@ -650,16 +715,37 @@ def test_parse_resolve_allows_repeating_the_same_pair() -> None:
     [
         ("controller", "expected NAME=ADDR"),
         ("=127.0.0.2", "the host name before '=' is empty"),
-        ("controller=", "'' is not an IPv4 address"),
-        ("controller=nowhere", "'nowhere' is not an IPv4 address"),
-        ("controller=127.0.0.256", "'127.0.0.256' is not an IPv4 address"),
-        ("con.troller=127.0.0.2", "host 'con.troller' contains '.'"),
+        ("controller=", "'' is not an IPv4 or IPv6 address"),
+        ("controller=nowhere", "'nowhere' is not an IPv4 or IPv6 address"),
+        ("controller=127.0.0.256", "'127.0.0.256' is not an IPv4 or IPv6 address"),
+        ("controller=::1::2", "'::1::2' is not an IPv4 or IPv6 address"),
+        ("controller=[::1", "'[::1' is not an IPv4 or IPv6 address"),
+        ("controller=[127.0.0.2]x", "'[127.0.0.2]x' is not an IPv4 or IPv6 address"),
+        ("con troller=127.0.0.2", "host 'con troller' contains ' '"),
+        ("node1..example.com=127.0.0.2", "host 'node1..example.com' has an empty label"),
     ],
 )
 def test_parse_resolve_malformed(item: str, problem: str) -> None:
     with pytest.raises(RingError) as info:
         parse_resolve([item])
     assert str(info.value).startswith(f"--resolve {item!r}: {problem}")
+
+
+def test_parse_resolve_takes_fully_qualified_names_and_ipv6_addresses() -> None:
+    assert parse_resolve(
+        ["node1.example.com=127.0.0.2", "node6=::1", "node7=[::1]", "node8=2001:DB8:0::8"]
+    ) == {
+        "node1.example.com": "127.0.0.2",
+        "node6": "::1",
+        "node7": "::1",
+        "node8": "2001:db8::8",
+    }
+
+
+def test_tcp_urls_put_ipv6_addresses_in_brackets() -> None:
+    assert tcp_url("127.0.0.2", 9501) == "tcp://127.0.0.2:9501"
+    assert tcp_url("::1", 9501) == "tcp://[::1]:9501"
+    assert tcp_url("2001:db8::8", 9501) == "tcp://[2001:db8::8]:9501"
 
 
 def test_parse_resolve_one_name_two_addresses() -> None:

@@ -1,5 +1,6 @@
 """trizmq: RPC on ZeroMQ with Trio's structured concurrency."""
 
+from ._client import DEFAULT_CONNECT_TIMEOUT as DEFAULT_CONNECT_TIMEOUT
 from ._client import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
 from ._client import BoundTarget as BoundTarget
 from ._client import Client as Client
@@ -9,6 +10,7 @@ from ._curve import Curve as Curve
 from ._errors import AuthenticationFailed as AuthenticationFailed
 from ._errors import BadArguments as BadArguments
 from ._errors import CallTimeout as CallTimeout
+from ._errors import HostUnreachable as HostUnreachable
 from ._errors import MessageTooLarge as MessageTooLarge
 from ._errors import NoSuchMethod as NoSuchMethod
 from ._errors import PeerLost as PeerLost

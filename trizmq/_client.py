@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import math
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar, overload
 
@@ -17,13 +18,20 @@ import zmq
 
 from ._curve import Curve
 from ._deadlines import Deadlines
-from ._errors import AuthenticationFailed, MessageTooLarge, PeerLost, RingError, VersionCapError
+from ._errors import (
+    AuthenticationFailed,
+    HostUnreachable,
+    MessageTooLarge,
+    PeerLost,
+    RingError,
+    VersionCapError,
+)
 from ._known import KnownExceptions
 from ._membership import LiveMembers, Members, RingMembers
 from ._nursery import open_nursery
 from ._protocol.caller import CallerCore, Ids
 from ._registry import Registry, as_registry, watch
-from ._ring import Ring, resolve_address
+from ._ring import Ring, is_ipv6, lookup, tcp_url
 from ._ring_watch import RingFile
 from ._routing import RoundRobin
 from ._transport import (
@@ -49,8 +57,17 @@ from ._wire import (
 
 T = TypeVar("T")
 
+logger = logging.getLogger("trizmq.client")
+
 #: Seconds a call waits for its reply unless told otherwise (oslo.messaging's default).
 DEFAULT_TIMEOUT = 60.0
+#: Seconds a call, cast or fanout that does not wait for its host (`wait_for_ready`)
+#: gives a connection to come up before it fails with `HostUnreachable`; a refused
+#: connection fails it at once.
+DEFAULT_CONNECT_TIMEOUT = 5.0
+#: Seconds between two lookups of one host's name: it is looked up again when
+#: its connection is lost or a connect attempt fails, at most this often.
+RERESOLVE_INTERVAL = 2.0
 
 #: Most casts one `CASTS` message of `Client.cast_many` carries.
 _CASTS_PER_MESSAGE = 1000
@@ -66,6 +83,7 @@ _RETIRE_POLL = 0.05
 
 _PEER_EVENTS = (
     zmq.EVENT_CONNECTED
+    | zmq.EVENT_CONNECT_RETRIED
     | zmq.EVENT_DISCONNECTED
     | zmq.EVENT_HANDSHAKE_SUCCEEDED
     | zmq.EVENT_HANDSHAKE_FAILED_AUTH
@@ -111,17 +129,28 @@ class _Peer:
         sock: AsyncSocket,
         down: set[str],
         nursery: trio.Nursery,
+        changed: Callable[[], None],
         known: KnownExceptions | None,
     ) -> None:
         self.topic = topic
         self.host = host
-        self.url = url
+        self.url = url  # tcp://NAME:PORT until the name is looked up
+        self.address: str | None = None  # the address connected to, once known
         self.sock = sock
         self.core: CallerCore[_Pending] = CallerCore(topic, host, known)
         self.counts = self.core.counts
-        self._down = down  # the hosts of this topic known to be down, shared by its peers
+        # The hosts of this topic known to be down (lost, or failing to connect),
+        # shared by its peers.
+        self._down = down
+        self._changed = changed  # tells the client's waiting tasks to look again
         self.refused: AuthenticationFailed | None = None  # set while handshakes fail
+        self.unreachable: HostUnreachable | None = None  # set while connecting fails
+        self.failures = 0  # connect attempts (and lookups) failed so far
         self.handshaken = False
+        self.up = False  # handshake done, connection not lost since
+        self.trouble = trio.Event()  # set when a connect fails or the connection is lost
+        self.waiting_casts = 0  # casts and fanouts waiting to be handed to ZeroMQ
+        self.blocked: set[trio.CancelScope] = set()  # sends waiting for room, while up
         self._nursery = nursery
         self._sleeping: dict[int, _Pending] = {}  # followers, oldest first
         self._leader: _Pending | None = None
@@ -166,6 +195,11 @@ class _Peer:
         finally:
             self.queued.clear()
             self.stalled = False
+
+    @property
+    def target(self) -> str:
+        """`"topic.host"`."""
+        return f"{self.topic}.{self.host}"
 
     async def wait_reply(self, id: int, waiter: _Pending) -> Envelope:
         """Wait for the reply to call `id`, reading the socket while nobody else does."""
@@ -224,19 +258,50 @@ class _Peer:
         elif waiter is self._leader:
             self.sock.interrupt()
 
+    def connect(self, address: str, port: int) -> None:
+        """Connect the DEALER to `address` (instead of the one before, if any)."""
+        url = tcp_url(address, port)
+        if url == self.url and self.address is not None:
+            return
+        if self.address is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self.sock.zmq.disconnect(self.url)
+        self.sock.zmq.setsockopt(zmq.IPV6, int(is_ipv6(address)))
+        self.address, self.url = address, url
+        self.sock.zmq.connect(url)
+
+    def cannot_reach(self, address: str, reason: str) -> None:
+        """The host cannot be reached now: calls that do not wait for it fail."""
+        self.unreachable = HostUnreachable(self.topic, self.host, address, reason)
+        self.failures += 1
+        self._down.add(self.host)
+        self.trouble.set()
+        self._changed()
+
     def on_event(self, event: int, value: int) -> None:
         """A socket monitor event: the connection came up, went down, or was refused."""
         if event == zmq.EVENT_CONNECTED:
-            self._down.discard(self.host)
+            self.unreachable = None
             self.handshaken = False
             return
         if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-            self.handshaken = True
+            self.handshaken = self.up = True
             self.refused = None
+            self._down.discard(self.host)
+            self._changed()
+            return
+        if event == zmq.EVENT_CONNECT_RETRIED:
+            # Refused, or timed out (ZMQ_CONNECT_TIMEOUT): libzmq tries again soon.
+            self.cannot_reach(self.url, "cannot connect (nothing listening, or no route)")
             return
         pending = list(self.core.pending)
         if event == zmq.EVENT_DISCONNECTED and self.handshaken:
+            self.up = False
             self._down.add(self.host)
+            self.trouble.set()
+            self._changed()
+            for scope in self.blocked:
+                scope.cancel()  # they wait for a connection again, or fail
             lost = PeerLost(
                 "PeerLost", f"connection to {self.url} lost", host=self.host, topic=self.topic
             )
@@ -255,6 +320,7 @@ class _Peer:
         else:
             return
         self.refused = AuthenticationFailed(f"{self.topic}.{self.host} at {self.url} {why}")
+        self._changed()
         self._nursery.start_soon(self._fail, pending, None)
 
     async def _fail(self, ids: list[int], failure: Exception | None) -> None:
@@ -307,6 +373,8 @@ class Client:
         curve: Curve | None,
         known: KnownExceptions | None = None,
         members: Members | None = None,
+        wait_for_ready: bool = False,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     ) -> None:
         self._ring = ring
         # Who serves what: the ring's hosts, or a registry's live members.
@@ -322,10 +390,15 @@ class Client:
         self._curve = curve
         self._max_message_size = max_message_size
         self._known = known
+        self._wait_for_ready = wait_for_ready
+        self._connect_timeout = connect_timeout
         self._peers: dict[tuple[str, str], _Peer] = {}
         self._down: dict[str, set[str]] = {}
+        self._changed = trio.Event()  # set (and replaced) when a connection's state changes
+        self._closed = False
         self._ids = Ids()
         self._round_robin = RoundRobin()
+        self._whole_topics: set[str] = set()  # topics with a peer for every host
         self._deadlines = Deadlines()
         nursery.start_soon(self._deadlines.run)
         self._due: list[_Peer] = []  # peers with calls queued
@@ -368,6 +441,7 @@ class Client:
         version: str | None = None,
         namespace: str | None = None,
         version_cap: str | None = None,
+        wait_for_ready: bool | None = None,
     ) -> BoundTarget:
         """A target with its own defaults, as oslo.messaging's `RPCClient.prepare`.
 
@@ -384,6 +458,7 @@ class Client:
                 `Target.namespace`); None for the topic's main API.
             version_cap: The highest version this target may send (a rolling
                 upgrade's pin): see `BoundTarget.can_send_version`.
+            wait_for_ready: Default of its messages' `wait_for_ready` (else the client's).
 
         Raises:
             RingError: The target is not in the ring.
@@ -393,7 +468,14 @@ class Client:
         """
         self._members.resolve_target(target)
         return BoundTarget(
-            self, target, timeout, dict(context or {}), namespace, version, version_cap
+            self,
+            target,
+            timeout,
+            dict(context or {}),
+            wait_for_ready,
+            namespace,
+            version,
+            version_cap,
         )
 
     @overload
@@ -406,6 +488,7 @@ class Client:
         timeout: float | None = ...,
         returns: type[T],
         context: Mapping[str, Any] | None = ...,
+        wait_for_ready: bool | None = ...,
         **args: Any,
     ) -> T: ...
 
@@ -419,6 +502,7 @@ class Client:
         timeout: float | None = ...,
         returns: None = ...,
         context: Mapping[str, Any] | None = ...,
+        wait_for_ready: bool | None = ...,
         **args: Any,
     ) -> Any: ...
 
@@ -431,6 +515,7 @@ class Client:
         timeout: float | None = None,
         returns: type[Any] | None = None,
         context: Mapping[str, Any] | None = None,
+        wait_for_ready: bool | None = None,
         **args: Any,
     ) -> Any:
         """Call `method` on one host of `target` and return its result.
@@ -445,16 +530,23 @@ class Client:
                 dataclass, `list[int]`...); plain data when omitted.
             context: A dict the handler sees as `ctx.values`, merged over the
                 client's default context.
+            wait_for_ready: Wait, within the timeout, for a host that cannot be
+                reached, instead of failing with `HostUnreachable`. Default:
+                the client's (False unless set).
             **args: The method's arguments, by name.
 
         Raises:
             RemoteError: The handler raised; `NoSuchMethod` and `BadArguments`
                 are its subclasses for calls the service refused.
             CallTimeout: No reply before the timeout.
+            HostUnreachable: No connection to the host (for a `"topic"`, to
+                any of its hosts) could be made; the call was not sent.
             RingError: The target is not in the ring.
             TypeError: The result does not fit `returns`.
         """
-        return await self._call(target, method, timeout, returns, context, args, None, None)
+        return await self._call(
+            target, method, timeout, returns, context, args, None, None, wait_for_ready
+        )
 
     async def _call(
         self,
@@ -466,11 +558,21 @@ class Client:
         args: Mapping[str, Any],
         namespace: str | None,
         version: str | None,
+        wait_for_ready: bool | None,
     ) -> Any:
         seconds = self._timeout if timeout is None else timeout
         peer = self._peer(target)
+        left = seconds
+        if not peer.up:
+            start = trio.current_time()
+            try:
+                peer = await self._ready(target, peer, start + seconds, self._waits(wait_for_ready))
+            except _Expired:
+                peer.counts["timeout"] += 1
+                raise peer.core.timed_out(method, seconds) from None
+            left = seconds - (trio.current_time() - start)
         id = self._ids.next()
-        wire_timeout = None if seconds == math.inf else float(seconds)
+        wire_timeout = None if seconds == math.inf else float(left)
         frame = self._encode(
             Call(
                 id,
@@ -495,17 +597,18 @@ class Client:
                 self._queue(peer, id, frame)
             elif not peer.sock.send_nowait([frame]):
                 # The service's queue is full: wait for room, within the timeout.
-                with trio.move_on_at(deadline) as scope:
-                    await peer.sock.send([frame])
-                if scope.cancelled_caught:
-                    raise _Expired()
+                wait = self._waits(wait_for_ready)
+                await self._hand_over(peer.target, peer, frame, deadline, wait)
             peer.counts["call"] += 1
             envelope = await peer.wait_reply(id, waiter)  # a checkpoint
         except _Expired:
             self._give_up(peer, id)
             peer.counts["timeout"] += 1
             raise peer.core.timed_out(method, seconds) from None
-        except (PeerLost, AuthenticationFailed):
+        except (HostUnreachable, AuthenticationFailed):
+            peer.core.give_up(id)  # never sent: nobody to tell
+            raise
+        except PeerLost:
             raise  # the connection is gone: nobody to tell
         except BaseException:
             # The caller was cancelled: the service stops the handler too.
@@ -523,17 +626,29 @@ class Client:
         /,
         *,
         context: Mapping[str, Any] | None = None,
+        wait_for_ready: bool | None = None,
         **args: Any,
     ) -> None:
         """Send a one-way request to one host of `target`.
 
-        Returns once ZeroMQ has queued the message; waits while the peer's
-        queue is at its high-water mark.
+        Returns once ZeroMQ has queued the message on a connection that is up;
+        waits while the peer's queue is at its high-water mark.
+
+        Args:
+            target: `"topic"` (next host in round-robin order) or `"topic.host"`.
+            method: The endpoint method to run.
+            context: A dict the handler sees as `ctx.values`.
+            wait_for_ready: Wait for a host that cannot be reached, with no
+                bound, instead of failing with `HostUnreachable`. Default: the
+                client's.
+            **args: The method's arguments, by name.
 
         Raises:
+            HostUnreachable: No connection to the host could be made; the cast
+                was not sent.
             RingError: The target is not in the ring.
         """
-        await self._cast(target, method, context, args, None, None)
+        await self._cast(target, method, context, args, None, None, wait_for_ready)
 
     def cast_nowait(
         self,
@@ -551,11 +666,17 @@ class Client:
         and the casts it sends between two of its schedule points reach
         ZeroMQ in one burst.
 
+        Only a connection that is up takes a message: the first cast to a
+        host (whose connection is made on first use) is an `await cast`, or
+        follows `Client.connected`.
+
         Raises:
-            trio.WouldBlock: The host's queue is at its high-water mark (the
-                service does not keep up, or the connection is not up yet and
-                the queue filled); the cast was not sent. `cast` waits for
-                room instead.
+            trio.WouldBlock: The connection is not up yet, or the host's queue
+                is at its high-water mark (the service does not keep up); the
+                cast was not sent. `cast` waits instead.
+            HostUnreachable: The last attempt to connect to the host failed;
+                the cast was not sent.
+            AuthenticationFailed: The service refused this client's handshake.
             RingError: The target is not in the ring.
         """
         self._cast_nowait(target, method, context, args, None, None)
@@ -568,10 +689,16 @@ class Client:
         args: Mapping[str, Any],
         namespace: str | None,
         version: str | None,
+        wait_for_ready: bool | None,
     ) -> None:
         peer, frame = self._cast_frame(target, method, context, args, namespace, version)
-        await peer.sock.send([frame])
-        peer.counts["cast"] += 1
+        peer.waiting_casts += 1
+        try:
+            sent = await self._hand_over(target, peer, frame, math.inf, self._waits(wait_for_ready))
+        finally:
+            peer.waiting_casts -= 1
+        sent.counts["cast"] += 1
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     def _cast_nowait(
         self,
@@ -583,8 +710,16 @@ class Client:
         version: str | None,
     ) -> None:
         peer, frame = self._cast_frame(target, method, context, args, namespace, version)
+        if not peer.up:
+            # Only a connection that is up gets a message (see `_hand_over`).
+            if peer.refused is not None:
+                raise peer.refused
+            if peer.unreachable is not None:
+                peer.counts["unreachable"] += 1
+                raise peer.unreachable
+            raise trio.WouldBlock(f"the connection to {peer.target} is not up yet")
         if not peer.sock.send_nowait([frame]):
-            raise trio.WouldBlock(f"the queue to {peer.topic}.{peer.host} is full")
+            raise trio.WouldBlock(f"the queue to {peer.target} is full")
         peer.counts["cast"] += 1
 
     def _cast_frame(
@@ -619,6 +754,7 @@ class Client:
         /,
         *,
         context: Mapping[str, Any] | None = None,
+        wait_for_ready: bool | None = None,
     ) -> int:
         """Send one cast per item of `calls` (each a dict of arguments), in a batch.
 
@@ -627,14 +763,18 @@ class Client:
         the casts for one host travel together, as few messages as the
         message size limit allows, with one schedule point for the whole batch.
 
+        `wait_for_ready` is as for `cast`.
+
         Returns:
             The number of casts sent.
 
         Raises:
+            HostUnreachable: A host could not be reached: its casts were not
+                sent (those of the hosts before it in the batch were).
             RingError: The target is not in the ring.
             MessageTooLarge: One cast alone is over the message size limit.
         """
-        return await self._cast_many(target, method, calls, context, None, None)
+        return await self._cast_many(target, method, calls, context, None, None, wait_for_ready)
 
     async def _cast_many(
         self,
@@ -644,16 +784,26 @@ class Client:
         context: Mapping[str, Any] | None,
         namespace: str | None,
         version: str | None,
+        wait_for_ready: bool | None,
     ) -> int:
         batches: dict[_Peer, list[dict[str, Any]]] = {}
         for args in calls:
             batches.setdefault(self._peer(target), []).append(_unstructure(args))
         values = self._merge(context)
-        for peer, batch in batches.items():
-            frames = self._casts_frames(peer.topic, method, batch, values, namespace, version)
-            for frame, count in frames:
-                await peer.sock.send_soon([frame])
-                peer.counts["cast"] += count
+        wait = self._waits(wait_for_ready)
+        give_up = trio.current_time() + self._connect_timeout
+        for chosen, batch in batches.items():
+            left = len(batch)
+            chosen.waiting_casts += left
+            frames = self._casts_frames(chosen.topic, method, batch, values, namespace, version)
+            try:
+                for frame, count in frames:
+                    await self._hand_over(chosen.target, chosen, frame, math.inf, wait, give_up)
+                    chosen.counts["cast"] += count
+                    chosen.waiting_casts -= count
+                    left -= count
+            finally:
+                chosen.waiting_casts -= left
         await trio.lowlevel.checkpoint()
         return sum(map(len, batches.values()))
 
@@ -690,16 +840,20 @@ class Client:
         /,
         *,
         context: Mapping[str, Any] | None = None,
+        wait_for_ready: bool | None = None,
         **args: Any,
     ) -> None:
         """Send a one-way request to every host of the topic `target`.
 
-        One schedule point for all the hosts, as `cast_many`.
+        One schedule point for all the hosts, as `cast_many`. `wait_for_ready`
+        is as for `cast`.
 
         Raises:
+            HostUnreachable: Hosts could not be reached (the error names them):
+                the others got the message, these did not.
             RingError: The topic is not in the ring.
         """
-        await self._fanout(target, method, context, args, None, None)
+        await self._fanout(target, method, context, args, None, None, wait_for_ready)
 
     async def _fanout(
         self,
@@ -709,6 +863,7 @@ class Client:
         args: Mapping[str, Any],
         namespace: str | None,
         version: str | None,
+        wait_for_ready: bool | None,
     ) -> None:
         topic, only = self._members.resolve_target(target)
         hosts = self._members.hosts_of(topic) if only is None else (only,)
@@ -724,11 +879,27 @@ class Client:
                 version,
             )
         )
+        wait = self._waits(wait_for_ready)
+        give_up = trio.current_time() + self._connect_timeout
+        failed: list[HostUnreachable] = []
         for host in hosts:
             peer = self._peer_of(topic, host)
-            await peer.sock.send_soon([frame])
+            peer.waiting_casts += 1
+            try:
+                await self._hand_over(peer.target, peer, frame, math.inf, wait, give_up)
+            except HostUnreachable as exc:
+                failed.append(exc)
+                continue
+            finally:
+                peer.waiting_casts -= 1
             peer.counts["fanout"] += 1
         await trio.lowlevel.checkpoint()
+        if len(failed) == 1:
+            raise failed[0]
+        if failed:
+            first = failed[0]
+            others = "; ".join(str(exc) for exc in failed[1:])
+            raise HostUnreachable(topic, first.host, first.address, f"{first.reason}; {others}")
 
     async def _cast_to_pools(
         self,
@@ -743,6 +914,9 @@ class Client:
         hosts known to be down passed over.
 
         Raises:
+            HostUnreachable: The host chosen in a pool could not be reached
+                (unless the client waits for ready hosts); the pools before it
+                got the notification.
             RingError: The topic is not in the ring.
         """
         pools = self.ring.pools_of(topic)
@@ -756,7 +930,12 @@ class Client:
             hosts = tuple(h for h in hosts if h in live) or hosts
             host = self._round_robin.next((topic, pool), hosts, self._down.get(topic))
             peer = self._peer_of(topic, host)
-            await peer.sock.send([frame])
+            peer.waiting_casts += 1
+            try:
+                # To this host: another host of the topic may be of another pool.
+                await self._hand_over(peer.target, peer, frame, math.inf, self._wait_for_ready)
+            finally:
+                peer.waiting_casts -= 1
             peer.counts["cast"] += 1
 
     def _merge(self, context: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -764,10 +943,20 @@ class Client:
             return self._context
         return {**self._context, **context}
 
+    def _waits(self, wait_for_ready: bool | None) -> bool:
+        return self._wait_for_ready if wait_for_ready is None else wait_for_ready
+
     def _peer(self, target: str) -> _Peer:
         topic, host = self._members.resolve_target(target)
         if host is None:
             hosts = self._members.hosts_of(topic)
+            if topic not in self._whole_topics:
+                # Connect to every host of a topic at once: round-robin learns
+                # which are up, and skips the others.
+                self._whole_topics.add(topic)
+                for each in hosts:
+                    if (topic, each) not in self._peers:
+                        self._connect(topic, each)
             host = self._round_robin.next(topic, hosts, self._down.get(topic))
         return self._peer_of(topic, host)
 
@@ -777,22 +966,146 @@ class Client:
             raise peer.refused
         return peer
 
+    async def _hand_over(
+        self,
+        target: str,
+        peer: _Peer,
+        frame: bytes,
+        deadline: float,
+        wait_for_ready: bool,
+        give_up: float | None = None,
+    ) -> _Peer:
+        """Hand `frame` to ZeroMQ on a connection that is up, to `peer` (chosen
+        for `target`) or, for a `"topic"` whose chosen host is unreachable, to
+        another host: at once if ZeroMQ takes it, else once the connection is
+        up and has room. Returns the peer that took it.
+
+        Only a connection that is up (its handshake done) gets a message:
+        ZeroMQ would queue it for a connection not made yet, to run after its
+        caller was told it failed. (`ZMQ_IMMEDIATE` would keep it too, but
+        drops a reply not yet read when its connection closes.)
+
+        Raises:
+            HostUnreachable, _Expired, trio.ClosedResourceError: As `_ready`;
+                the frame was not sent.
+        """
+        while True:
+            if not peer.up:
+                peer = await self._ready(target, peer, deadline, wait_for_ready, give_up)
+            if peer.sock.send_nowait([frame]):
+                return peer
+            # The service's queue is full: wait for room while the connection is up.
+            with trio.CancelScope(deadline=deadline) as scope:
+                peer.blocked.add(scope)
+                try:
+                    await peer.sock.send([frame])
+                    return peer
+                finally:
+                    peer.blocked.discard(scope)
+            if trio.current_time() >= deadline:
+                raise _Expired()
+
+    async def _ready(
+        self,
+        target: str,
+        peer: _Peer,
+        deadline: float,
+        wait_for_ready: bool,
+        give_up: float | None = None,
+    ) -> _Peer:
+        """`peer`, chosen for `target`, once its connection is up; for a `"topic"`
+        whose chosen host turns out unreachable, the next host in turn that is not.
+
+        Nothing was handed to ZeroMQ yet: whatever this raises, the message
+        was not sent.
+
+        Raises:
+            HostUnreachable: Unless `wait_for_ready`: the last connect attempt
+                to every host `target` may go to failed, or none came up by
+                `give_up` (the connect timeout from now, unless given).
+            _Expired: `deadline` passed first.
+            trio.ClosedResourceError: The client was closed.
+        """
+        if give_up is None:
+            give_up = trio.current_time() + self._connect_timeout
+        limit = deadline if wait_for_ready else min(deadline, give_up)
+        topic = peer.topic
+        # Each peer's failures when this wait first looked at it: only an attempt
+        # made since fails the wait, so a host back since its last failure is
+        # not reported unreachable.
+        seen: dict[_Peer, int] = {}
+        while not peer.up:
+            if self._closed:
+                raise trio.ClosedResourceError("the client was closed")
+            if peer.refused is not None:
+                raise peer.refused
+            failed = peer.failures > seen.setdefault(peer, peer.failures)
+            if failed and topic == target:
+                # Another host of the topic in turn, unless each one failed since.
+                other = self._peer(target)
+                if other.up or other.failures == seen.get(other, other.failures):
+                    peer = other
+                    continue
+            if failed and not wait_for_ready:
+                assert peer.unreachable is not None
+                peer.counts["unreachable"] += 1
+                raise peer.unreachable
+            changed = self._changed
+            with trio.move_on_at(limit):
+                await changed.wait()
+                continue
+            if trio.current_time() >= deadline:
+                raise _Expired()
+            peer.counts["unreachable"] += 1
+            raise HostUnreachable(
+                topic, peer.host, peer.url, f"not connected within {self._connect_timeout:g} s"
+            )
+        return peer
+
+    def _notify(self) -> None:
+        """A connection's state changed: tasks waiting for one look again."""
+        self._changed.set()
+        self._changed = trio.Event()
+
     def _connect(self, topic: str, host: str) -> _Peer:
-        url = self._url(topic, host)
+        port = self.ring.port(topic)
         sock = open_socket(zmq.DEALER)
         sock.zmq.setsockopt(zmq.ROUTING_ID, self._identity)
         set_heartbeat(sock, self._heartbeat)
         sock.zmq.setsockopt(zmq.MAXMSGSIZE, self._max_message_size)
+        # A connect that hangs (no answer at all) is a failed attempt after this.
+        sock.zmq.setsockopt(zmq.CONNECT_TIMEOUT, max(1, round(self._connect_timeout * 1000)))
         if self._curve is not None:
             self._curve.apply(sock.zmq)
         down = self._down.setdefault(topic, set())
-        peer = self._peers[(topic, host)] = _Peer(
-            topic, host, url, sock, down, self._nursery, self._known
-        )
+        address = self._resolve.get(host)
+        url = tcp_url(host if address is None else address, port)
+        peer = _Peer(topic, host, url, sock, down, self._nursery, self._notify, self._known)
+        self._peers[(topic, host)] = peer
         monitor = open_monitor(sock, _PEER_EVENTS)
         self._nursery.start_soon(watch_events, sock, monitor, peer.on_event)
-        sock.zmq.connect(url)
+        if address is not None:
+            peer.connect(address, port)
+        else:
+            self._nursery.start_soon(self._keep_resolved, peer, port)
         return peer
+
+    async def _keep_resolved(self, peer: _Peer, port: int) -> None:
+        """Look the peer's host name up (off the Trio thread) and connect; look it
+        up again when a connect fails or the connection is lost, at most every
+        `RERESOLVE_INTERVAL`, and move to its new address if it changed."""
+        while True:
+            looked_up = trio.current_time()
+            peer.trouble = trio.Event()
+            try:
+                address = await lookup(peer.host, None)
+            except RingError as exc:
+                peer.cannot_reach("", str(exc))
+            else:
+                if not peer.up:
+                    peer.connect(address, port)
+                await peer.trouble.wait()
+            await trio.sleep_until(looked_up + RERESOLVE_INTERVAL)
 
     def connected(self, target: str) -> bool:
         """Whether the connection to the service `"topic.host"` is up: its
@@ -803,12 +1116,20 @@ class Client:
             AuthenticationFailed: The service refused this client's handshake.
         """
         topic, host = self._service_of(target, "connected")
-        peer = self._peer_of(topic, host)
-        return peer.handshaken and host not in self._down.get(topic, ())
+        return self._peer_of(topic, host).up
 
     def url(self, target: str) -> str:
-        """The address the client connects to for the service `"topic.host"`."""
-        return self._url(*self._service_of(target, "url"))
+        """The address the client connects to for the service `"topic.host"`.
+
+        The address its host name was last looked up to, once it was (a
+        `resolve` override at once); before that, the name itself
+        (``tcp://node1.example.com:9501``). Never looks the name up.
+        """
+        topic, host = self._service_of(target, "url")
+        peer = self._peers.get((topic, host))
+        if peer is not None:
+            return peer.url
+        return tcp_url(self._resolve.get(host, host), self.ring.port(topic))
 
     def _service_of(self, target: str, asker: str) -> tuple[str, str]:
         topic, host = self._members.resolve_target(target)
@@ -816,15 +1137,12 @@ class Client:
             raise RingError(f"{self.ring.source}: {asker}({target!r}) needs 'topic.host'")
         return topic, host
 
-    def _url(self, topic: str, host: str) -> str:
-        member = self._members.member(topic, host)
-        if member is not None:
-            return member.url
-        return f"tcp://{resolve_address(host, self._resolve)}:{self.ring.port(topic)}"
-
     def stats(self) -> dict[str, dict[str, int]]:
         """The client's side, per `topic.host`: calls, casts, fanouts sent; replies,
-        errors, timeouts and lost calls; unmatched replies (to calls that gave up)."""
+        errors, timeouts and lost calls; unmatched replies (to calls that gave up);
+        `unreachable`, calls and casts that failed with `HostUnreachable`; and
+        `lost_at_close`, casts and fanouts still waiting to be handed to a
+        connection when the client closed (see `open_client`)."""
         return {f"{p.topic}.{p.host}": dict(p.counts) for p in self._peers.values()}
 
     def _queue(self, peer: _Peer, id: int, frame: bytes) -> None:
@@ -885,6 +1203,20 @@ class Client:
         )
 
     def _close(self) -> None:
+        self._closed = True
+        lost: dict[str, int] = {}
+        for peer in self._peers.values():
+            if peer.waiting_casts:
+                lost[peer.target] = peer.waiting_casts
+                peer.counts["lost_at_close"] += peer.waiting_casts
+        if lost:
+            logger.warning(
+                "%d casts or fanouts were still waiting for a connection when the client "
+                "closed, and were not sent: %s",
+                sum(lost.values()),
+                ", ".join(f"{target}: {n}" for target, n in lost.items()),
+            )
+        self._notify()  # the waiting tasks see the client closed
         for peer in self._peers.values():
             peer.sock.close()
 
@@ -911,6 +1243,7 @@ class BoundTarget:
         target: str,
         timeout: float | None,
         context: dict[str, Any],
+        wait_for_ready: bool | None = None,
         namespace: str | None = None,
         version: str | None = None,
         version_cap: str | None = None,
@@ -923,6 +1256,7 @@ class BoundTarget:
         self.target = target
         self.timeout = timeout
         self.context = context
+        self.wait_for_ready = wait_for_ready
         self.namespace = namespace
         self.version = version
         self.version_cap = version_cap
@@ -953,6 +1287,7 @@ class BoundTarget:
         version: str | None = None,
         namespace: str | None = None,
         version_cap: str | None = None,
+        wait_for_ready: bool | None = None,
     ) -> BoundTarget:
         """A copy of this target with some defaults changed, as oslo's
         `prepare(server=host, version=...)` on a prepared client.
@@ -964,6 +1299,7 @@ class BoundTarget:
             version: Replaces the version (checked against the cap).
             namespace: Replaces the namespace.
             version_cap: Replaces the version cap.
+            wait_for_ready: Replaces the default `wait_for_ready`.
 
         Each argument left None keeps this target's value.
 
@@ -983,10 +1319,14 @@ class BoundTarget:
             target,
             self.timeout if timeout is None else timeout,
             self._merge(context),
+            self.wait_for_ready if wait_for_ready is None else wait_for_ready,
             self.namespace if namespace is None else namespace,
             self.version if version is None else version,
             self.version_cap if version_cap is None else version_cap,
         )
+
+    def _waits(self, wait_for_ready: bool | None) -> bool | None:
+        return self.wait_for_ready if wait_for_ready is None else wait_for_ready
 
     def _merge(self, context: Mapping[str, Any] | None) -> dict[str, Any]:
         # The call's context over the target's; the client adds its own under both.
@@ -1000,6 +1340,7 @@ class BoundTarget:
         timeout: float | None = None,
         returns: type[Any] | None = None,
         context: Mapping[str, Any] | None = None,
+        wait_for_ready: bool | None = None,
         **args: Any,
     ) -> Any:
         """`Client.call` on this target, with its defaults."""
@@ -1012,14 +1353,27 @@ class BoundTarget:
             args,
             self.namespace,
             self.version,
+            self._waits(wait_for_ready),
         )
 
     async def cast(
-        self, method: str, /, *, context: Mapping[str, Any] | None = None, **args: Any
+        self,
+        method: str,
+        /,
+        *,
+        context: Mapping[str, Any] | None = None,
+        wait_for_ready: bool | None = None,
+        **args: Any,
     ) -> None:
         """`Client.cast` on this target, with its defaults."""
         await self.client._cast(
-            self.target, method, self._merge(context), args, self.namespace, self.version
+            self.target,
+            method,
+            self._merge(context),
+            args,
+            self.namespace,
+            self.version,
+            self._waits(wait_for_ready),
         )
 
     def cast_nowait(
@@ -1037,18 +1391,37 @@ class BoundTarget:
         /,
         *,
         context: Mapping[str, Any] | None = None,
+        wait_for_ready: bool | None = None,
     ) -> int:
         """`Client.cast_many` on this target, with its defaults."""
         return await self.client._cast_many(
-            self.target, method, calls, self._merge(context), self.namespace, self.version
+            self.target,
+            method,
+            calls,
+            self._merge(context),
+            self.namespace,
+            self.version,
+            self._waits(wait_for_ready),
         )
 
     async def fanout(
-        self, method: str, /, *, context: Mapping[str, Any] | None = None, **args: Any
+        self,
+        method: str,
+        /,
+        *,
+        context: Mapping[str, Any] | None = None,
+        wait_for_ready: bool | None = None,
+        **args: Any,
     ) -> None:
         """`Client.fanout` on this target, with its defaults."""
         await self.client._fanout(
-            self.target, method, self._merge(context), args, self.namespace, self.version
+            self.target,
+            method,
+            self._merge(context),
+            args,
+            self.namespace,
+            self.version,
+            self._waits(wait_for_ready),
         )
 
 
@@ -1065,11 +1438,17 @@ async def open_client(
     curve: Curve | None = None,
     allowed_exceptions: Iterable[type[BaseException] | str] = (),
     registry: Registry | str | None = None,
+    wait_for_ready: bool = False,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
 ) -> AsyncIterator[Client]:
     """Open a client of the ring's services, for the `async with` block.
 
-    Connections are made lazily, one per (host, topic) the client talks to.
-    Leaving the block closes them.
+    Connections are made lazily, one per (host, topic) the client talks to
+    (for a `"topic"` target, to every host of the topic at once). Leaving the
+    block closes them: what ZeroMQ holds for a connection that is up is sent
+    within the next second; casts and fanouts still waiting for a connection
+    are not sent, and are logged (a warning with their count) and counted
+    under `lost_at_close` in `Client.stats`.
 
     Args:
         ring: The ring to route by, or the path of a ring file to follow: the
@@ -1077,7 +1456,9 @@ async def open_client(
             it again each time it changes (see
             `Client.ring`). A change that does not load is logged once, on
             the ``trizmq.client`` logger, and the ring loaded before stays in use.
-        resolve: Host name to address overrides, e.g. `{"controller": "127.0.0.2"}`.
+        resolve: Host name to address overrides, e.g. `{"controller": "127.0.0.2"}`;
+            other hosts' names are looked up in a worker thread, and again
+            when their connection fails (see Deploying).
         context: Default context dict sent with every message.
         timeout: Default call timeout in seconds; `math.inf` waits forever. As
             everywhere a timeout is given, `None` means "not given": here,
@@ -1105,6 +1486,12 @@ async def open_client(
             the ring does not list is a target too. Members are loaded before
             the block starts; if Redis cannot be reached the ring's hosts stand
             in until it can. The ring still names the topics.
+        wait_for_ready: Default of the calls' and casts' `wait_for_ready`:
+            wait for hosts that cannot be reached instead of failing with
+            `HostUnreachable`.
+        connect_timeout: Seconds a connection may take to come up before a
+            call or cast that does not wait for its host fails with
+            `HostUnreachable`; a refused connection fails it at once.
 
     Raises:
         RingError: The ring file given does not load.
@@ -1117,6 +1504,8 @@ async def open_client(
     if not isinstance(ring, Ring):
         ring_file = RingFile(ring)
         ring = ring_file.load()
+    if not connect_timeout > 0 or connect_timeout == math.inf:
+        raise ValueError(f"connect_timeout {connect_timeout!r}: must be a positive number")
     client: Client | None = None
     live = as_registry(registry)
     try:
@@ -1137,6 +1526,8 @@ async def open_client(
                 curve=curve,
                 known=known,
                 members=members,
+                wait_for_ready=wait_for_ready,
+                connect_timeout=connect_timeout,
             )
             if ring_file is not None:
                 # Each ring the file changes to becomes the client's.

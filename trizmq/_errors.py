@@ -8,6 +8,7 @@ TrizmqError
 ├── MessageTooLarge      a message over the size limit was not sent (also a ValueError)
 ├── AuthenticationFailed the service refused this client's CURVE handshake
 ├── VersionCapError      a version above the prepared target's cap (nothing sent)
+├── HostUnreachable      no connection to the host: nothing was sent (also a ConnectionError)
 └── RemoteError          the service answered with an error
     ├── NoSuchMethod     the method is not exposed by the endpoint
     ├── BadArguments     missing, unexpected or wrongly typed arguments
@@ -74,6 +75,32 @@ class VersionCapError(TrizmqError):
     oslo.messaging's `RPCVersionCapError`: raised by `prepare`, so nothing is
     sent. Check first with `BoundTarget.can_send_version`.
     """
+
+
+class HostUnreachable(TrizmqError, ConnectionError):
+    """No connection to the service could be made: the message was not sent.
+
+    Raised by a call, cast or fanout that does not wait for its host
+    (`wait_for_ready`): at once when the last attempt to connect failed
+    (nothing listening, the host's name does not resolve), else once the
+    client's connect timeout passed without a connection. The message was
+    never handed to ZeroMQ, so the service never runs it, now or later.
+
+    Attributes:
+        topic: The topic of the target.
+        host: The host that could not be reached.
+        address: The ZeroMQ endpoint tried (``tcp://127.0.0.2:9501``), or ""
+            when the host's name did not resolve.
+        reason: Why, in words.
+    """
+
+    def __init__(self, topic: str, host: str, address: str, reason: str) -> None:
+        at = f" at {address}" if address else ""
+        super().__init__(f"{topic}.{host}{at}: {reason}")
+        self.topic = topic
+        self.host = host
+        self.address = address
+        self.reason = reason
 
 
 class RemoteError(TrizmqError):

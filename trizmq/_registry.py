@@ -30,6 +30,7 @@ import attrs
 import trio
 
 from ._nursery import open_nursery
+from ._ring import tcp_url
 
 # coredis takes longer to import than the rest of trizmq: only a registry's
 # users pay for it, on first use.
@@ -72,8 +73,7 @@ class Member:
     @property
     def url(self) -> str:
         """The service's ZeroMQ address, ``tcp://ADDRESS:PORT``."""
-        address = f"[{self.address}]" if ":" in self.address else self.address
-        return f"tcp://{address}:{self.port}"
+        return tcp_url(self.address, self.port)
 
 
 @attrs.frozen

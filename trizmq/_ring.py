@@ -14,8 +14,9 @@ round-robin order, what a ``topic`` or ``topic.host`` target means, and which
 services a host must run. Every problem is a `RingError` whose message names the
 source, the key and what is wrong.
 
-`resolve_address` and `parse_resolve` turn ring host names into addresses, with
-an optional curl-style ``NAME=ADDR`` override.
+`resolve_address`, `lookup` and `parse_resolve` turn ring host names into
+addresses (IPv4 or IPv6), with an optional curl-style ``NAME=ADDR`` override,
+and `tcp_url` makes the ZeroMQ endpoint of an address and port.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import trio
 
 from ._errors import RingError
 
@@ -39,9 +41,12 @@ __all__ = [
     "REPLIES_TOPIC",
     "Ring",
     "Service",
+    "is_ipv6",
     "load_json",
+    "lookup",
     "parse_resolve",
     "resolve_address",
+    "tcp_url",
 ]
 
 REPLIES_TOPIC = "zmq_replies"
@@ -53,11 +58,17 @@ DEFAULT_POOL = "default"
 _MAPPING_SOURCE = "<mapping>"
 _MIN_PORT = 1
 _MAX_PORT = 65535
-# Topics and hosts share one alphabet. '.' separates them in "topic.host",
-# ':' separates topic and port in keys, so neither may appear in a name.
+# Topics and host labels share one alphabet. '.' separates topic and host in
+# "topic.host" (a target splits on its first '.'), so a topic has none; a host
+# is a domain name, labels joined by '.'. ':' separates topic and port in keys.
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
 _BAD_NAME_CHAR_RE = re.compile(r"[^A-Za-z0-9_-]")
 _ALLOWED = "letters, digits, '_' and '-'"
+_BAD_HOST_CHAR_RE = re.compile(r"[^A-Za-z0-9_.-]")
+_HOST_ALLOWED = "labels of letters, digits, '_' and '-' joined by '.'"
+# RFC 1123: a label is 1 to 63 characters, a whole name at most 253.
+_MAX_LABEL = 63
+_MAX_HOST = 253
 
 
 @attrs.frozen
@@ -527,7 +538,7 @@ def _parse_hosts(where: str, value: object, owner: str) -> tuple[str, ...]:
             )
         if not host:
             raise RingError(f"{where}: host at index {index} is an empty string")
-        problem = _name_problem("host", host)
+        problem = _host_problem(host)
         if problem:
             raise RingError(f"{where}: {problem}")
         if host in hosts:
@@ -543,6 +554,27 @@ def _name_problem(kind: str, name: str) -> str | None:
     bad = _BAD_NAME_CHAR_RE.search(name)
     assert bad is not None  # name is non-empty and did not fully match
     return f"{kind} {name!r} contains {bad.group()!r}; names use only {_ALLOWED}"
+
+
+def _host_problem(host: str) -> str | None:
+    """Describe what is wrong with a host name, or None if it is a valid domain name.
+
+    RFC 1123 host names (``node1``, ``node1.example.com``), plus ``'_'``
+    which trizmq has always allowed in names.
+    """
+    bad = _BAD_HOST_CHAR_RE.search(host)
+    if bad is not None:
+        return f"host {host!r} contains {bad.group()!r}; host names are {_HOST_ALLOWED}"
+    if len(host) > _MAX_HOST:
+        return f"host {host[:20]!r}... is {len(host)} characters, over {_MAX_HOST}"
+    for label in host.split("."):
+        if not label:
+            return f"host {host!r} has an empty label: '.' at its start or end, or '..'"
+        if len(label) > _MAX_LABEL:
+            return f"host {host!r} has a label of {len(label)} characters, over {_MAX_LABEL}"
+        if label.startswith("-") or label.endswith("-"):
+            return f"host {host!r} has a label {label!r} that starts or ends with '-'"
+    return None
 
 
 def _json_type(value: object) -> str:
@@ -566,9 +598,10 @@ def _json_type(value: object) -> str:
 
 
 def resolve_address(host: str, resolve: Mapping[str, str] | None) -> str:
-    """The IPv4 address to use for a ring host.
+    """The address to use for a ring host, looked up now, blocking.
 
-    Synchronous: meant for start-up, not for a running Trio task.
+    Synchronous: meant for start-up, before Trio runs. Inside Trio, `lookup`
+    asks the system resolver from a worker thread instead.
 
     Args:
         host: A ring host name.
@@ -577,7 +610,7 @@ def resolve_address(host: str, resolve: Mapping[str, str] | None) -> str:
 
     Returns:
         The override for ``host`` if there is one, else what the system
-        resolver (`socket.gethostbyname`) answers.
+        resolver answers (its first IPv4 address, else its first IPv6 one).
 
     Raises:
         RingError: The system resolver cannot resolve ``host``.
@@ -585,24 +618,71 @@ def resolve_address(host: str, resolve: Mapping[str, str] | None) -> str:
     if resolve is not None and host in resolve:
         return resolve[host]
     try:
-        return socket.gethostbyname(host)
+        return _pick(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM))
     except (OSError, UnicodeError) as exc:
-        raise RingError(
-            f"cannot resolve host {host!r}: {exc}; use --resolve {host}=ADDR to give its address"
-        ) from None
+        raise _unresolved(host, exc) from None
+
+
+async def lookup(host: str, resolve: Mapping[str, str] | None) -> str:
+    """`resolve_address` for a running Trio task: the system resolver runs in a
+    worker thread (`trio.socket.getaddrinfo`, or the resolver installed with
+    `trio.socket.set_custom_hostname_resolver`), never on the Trio thread.
+
+    Raises:
+        RingError: The system resolver cannot resolve ``host``.
+    """
+    if resolve is not None and host in resolve:
+        await trio.lowlevel.checkpoint()
+        return resolve[host]
+    try:
+        return _pick(await trio.socket.getaddrinfo(host, None, type=socket.SOCK_STREAM))
+    except (OSError, UnicodeError) as exc:
+        raise _unresolved(host, exc) from None
+
+
+def _pick(answers: list[tuple[Any, ...]]) -> str:
+    """The first IPv4 address of getaddrinfo's answers, else the first IPv6 one.
+
+    IPv4 first, as `socket.gethostbyname` did before IPv6 was supported: a name
+    with both keeps the address it always had.
+    """
+    addresses = [str(sockaddr[0]) for *_, sockaddr in answers]
+    if not addresses:
+        raise OSError("the resolver gave no address")
+    return next((a for a in addresses if not is_ipv6(a)), addresses[0])
+
+
+def _unresolved(host: str, exc: BaseException) -> RingError:
+    return RingError(
+        f"cannot resolve host {host!r}: {exc}; use --resolve {host}=ADDR to give its address"
+    )
+
+
+def is_ipv6(address: str) -> bool:
+    """Whether an address (as `parse_resolve` or the resolver gives it) is IPv6."""
+    return ":" in address
+
+
+def tcp_url(address: str, port: int) -> str:
+    """The ZeroMQ TCP endpoint of an address and port: ``tcp://127.0.0.2:9501``,
+    or ``tcp://[::1]:9501`` for an IPv6 address."""
+    if is_ipv6(address):
+        return f"tcp://[{address}]:{port}"
+    return f"tcp://{address}:{port}"
 
 
 def parse_resolve(items: Iterable[str]) -> dict[str, str]:
     """Parse curl-style ``NAME=ADDR`` host overrides.
 
     Args:
-        items: Strings such as ``"controller=127.0.0.2"``. NAME is a ring host
-            name; ADDR an IPv4 address, since the system resolver path
-            (`socket.gethostbyname`) gives IPv4 too.
+        items: Strings such as ``"controller=127.0.0.2"``,
+            ``"node1.example.com=10.0.0.5"`` or ``"node6=::1"`` (also
+            ``"node6=[::1]"``). NAME is a ring host name; ADDR an IPv4 or IPv6
+            address.
 
     Returns:
-        ``{NAME: ADDR}``. Giving one name twice with the same address is
-        allowed.
+        ``{NAME: ADDR}``, each address in its normal form (IPv6 without
+        brackets). Giving one name twice with the same address is allowed.
 
     Raises:
         RingError: An item is malformed, or names one host with two addresses.
@@ -615,13 +695,17 @@ def parse_resolve(items: Iterable[str]) -> dict[str, str]:
             raise RingError(f"{where}: expected NAME=ADDR, for example controller=127.0.0.2")
         if not name:
             raise RingError(f"{where}: the host name before '=' is empty")
-        problem = _name_problem("host", name)
+        problem = _host_problem(name)
         if problem:
             raise RingError(f"{where}: {problem}")
+        text = addr[1:-1] if addr.startswith("[") and addr.endswith("]") else addr
         try:
-            address = str(ipaddress.IPv4Address(addr))
+            address = str(ipaddress.ip_address(text))
         except ValueError:
-            raise RingError(f"{where}: {addr!r} is not an IPv4 address") from None
+            raise RingError(
+                f"{where}: {addr!r} is not an IPv4 or IPv6 address "
+                "(for example 127.0.0.2, ::1 or [::1])"
+            ) from None
         if result.setdefault(name, address) != address:
             raise RingError(f"{where}: host {name!r} is already resolved to {result[name]}")
     return result

@@ -21,7 +21,7 @@ from ._logs import ThrottledLog, clip
 from ._nursery import open_nursery
 from ._protocol.service import Job, Limits, ServiceCore, caller_name
 from ._registry import Member, Registry, as_registry, keep_registered
-from ._ring import Ring, resolve_address
+from ._ring import Ring, is_ipv6, lookup, tcp_url
 from ._stats import ServiceStats, registered
 from ._transport import (
     DEFAULT_HEARTBEAT,
@@ -110,9 +110,10 @@ async def serve(
     """Serve one topic of the ring as `host`, until cancelled.
 
     Binds the topic's port on the host's own address (from `resolve`, else
-    the system resolver), so that simulated nodes on 127.0.0.2 and 127.0.0.3
-    serve the same port side by side. Use with `nursery.start`: it returns
-    the bound endpoint once the port is bound.
+    the system resolver, asked from a worker thread; IPv4 or IPv6), so that
+    simulated nodes on 127.0.0.2 and 127.0.0.3 serve the same port side by
+    side. Use with `nursery.start`: it returns the bound endpoint once the
+    port is bound.
 
     Args:
         ring: The ring the topic and host come from.
@@ -157,7 +158,7 @@ async def serve(
 
     Raises:
         RingError: The ring does not list `topic` for `host` (with a registry:
-            the ring has no such topic).
+            the ring has no such topic), or the host name does not resolve.
         OSError: The port cannot be bound.
         TypeError: An exposed method cannot take a Context first, or an
             endpoint's `target` is not a `trizmq.Target`.
@@ -169,7 +170,7 @@ async def serve(
     elif not ring.serves(topic, host):
         raise RingError(f"{ring.source}: the ring does not list topic {topic!r} on host {host!r}")
     port = ring.port(topic)
-    address = bind if bind is not None else resolve_address(host, resolve)
+    address = bind if bind is not None else await lookup(host, resolve)
     endpoints = Endpoints(list(endpoint) if isinstance(endpoint, list | tuple) else [endpoint])
     if curve is not None and curve.allowed_clients is None:
         raise TypeError("serve() needs a service's keys: use Curve.server(...)")
@@ -189,7 +190,9 @@ async def serve(
         # Up to twice the limit a request is read and refused with a clear error;
         # past that ZeroMQ drops the connection before the message takes memory.
         sock.zmq.setsockopt(zmq.MAXMSGSIZE, 2 * max_message_size)
-        url = f"tcp://{address}:{port}"
+        if is_ipv6(address):
+            sock.zmq.setsockopt(zmq.IPV6, 1)
+        url = tcp_url(address, port)
         try:
             sock.zmq.bind(url)
         except zmq.ZMQError as exc:
@@ -216,7 +219,7 @@ async def serve(
         )
         logger.info("%s.%s serving on %s", topic, host, url)
         member = Member(
-            topic, host, address if address != "*" else resolve_address(host, resolve), port
+            topic, host, address if address != "*" else await lookup(host, resolve), port
         )
         with registered(runner.stats):  # for the metrics exporter, while it serves
             async with _registering(live, member) as leave:

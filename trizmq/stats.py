@@ -33,7 +33,7 @@ from . import _stats
 from ._curve import Curve
 from ._errors import ProtocolError
 from ._registry import Member, Registry, describe_failure, failures
-from ._ring import Ring, Service, resolve_address
+from ._ring import Ring, Service, is_ipv6, resolve_address, tcp_url
 from ._transport import open_socket
 from ._wire import Stats, StatsSubscribe, decode, encode
 
@@ -322,7 +322,9 @@ async def _watch_port(view: PortView, interval: float, curve: Curve | None) -> N
     sock.zmq.setsockopt(zmq.RECONNECT_IVL, 100)
     sock.zmq.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
     with sock:
-        sock.zmq.connect(f"tcp://{view.address}:{view.service.port}")
+        if is_ipv6(view.address):
+            sock.zmq.setsockopt(zmq.IPV6, 1)
+        sock.zmq.connect(tcp_url(view.address, view.service.port))
         renew_at = -math.inf
         while True:
             if trio.current_time() >= renew_at:

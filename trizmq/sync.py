@@ -231,6 +231,7 @@ class Client:
         *,
         timeout: float | None = None,
         context: Mapping[str, Any] | None = None,
+        wait_for_ready: bool | None = None,
         version: str | None = None,
         namespace: str | None = None,
         version_cap: str | None = None,
@@ -252,6 +253,7 @@ class Client:
                 version=version,
                 namespace=namespace,
                 version_cap=version_cap,
+                wait_for_ready=wait_for_ready,
             )
         )
         return BoundTarget(self, bound)
@@ -266,6 +268,7 @@ class Client:
         timeout: float | None = ...,
         returns: type[T],
         context: Mapping[str, Any] | None = ...,
+        wait_for_ready: bool | None = ...,
         **args: Any,
     ) -> T: ...
 
@@ -279,6 +282,7 @@ class Client:
         timeout: float | None = ...,
         returns: None = ...,
         context: Mapping[str, Any] | None = ...,
+        wait_for_ready: bool | None = ...,
         **args: Any,
     ) -> Any: ...
 
@@ -291,6 +295,7 @@ class Client:
         timeout: float | None = None,
         returns: type[Any] | None = None,
         context: Mapping[str, Any] | None = None,
+        wait_for_ready: bool | None = None,
         **args: Any,
     ) -> Any:
         """Call `method` on one host of `target` and return its result.
@@ -305,7 +310,13 @@ class Client:
         """
         return self._loop.run(
             lambda: self._async.call(
-                target, method, timeout=timeout, returns=returns, context=context, **args
+                target,
+                method,
+                timeout=timeout,
+                returns=returns,
+                context=context,
+                wait_for_ready=wait_for_ready,
+                **args,
             )
         )
 
@@ -316,13 +327,18 @@ class Client:
         /,
         *,
         context: Mapping[str, Any] | None = None,
+        wait_for_ready: bool | None = None,
         **args: Any,
     ) -> None:
         """Send a one-way request to one host of `target`.
 
         As [`trizmq.Client.cast`][trizmq.Client.cast], blocking.
         """
-        self._loop.run(lambda: self._async.cast(target, method, context=context, **args))
+        self._loop.run(
+            lambda: self._async.cast(
+                target, method, context=context, wait_for_ready=wait_for_ready, **args
+            )
+        )
 
     def cast_many(
         self,
@@ -332,6 +348,7 @@ class Client:
         /,
         *,
         context: Mapping[str, Any] | None = None,
+        wait_for_ready: bool | None = None,
     ) -> int:
         """Send one cast per item of `calls` (each a dict of arguments), in a batch.
 
@@ -342,7 +359,11 @@ class Client:
             The number of casts sent.
         """
         batch = list(calls)
-        return self._loop.run(lambda: self._async.cast_many(target, method, batch, context=context))
+        return self._loop.run(
+            lambda: self._async.cast_many(
+                target, method, batch, context=context, wait_for_ready=wait_for_ready
+            )
+        )
 
     def fanout(
         self,
@@ -351,13 +372,18 @@ class Client:
         /,
         *,
         context: Mapping[str, Any] | None = None,
+        wait_for_ready: bool | None = None,
         **args: Any,
     ) -> None:
         """Send a one-way request to every host of the topic `target`.
 
         As [`trizmq.Client.fanout`][trizmq.Client.fanout], blocking.
         """
-        self._loop.run(lambda: self._async.fanout(target, method, context=context, **args))
+        self._loop.run(
+            lambda: self._async.fanout(
+                target, method, context=context, wait_for_ready=wait_for_ready, **args
+            )
+        )
 
     # TO WIRE AT THE MERGE of the `stream` branch (`trizmq.Client.stream`): a
     # `stream` method with the signature of `trizmq.Client.stream`, returning
@@ -428,6 +454,11 @@ class BoundTarget:
         """The highest version it may send, or None."""
         return self._bound.version_cap
 
+    @property
+    def wait_for_ready(self) -> bool | None:
+        """The default `wait_for_ready` of its messages (`None`: the client's)."""
+        return self._bound.wait_for_ready
+
     def can_send_version(self, version: str | None = None) -> bool:
         """Whether this target may send `version` (its own when None).
 
@@ -441,6 +472,7 @@ class BoundTarget:
         host: str | None = None,
         timeout: float | None = None,
         context: Mapping[str, Any] | None = None,
+        wait_for_ready: bool | None = None,
         version: str | None = None,
         namespace: str | None = None,
         version_cap: str | None = None,
@@ -457,6 +489,7 @@ class BoundTarget:
                 version=version,
                 namespace=namespace,
                 version_cap=version_cap,
+                wait_for_ready=wait_for_ready,
             )
         )
         return BoundTarget(self.client, bound)
@@ -469,6 +502,7 @@ class BoundTarget:
         timeout: float | None = None,
         returns: type[Any] | None = None,
         context: Mapping[str, Any] | None = None,
+        wait_for_ready: bool | None = None,
         **args: Any,
     ) -> Any:
         """`Client.call` on this target, with its defaults.
@@ -477,15 +511,28 @@ class BoundTarget:
         """
         return self.client._loop.run(
             lambda: self._bound.call(
-                method, timeout=timeout, returns=returns, context=context, **args
+                method,
+                timeout=timeout,
+                returns=returns,
+                context=context,
+                wait_for_ready=wait_for_ready,
+                **args,
             )
         )
 
     def cast(
-        self, method: str, /, *, context: Mapping[str, Any] | None = None, **args: Any
+        self,
+        method: str,
+        /,
+        *,
+        context: Mapping[str, Any] | None = None,
+        wait_for_ready: bool | None = None,
+        **args: Any,
     ) -> None:
         """`Client.cast` on this target, with its default context."""
-        self.client._loop.run(lambda: self._bound.cast(method, context=context, **args))
+        self.client._loop.run(
+            lambda: self._bound.cast(method, context=context, wait_for_ready=wait_for_ready, **args)
+        )
 
     def cast_many(
         self,
@@ -494,17 +541,32 @@ class BoundTarget:
         /,
         *,
         context: Mapping[str, Any] | None = None,
+        wait_for_ready: bool | None = None,
     ) -> int:
         """`Client.cast_many` on this target, with its defaults; `calls` is read
         whole in the calling thread first."""
         batch = list(calls)
-        return self.client._loop.run(lambda: self._bound.cast_many(method, batch, context=context))
+        return self.client._loop.run(
+            lambda: self._bound.cast_many(
+                method, batch, context=context, wait_for_ready=wait_for_ready
+            )
+        )
 
     def fanout(
-        self, method: str, /, *, context: Mapping[str, Any] | None = None, **args: Any
+        self,
+        method: str,
+        /,
+        *,
+        context: Mapping[str, Any] | None = None,
+        wait_for_ready: bool | None = None,
+        **args: Any,
     ) -> None:
         """`Client.fanout` on this target, with its default context."""
-        self.client._loop.run(lambda: self._bound.fanout(method, context=context, **args))
+        self.client._loop.run(
+            lambda: self._bound.fanout(
+                method, context=context, wait_for_ready=wait_for_ready, **args
+            )
+        )
 
 
 def _arguments_of(f: Callable[P, object]) -> Callable[[Callable[..., T]], Callable[P, T]]:

@@ -40,8 +40,9 @@ async def main(ring_path: str) -> None:
     start_service = functools.partial(trio.run_process, command, cwd=HERE, check=False)
     async with trio.open_nursery() as nursery, trizmq.open_client(ring, resolve=RESOLVE) as client:
         service = await nursery.start(start_service)
-        # A call sent before the service has bound its port waits for it in ZeroMQ's queue.
-        print("compute.controller ->", await client.call("compute.controller", "add", x=1, y=2))
+        # The service is starting: this call waits for it (else HostUnreachable at once).
+        first = await client.call("compute.controller", "add", x=1, y=2, wait_for_ready=True)
+        print("compute.controller ->", first)
 
         # --8<-- [start:lost]
         async def crash_soon() -> None:
@@ -64,7 +65,9 @@ async def main(ring_path: str) -> None:
         # --8<-- [start:restart]
         service = await nursery.start(start_service)
         # The same client reconnects by itself: nothing to restart on this side.
-        result = await client.call("compute.controller", "add", x=2, y=3, timeout=10)
+        result = await client.call(
+            "compute.controller", "add", x=2, y=3, timeout=10, wait_for_ready=True
+        )
         print("compute.controller is back ->", result)
         # --8<-- [end:restart]
         service.terminate()  # SIGTERM: `trizmq serve` stops cleanly

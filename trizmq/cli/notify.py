@@ -7,7 +7,7 @@ import sys
 
 import trio
 
-from .._client import Client, open_client
+from .._client import DEFAULT_CONNECT_TIMEOUT, Client, open_client
 from .._notify import PRIORITIES, Notifier
 from .._ring import Ring
 from .options import (
@@ -17,16 +17,16 @@ from .options import (
     client_curve,
     resolve_map,
 )
-from .rpc import DEFAULT_CONNECT_TIMEOUT, EXIT_TIMEOUT, _load_json, _parse_context
+from .rpc import EXIT_TIMEOUT, _load_json, _parse_context
 
 
 async def _notify(args: argparse.Namespace, resolve: dict[str, str]) -> int:
     ring = Ring.load(args.ring)
     payload = _load_json(args.payload, "--payload")
     context = _parse_context(args.context)
-    seconds = args.connect_timeout
+    seconds = args.timeout
     if not seconds > 0:
-        raise UsageError(f"--connect-timeout {seconds:g}: must be more than 0")
+        raise UsageError(f"--timeout {seconds:g}: must be more than 0")
     curve = client_curve(args)
     async with open_client(ring, resolve=resolve, name="trizmq-cli", curve=curve) as client:
         notifier = Notifier(client, args.publisher_id, topics=args.topic or ["notifications"])
@@ -69,7 +69,7 @@ def add_notify_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
         description=(
             "Send a notification, as trizmq.Notifier does: to one host of each pool of each "
             "topic, and print its message id. Waits until the connection to every host of "
-            "the topics is up; if one is not up within --connect-timeout, sends nothing and "
+            "the topics is up; if one is not up within --timeout, sends nothing and "
             "exits 3."
         ),
     )
@@ -108,7 +108,7 @@ def add_notify_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
         help="a JSON object the listeners' endpoints see as ctx.values",
     )
     p.add_argument(
-        "--connect-timeout",
+        "--timeout",
         type=float,
         default=DEFAULT_CONNECT_TIMEOUT,
         metavar="S",

@@ -18,8 +18,8 @@ from typing import Any
 
 import trio
 
-from .._client import Client, open_client
-from .._errors import CallTimeout, RemoteError, RingError
+from .._client import DEFAULT_CONNECT_TIMEOUT, Client, open_client
+from .._errors import CallTimeout, HostUnreachable, RemoteError, RingError
 from .._nursery import open_nursery
 from .._ring import Ring, load_json
 from .._service import (
@@ -47,8 +47,6 @@ from .serving import HostServices, say, services_of
 
 EXIT_REMOTE_ERROR = 1
 EXIT_TIMEOUT = 3
-#: Seconds `cast` and `fanout` wait for their connections before sending nothing.
-DEFAULT_CONNECT_TIMEOUT = 5.0
 # What `cast` and `fanout` cannot know: the protocol answers neither.
 _NO_ANSWER = (
     "A one-way request has no answer: exit 0 does not mean the service has the method "
@@ -244,6 +242,9 @@ async def _send(args: argparse.Namespace, resolve: dict[str, str]) -> int:
             except CallTimeout as exc:
                 print(f"trizmq: timeout: {exc}", file=sys.stderr)
                 return EXIT_TIMEOUT
+            except HostUnreachable as exc:
+                print(f"trizmq: unreachable: {exc}, nothing sent", file=sys.stderr)
+                return EXIT_TIMEOUT
             except RemoteError as exc:
                 print(f"trizmq: {exc.type_name}: {exc.message}", file=sys.stderr)
                 if args.traceback and exc.remote_traceback:
@@ -251,7 +252,7 @@ async def _send(args: argparse.Namespace, resolve: dict[str, str]) -> int:
                 return EXIT_REMOTE_ERROR
             print(json.dumps(result, default=_json_default))
             return 0
-        target = await _connected_target(client, args.command, args.target, args.connect_timeout)
+        target = await _connected_target(client, args.command, args.target, args.timeout)
         if target is None:
             return EXIT_TIMEOUT
         send = client.cast if args.command == "cast" else client.fanout
@@ -270,7 +271,7 @@ async def _connected_target(
     is sent, rather than a message queued for a service that may never take it.
     """
     if not seconds > 0:
-        raise UsageError(f"--connect-timeout {seconds:g}: must be more than 0")
+        raise UsageError(f"--timeout {seconds:g}: must be more than 0")
     topic, only = client.ring.resolve_target(target)
     hosts = client.ring.hosts_of(topic) if only is None else (only,)
     with trio.move_on_after(seconds):
@@ -417,16 +418,14 @@ def add_rpc_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser
             "'topic' (the first of its hosts, in ring order, whose connection is up) "
             "or 'topic.host' (that host)",
             "Waits until the connection to the service is up, hands the message to it and "
-            "exits 0; if it is not up within --connect-timeout, sends nothing and exits 3. "
-            + _NO_ANSWER,
+            "exits 0; if it is not up within --timeout, sends nothing and exits 3. " + _NO_ANSWER,
         ),
         (
             "fanout",
             "send a one-way request to every host of a topic",
             "'topic' (every host of it) or 'topic.host' (that host only)",
             "Waits until the connection to every host is up, hands the message to each and "
-            "exits 0; if one is not up within --connect-timeout, sends to none and exits 3. "
-            + _NO_ANSWER,
+            "exits 0; if one is not up within --timeout, sends to none and exits 3. " + _NO_ANSWER,
         ),
     ):
         p = commands.add_parser(name, help=what, description=f"{what.capitalize()}. {more}".strip())
@@ -453,7 +452,8 @@ def add_rpc_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser
                 default=60.0,
                 metavar="S",
                 help="seconds to wait for the reply; 0 waits forever "
-                "(default %(default)s). Exit 3 on timeout, 1 on a remote error",
+                "(default %(default)s). Exit 3 on timeout or when the host cannot be "
+                "reached, 1 on a remote error",
             )
             p.add_argument(
                 "--traceback",
@@ -462,7 +462,7 @@ def add_rpc_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser
             )
         else:
             p.add_argument(
-                "--connect-timeout",
+                "--timeout",
                 type=float,
                 default=DEFAULT_CONNECT_TIMEOUT,
                 metavar="S",
