@@ -28,39 +28,34 @@ typecheck: $(STAMP)
 pytest: $(STAMP) prometheus redis
 	$(BIN)/pytest
 
-# tests/test_metrics.py runs a real Prometheus server: Debian's package, installed
-# when missing and run as root (on a host with systemd it also starts one on :9090).
-prometheus:
-	@command -v prometheus >/dev/null || { \
+# $(call need,COMMAND,DEBIAN PACKAGE,WHAT FOR,WHERE ELSE TO GET IT): install the
+# package when COMMAND is missing and we run as root with apt-get; else say what
+# to install and stop.
+define need
+	@command -v $(1) >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "Installing Prometheus (Debian's prometheus package) for the metrics tests"; \
+	    echo "Installing Debian's $(2) package for $(3)"; \
 	    export DEBIAN_FRONTEND=noninteractive; \
-	    apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $(2); \
 	  else \
-	    echo "The tests need a Prometheus server (the prometheus command, none on PATH):" \
-	      "install it with 'sudo apt-get install prometheus' (Debian, Ubuntu) or from" \
-	      "https://prometheus.io/download/ and put it on PATH, then run make again." >&2; \
+	    echo "$(3) need the $(1) command, none on PATH: install it with" \
+	      "'sudo apt-get install $(2)' (Debian, Ubuntu) or from $(4)," \
+	      "put it on PATH, then run make again." >&2; \
 	    exit 1; \
 	  fi; }
+endef
+
+# tests/test_metrics.py runs a real Prometheus server (on a host with systemd,
+# Debian's package also starts one on :9090).
+prometheus:
+	$(call need,prometheus,prometheus,the metrics tests,https://prometheus.io/download/)
 
 # tests/test_registry.py starts its own redis-server (on a loopback address, in a
-# private directory, with TLS too): Debian's package, installed when missing and
-# run as root (on a host with systemd it also starts one on 127.0.0.1:6379).
+# private directory, with TLS too, its certificates made with openssl; on a host
+# with systemd, Debian's package also starts one on 127.0.0.1:6379).
 redis:
-	@command -v redis-server >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "Installing Redis (Debian's redis-server package) for the registry tests"; \
-	    export DEBIAN_FRONTEND=noninteractive; \
-	    apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server; \
-	  else \
-	    echo "The tests need a Redis server (the redis-server command, none on PATH):" \
-	      "install it with 'sudo apt-get install redis-server' (Debian, Ubuntu) or from" \
-	      "https://redis.io/downloads/ (built with TLS) and put it on PATH, then run make again." >&2; \
-	    exit 1; \
-	  fi; }
-	@command -v openssl >/dev/null || { \
-	  echo "The registry's TLS tests need the openssl command: install it (apt-get install openssl)." >&2; \
-	  exit 1; }
+	$(call need,redis-server,redis-server,the registry tests,https://redis.io/downloads/ (built with TLS))
+	$(call need,openssl,openssl,the registry's TLS tests,https://www.openssl.org/)
 
 docs-build: $(STAMP)
 	$(BIN)/mkdocs build --strict --quiet --site-dir $(CURDIR)/.site

@@ -12,6 +12,7 @@ import collections
 import json
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,7 @@ class Endpoint:
     def __init__(self) -> None:
         self.kinds: dict[str, list[str]] = collections.defaultdict(list)
         self.states: dict[str, str] = {}
+        self.yielded: collections.Counter[str] = collections.Counter()
 
     async def ping(self, ctx: trizmq.Context, x: int) -> int:
         return x + 1
@@ -158,6 +160,35 @@ class Endpoint:
             if kind == "fanout":
                 return await client.fanout(target, method, **args)
             return await client.call(target, method, **args)
+
+    async def numbers(
+        self, ctx: trizmq.Context, n: int, tag: str = "", fail_at: int = -1, delay: float = 0.0
+    ) -> AsyncIterator[int]:
+        """A stream of 0 to n - 1, each after `delay` seconds, QuotaExceeded
+        at `fail_at`. `produced(tag)` counts the items yielded; `state(tag)`
+        says "started", then "finished", or "closed" when stopped before its end."""
+        self.states[tag] = "started"
+        try:
+            for i in range(n):
+                if delay:
+                    await trio.sleep(delay)
+                if i == fail_at:
+                    raise QuotaExceeded(f"no more after {i} items")
+                self.yielded[tag] += 1
+                yield i
+            self.states[tag] = "finished"
+        finally:
+            if self.states[tag] != "finished":
+                self.states[tag] = "closed"
+
+    async def disks(self, ctx: trizmq.Context, n: int) -> AsyncIterator[Disk]:
+        """A stream of `n` disks (attrs instances)."""
+        for i in range(n):
+            yield Disk(f"disk-{i}", i)
+
+    async def produced(self, ctx: trizmq.Context, tag: str) -> int:
+        """Items `numbers` yielded under `tag`."""
+        return self.yielded[tag]
 
     def _secret(self, ctx: trizmq.Context) -> str:
         return "not callable over the wire"

@@ -1,7 +1,9 @@
-"""A service out of descriptors says so, and serves again once connections close."""
+"""A service out of descriptors says so, and serves again once connections close; a client
+is limited by descriptors, not by libzmq's default count of sockets."""
 
 from __future__ import annotations
 
+import resource
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 import zmq
-from conftest import Cluster, eventually
+from conftest import Cluster, eventually, unique_resolve
 
 import trizmq
 
@@ -69,3 +71,17 @@ async def _ping(client: trizmq.Client) -> object:
         return await client.call("compute.controller", "echo", value="pong")
     except (trizmq.CallTimeout, trizmq.PeerLost) as exc:
         return exc
+
+
+async def test_a_client_reaches_more_ports_than_libzmqs_default_socket_count_allows() -> None:
+    # libzmq allows 1023 sockets a context unless told otherwise, and a peer
+    # takes three (its DEALER and the monitor's pair): about 340 peers.
+    hosts = [f"h{i}" for i in range(400)]
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 4 * len(hosts) + 200:
+        pytest.skip("the descriptor limit (ulimit -n) is too low for 400 peers")
+    address = unique_resolve(["controller"])["controller"]  # nothing listens there
+    ring = trizmq.Ring.from_mapping({"compute:9501": hosts})
+    async with trizmq.open_client(ring, resolve=dict.fromkeys(hosts, address)) as client:
+        for host in hosts:
+            assert not client.connected(f"compute.{host}")  # a peer, connecting
+        assert len(client.stats()) == len(hosts)

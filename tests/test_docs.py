@@ -676,6 +676,7 @@ def test_the_navigation_reads_in_the_documented_order() -> None:
         "User guide",
         "Concepts",
         "Notifications",
+        "Streaming",
         "Operating",
         "Reference",
         "Coming from oslo.messaging",

@@ -209,6 +209,7 @@ class _Port:
                 "errors": method_errors,
                 "in_flight": in_flight,
                 "timeouts": self.timeouts[name],
+                "items": 0,
                 "latency_ms": {
                     "p50": round(p50 * wiggle, 4),
                     "p90": round((p50 + p99) / 2 * wiggle, 4),

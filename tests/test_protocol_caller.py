@@ -1,12 +1,14 @@
 """The caller side of the protocol, driven as a state machine without sockets.
 
-Hypothesis starts calls on one peer, lets answers arrive for them, for calls
-given up, for ids never used and as garbage, gives calls up and loses the
-connection under some of them, in any order. The rules of docs/protocol.md
-for a caller hold throughout: every call ends exactly once (its answer, its
+Hypothesis starts calls and streams on one peer, lets answers arrive for
+them, for calls given up, for ids never used and as garbage, gives calls up
+and loses the connection under some of them, in any order. The rules of
+docs/protocol.md for a caller hold throughout: every call ends exactly once
+(its answer, its caller giving up, or the connection lost), a stream takes
+any number of `ITEMS` and ends exactly once (its `REPLY` or `ERROR`, its
 caller giving up, or the connection lost), an answer matching no waiting
-call is counted and never raised, and each `ERROR` code becomes its
-documented exception.
+call or open stream is counted and never raised, and each `ERROR` code
+becomes its documented exception.
 """
 
 from __future__ import annotations
@@ -23,11 +25,23 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import trizmq
 from trizmq._protocol.caller import CallerCore, Ids
-from trizmq._wire import Call, Calls, Cancel, Error, ErrorCode, Reply, Stats, decode, encode
+from trizmq._wire import (
+    Call,
+    Calls,
+    Cancel,
+    Credit,
+    Error,
+    ErrorCode,
+    Items,
+    Reply,
+    Stats,
+    decode,
+    encode,
+)
 
 EXAMPLES = int(os.environ.get("TRIZMQ_STATE_EXAMPLES", "300"))
 
-answers = st.sampled_from(["reply", "exception", "deadline", "no_such_method", "garbage"])
+answers = st.sampled_from(["reply", "exception", "deadline", "no_such_method", "garbage", "items"])
 
 
 def answer(kind: str, id: int) -> bytes:
@@ -35,6 +49,8 @@ def answer(kind: str, id: int) -> bytes:
         return encode(Reply(id, id))
     if kind == "garbage":
         return b"\xc1not msgpack"
+    if kind == "items":
+        return encode(Items(id, [id, id]))
     return encode(Error(id, kind, "ValueError", "boom", ""))
 
 
@@ -43,7 +59,8 @@ class CallerSide(RuleBasedStateMachine):
     def start(self) -> None:
         self.core: CallerCore[int] = CallerCore("compute", "node")
         self.ids = Ids()
-        self.waiting: set[int] = set()
+        self.waiting: set[int] = set()  # calls and streams
+        self.streams: set[int] = set()
         self.ended: Counter[int] = Counter()
         self.unmatched = 0
         self.malformed = 0
@@ -54,14 +71,29 @@ class CallerSide(RuleBasedStateMachine):
         self.core.pending[id] = id  # the waiter is the id itself
         self.waiting.add(id)
 
+    @rule()
+    def stream(self) -> None:
+        id = self.ids.next()
+        self.core.streams[id] = id
+        self.waiting.add(id)
+        self.streams.add(id)
+        assert decode(self.core.grant(id, 8)) == Credit(id, 8)
+
     @rule(kind=answers, which=st.integers(0, 10**6), known=st.booleans())
     def answer_arrives(self, kind: str, which: int, known: bool) -> None:
         ids = sorted(self.waiting | set(self.ended)) if known else [10**6 + which]
         id = ids[which % len(ids)] if ids else 1
         matched = self.core.answers([[answer(kind, id)]])
+        streamed, self.core.streamed = self.core.streamed, []
         if kind == "garbage":
             self.malformed += 1
-            assert matched == []
+            assert matched == streamed == []
+        elif id in self.streams:
+            # A stream's items leave it open; its answer ends it.
+            [(waiter, envelope)] = streamed
+            assert matched == [] and waiter == id == envelope.id
+            if kind != "items":
+                self.end(id)
         elif id in self.waiting:
             [(waiter, envelope)] = matched
             assert waiter == id == envelope.id
@@ -86,11 +118,13 @@ class CallerSide(RuleBasedStateMachine):
 
     def end(self, id: int) -> None:
         self.waiting.discard(id)
+        self.streams.discard(id)
         self.ended[id] += 1
 
     @invariant()
     def every_call_ends_once_and_strays_are_counted(self) -> None:
-        assert set(self.core.pending) == self.waiting
+        assert set(self.core.pending) == self.waiting - self.streams
+        assert set(self.core.streams) == self.streams
         assert all(n == 1 for n in self.ended.values())
         assert self.core.counts["unmatched"] == self.unmatched
         assert self.core.counts["malformed"] == self.malformed

@@ -3,6 +3,7 @@ protocol core alone: frames in, answers out, no sockets."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgpack
@@ -10,9 +11,9 @@ import pytest
 
 import trizmq
 from trizmq._dispatch import Endpoints
-from trizmq._protocol.service import Job, Limits, ServiceCore
+from trizmq._protocol.service import MAX_BURST, Job, Limits, ServiceCore
 from trizmq._stats import MAX_SUBSCRIBERS, ServiceStats
-from trizmq._wire import Envelope, Error, Kind, Reply, decode
+from trizmq._wire import Envelope, Error, Items, Kind, Reply, decode
 
 TOPIC = "compute"
 
@@ -20,6 +21,9 @@ TOPIC = "compute"
 class Endpoint:
     async def work(self, ctx: trizmq.Context, n: int) -> int:
         return n
+
+    async def numbers(self, ctx: trizmq.Context) -> AsyncIterator[int]:
+        yield 1
 
 
 def pack(*fields: Any) -> bytes:
@@ -33,12 +37,17 @@ def call(
     return pack(Kind.CALL, id, topic, method, args or {"n": id}, {}, timeout)
 
 
+def stream(id: int, credit: int, *, method: str = "numbers", timeout: Any = 30.0) -> bytes:
+    return pack(Kind.STREAM, id, TOPIC, method, {}, {}, timeout, credit)
+
+
 class Port:
     """A service port's core, with what it sent and cancelled recorded."""
 
     def __init__(self, **limits: Any) -> None:
         self.sent: list[tuple[bytes, Envelope]] = []
         self.cancelled: list[Job] = []
+        self.granted: list[Job] = []
         self.core = ServiceCore(
             TOPIC,
             "node",
@@ -58,6 +67,7 @@ class Port:
             wake=lambda: None,
             subscribed=lambda: None,
             clock=lambda: 0.0,
+            granted=self.granted.append,
         )
 
     def send(self, *frames: bytes, caller: bytes = b"alice") -> list[Job]:
@@ -281,3 +291,83 @@ def test_the_last_errors_say_which_method_failed_how_and_where(port: Port) -> No
     [last] = port.core.stats.snapshot()["last_errors"]
     assert (last["method"], last["type"], last["message"]) == ("work", "ValueError", "no disk")
     assert last["traceback"][-1] == "ValueError: no disk"
+
+
+# -- streams ----------------------------------------------------------------------
+
+
+def test_a_stream_sends_its_items_once_its_credit_is_used_then_waits_for_more(
+    port: Port,
+) -> None:
+    [job] = port.send(stream(5, 3))
+    for item in range(3):
+        port.core.yielded(job, item)
+    assert port.answers() == [Items(5, [0, 1, 2])]
+    assert (job.credit, port.core.parked) == (0, 1)
+    port.send(pack(Kind.CREDIT, 5, 2))
+    assert (job.credit, port.core.parked, port.granted) == (2, 0, [job])
+
+
+def test_a_burst_goes_before_the_generator_waits_and_before_the_end(port: Port) -> None:
+    [job] = port.send(stream(6, 10))
+    port.core.yielded(job, "a")
+    port.core.flush(job)  # the generator waits: what it yielded leaves now
+    port.core.yielded(job, "b")
+    port.core.succeeded(job, None)
+    assert port.answers() == [Items(6, ["a"]), Items(6, ["b"]), Reply(6, None)]
+
+
+def test_a_burst_holds_at_most_max_burst_items(port: Port) -> None:
+    [job] = port.send(stream(6, 1000))
+    for item in range(MAX_BURST + 1):
+        port.core.yielded(job, item)
+    port.core.flush(job)
+    assert port.answers() == [Items(6, list(range(MAX_BURST))), Items(6, [MAX_BURST])]
+
+
+def test_an_item_over_the_size_limit_ends_the_stream_after_the_items_before_it(
+    port: Port,
+) -> None:
+    [job] = port.send(stream(7, 10))
+    for item in ["a", "b", "x" * 2000, "c"]:
+        port.core.yielded(job, item)
+    port.core.flush(job)
+    port.core.succeeded(job, None)  # the runner stops pulling, and ends the stream
+    *items, error = port.answers()
+    assert items == [Items(7, ["a", "b"])]
+    assert isinstance(error, Error)
+    assert (error.id, error.code, error.type_name) == (7, "exception", "trizmq.MessageTooLarge")
+    assert error.message.startswith("an item is ")
+
+
+def test_credit_is_never_held_behind_a_callers_waiting_requests() -> None:
+    port = Port(max_in_flight_per_caller=1)
+    [job] = port.send(stream(1, 1))
+    port.core.yielded(job, 0)  # out of credit; its caller at its limit
+    assert port.send(call(2)) == []  # held
+    port.send(pack(Kind.CREDIT, 1, 4))
+    assert (job.credit, port.granted) == (4, [job])
+
+
+def test_credit_past_the_bound_is_not_kept(port: Port) -> None:
+    [job] = port.send(stream(1, 65_536))
+    port.send(pack(Kind.CREDIT, 1, 10))
+    assert job.credit == 65_536
+
+
+@pytest.mark.parametrize("kind", [Kind.CAST, Kind.FANOUT])
+def test_a_cast_to_a_stream_method_is_refused_and_counted(port: Port, kind: Kind) -> None:
+    assert port.send(pack(kind, 1, TOPIC, "numbers", {}, {})) == []
+    assert port.answers() == []
+    assert port.core.stats.rejected["no_such_method"] == 1
+
+
+def test_a_stream_is_counted_as_a_request_of_its_method_with_its_items(port: Port) -> None:
+    [job] = port.send(stream(1, 10))
+    for item in range(3):
+        port.core.yielded(job, item)
+    port.core.succeeded(job, None)
+    snapshot = port.core.stats.snapshot()
+    numbers = snapshot["methods"]["numbers"]
+    assert snapshot["received"]["stream"] == numbers["received"]["stream"] == 1
+    assert (numbers["items"], numbers["in_flight"], numbers["latency_ms"]["count"]) == (3, 0, 1)

@@ -1,7 +1,8 @@
 """The service side of the protocol, driven as a state machine without sockets.
 
 Hypothesis sends `ServiceCore` random interleavings of what callers can send
-(calls, CALLS, casts, CASTS, fanouts, cancels, stats subscriptions, garbage; good,
+(calls, CALLS, casts, CASTS, fanouts, streams and their credit, cancels, stats
+subscriptions, garbage; good,
 reused, zero, negative and huge ids; wrong topics; timeouts from negative to
 huge; namespaces and versions, absent, served, refused or malformed), takes
 requests the way the service runner does, ends handlers in any order and any
@@ -9,8 +10,12 @@ way, moves time on and stops the service at any point. After
 every step and at the end it checks the rules of docs/protocol.md:
 
 - the core never raises;
-- every call gets exactly one answer, unless its caller cancelled it while
-  it ran; nothing answers a call that was never sent;
+- every call and every stream gets exactly one answer (a stream's `REPLY`
+  or `ERROR`), unless its caller cancelled it while it ran; nothing answers
+  a call that was never sent;
+- a stream sends its items in order, only while it runs, and never more
+  than its caller's credit (its generator is pulled only while it has
+  credit, as the runner does);
 - no caller has more handlers running than its limit, nor the service more
   than its own, nor more stats subscribers than the cap.
 
@@ -23,6 +28,7 @@ import ast
 import math
 import os
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +41,7 @@ import trizmq
 from trizmq._dispatch import Endpoints
 from trizmq._protocol.service import Job, Limits, ServiceCore
 from trizmq._stats import MAX_SUBSCRIBERS, ServiceStats
-from trizmq._wire import Call, ErrorCode, Kind, decode
+from trizmq._wire import MAX_CREDIT, Call, ErrorCode, Items, Kind, Stream, decode
 
 EXAMPLES = int(os.environ.get("TRIZMQ_STATE_EXAMPLES", "300"))
 TOPIC = "compute"
@@ -88,6 +94,10 @@ class Endpoint:
     async def nop(self, ctx: trizmq.Context) -> None:
         return None
 
+    async def numbers(self, ctx: trizmq.Context, n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            yield i
+
 
 def pack(*fields: Any) -> bytes:
     frame: bytes = msgpack.packb([1, *fields], use_bin_type=True)
@@ -104,6 +114,10 @@ class ServiceSide(RuleBasedStateMachine):
         self.calls: Counter[tuple[bytes, int]] = Counter()
         self.unanswerable = 0  # frames answered under id 0
         self.silenced: Counter[tuple[bytes, int]] = Counter()  # calls cancelled by their callers
+        self.produced: dict[Job, int] = {}  # items each stream's generator yielded
+        self.next_item: dict[tuple[bytes, int], int] = {}  # the item each stream sends next
+        # Valid credit each caller sent for an id, ever: more than any one stream got.
+        self.granted: Counter[tuple[bytes, int]] = Counter()
         self.core = ServiceCore(
             TOPIC,
             "node",
@@ -119,6 +133,17 @@ class ServiceSide(RuleBasedStateMachine):
 
     def sent(self, identity: bytes, frame: bytes, kind: str) -> None:
         envelope = decode(frame)
+        if kind == "items":
+            # Items of a stream running, in order, each once, within its credit.
+            assert isinstance(envelope, Items) and envelope.items
+            key = (identity, envelope.id)
+            job = self.core.flights[key]
+            assert isinstance(job.request, Stream)
+            first = self.next_item[key]
+            assert envelope.items == list(range(first, first + len(envelope.items)))
+            self.next_item[key] += len(envelope.items)
+            assert self.next_item[key] <= job.request.credit + self.granted[key]
+            return
         if kind == "reply":  # a result, for a call that was sent
             assert (identity, envelope.id) in self.calls
         if envelope.id == 0:
@@ -141,6 +166,35 @@ class ServiceSide(RuleBasedStateMachine):
         # A non-finite timeout makes the envelope invalid: answered under id 0.
         if id > 0 and (timeout is None or math.isfinite(timeout)):
             self.calls[(caller, id)] += 1
+
+    @rule(
+        caller=callers,
+        request=requests(),
+        credit=st.sampled_from([1, 2, 5, 0, -1, MAX_CREDIT, MAX_CREDIT + 1]),
+        method=st.sampled_from(["numbers", "numbers", "work"]),
+    )
+    def stream(
+        self,
+        caller: bytes,
+        request: tuple[int, str, str, dict[str, Any], float | None],
+        credit: int,
+        method: str,
+    ) -> None:
+        id, _, topic, _, timeout = request
+        frame = pack(Kind.STREAM, id, topic, method, {"n": 1}, {}, timeout, credit)
+        self.queue.append([caller, frame])
+        if id > 0 and (timeout is None or math.isfinite(timeout)):
+            self.calls[(caller, id)] += 1
+
+    @rule(
+        caller=callers,
+        id=st.integers(1, 3),
+        n=st.sampled_from([1, 3, 100, 0, -2, MAX_CREDIT, MAX_CREDIT + 1]),
+    )
+    def credit(self, caller: bytes, id: int, n: int) -> None:
+        self.queue.append([caller, pack(Kind.CREDIT, id, n)])
+        if 0 < n <= MAX_CREDIT:
+            self.granted[(caller, id)] += n
 
     @rule(
         caller=callers,
@@ -230,10 +284,39 @@ class ServiceSide(RuleBasedStateMachine):
                 self.queue = []
             if len(core.flights) >= LIMITS.max_concurrency and not core.stopping:
                 return  # the runner waits for room
+            if len(core.flights) - core.parked >= LIMITS.max_concurrency and not core.stopping:
+                return  # the runner waits for room
             job = core.take()
             if job is not None:  # its handler waits: the runner gives it a task
                 core.waiting(job, object())
                 self.running.append(job)
+                if isinstance(job.request, Stream):
+                    self.produced[job] = 0
+                    self.next_item[(job.identity, job.request.id)] = 0
+
+    def streams(self) -> list[Job]:
+        return [job for job in self.running if isinstance(job.request, Stream)]
+
+    @precondition(lambda self: self.streams())
+    @rule(which=st.integers(min_value=0), count=st.integers(1, 300), large=st.booleans())
+    def produce(self, which: int, count: int, large: bool) -> None:
+        """A stream's generator yields, as the runner pulls it: only while it has
+        credit, and not after an item failed; `large` ends with one too large."""
+        streams = self.streams()
+        job = streams[which % len(streams)]
+        for _ in range(count):
+            if job.credit == 0 or job.failure is not None:
+                return
+            self.core.yielded(job, self.produced[job])
+            self.produced[job] += 1
+        if large and job.credit > 0 and job.failure is None:
+            self.core.yielded(job, b"x" * LIMITS.max_message_size)
+
+    @precondition(lambda self: self.streams())
+    @rule(which=st.integers(min_value=0))
+    def generator_waits(self, which: int) -> None:
+        streams = self.streams()
+        self.core.flush(streams[which % len(streams)])
 
     @precondition(lambda self: self.running)
     @rule(which=st.integers(min_value=0), how=st.sampled_from(["result", "raise", "stopped"]))
@@ -242,7 +325,7 @@ class ServiceSide(RuleBasedStateMachine):
         self.end(job, how)
 
     def end(self, job: Job, how: str) -> None:
-        if job.stop_reason == "caller" and isinstance(job.request, Call):
+        if job.stop_reason == "caller" and isinstance(job.request, Call | Stream):
             self.silenced[(job.identity, job.request.id)] += 1
         if how == "result":
             self.core.succeeded(job, job.args.get("n"))
@@ -264,12 +347,20 @@ class ServiceSide(RuleBasedStateMachine):
 
     @invariant()
     def within_limits(self) -> None:
-        busy = Counter(job.identity for job in self.core.flights.values())
+        flights = self.core.flights.values()
+        busy = Counter(job.identity for job in flights)
         assert all(n <= LIMITS.max_in_flight_per_caller for n in busy.values()), busy
-        assert len(self.core.flights) <= LIMITS.max_concurrency
+        # Streams out of credit hold no place: the others are within the limit.
+        assert sum(job.burst is None for job in flights) <= LIMITS.max_concurrency
         assert len(self.core.subscribers._subs) <= MAX_SUBSCRIBERS
         assert self.core.held_bytes >= 0
         assert set(self.core.flights.values()) == set(self.running)
+
+    @invariant()
+    def streams_keep_within_their_credit(self) -> None:
+        streams = [job for job in self.core.flights.values() if job.burst is not None]
+        assert all(0 <= job.credit <= MAX_CREDIT for job in streams)
+        assert self.core.parked == sum(job.credit == 0 for job in streams)
 
     @invariant()
     def no_call_answered_twice(self) -> None:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import coredis
 import pytest
 import trio
 from cluster_app import Endpoint
@@ -425,3 +426,34 @@ async def test_serve_with_a_bad_registry_url_is_a_usage_error() -> None:
     )
     assert done.returncode == 2
     assert b"--registry: registry 'http://127.0.0.1:6379': expected redis://" in done.stderr
+
+
+async def test_a_client_following_2000_members_its_ring_lists_opens_fast_and_never_stalls(
+    redis_server: RedisServer,
+) -> None:
+    # 2,000 members registered as their services would (the registry's keys),
+    # all listed in the client's ring: it reloads and orders them every second.
+    hosts = [f"node{i:04d}" for i in range(2000)]
+    registry = trizmq.Registry(redis_server.url())
+    redis = coredis.Redis.from_url(redis_server.url(), decode_responses=True)
+    async with redis:
+        await redis.mset(
+            {
+                registry.key("compute", host): json.dumps(
+                    {"topic": "compute", "host": host, "address": "127.0.0.9", "port": 9501}
+                )
+                for host in hosts
+            }
+        )
+    ring = trizmq.Ring.from_mapping({"compute:9501": hosts})
+    started = trio.current_time()
+    async with trizmq.open_client(ring, registry=registry) as client:
+        opened = trio.current_time() - started
+        longest = 0.0
+        end = trio.current_time() + 2.5 * registry.renew_interval  # two reloads at least
+        while (now := trio.current_time()) < end:
+            await trio.sleep(0.01)
+            longest = max(longest, trio.current_time() - now - 0.01)
+        assert live_hosts(client) == tuple(hosts)
+    assert opened < 2.0
+    assert longest < 0.5

@@ -63,7 +63,7 @@ async def test_stats_json_passes_through_pid_endpoint_methods_and_last_errors(
     ping, fail = conductor["methods"]["ping"], conductor["methods"]["fail"]
     assert ping["received"]["call"] >= 1 and ping["errors"] == {}
     assert fail["errors"]["cluster_app.QuotaExceeded"] >= 1
-    assert set(ping) == {"received", "errors", "in_flight", "timeouts", "latency_ms"}
+    assert set(ping) == {"received", "errors", "in_flight", "timeouts", "items", "latency_ms"}
     (error,) = [e for e in conductor["last_errors"] if e["message"] == message]
     assert (error["method"], error["type"]) == ("fail", "cluster_app.QuotaExceeded")
     assert "raise QuotaExceeded(message)" in "\n".join(error["traceback"])

@@ -367,8 +367,37 @@ def test_the_blocking_methods_take_the_arguments_of_the_async_ones() -> None:
         assert inspect.signature(blocking).parameters == inspect.signature(asynchronous).parameters
 
 
-CLIENT_METHODS = ["call", "cast", "cast_many", "fanout", "prepare", "connected", "url", "stats"]
-BOUND = ["call", "cast", "cast_many", "fanout", "prepare", "can_send_version"]
+CLIENT_METHODS = [
+    "call", "cast", "cast_many", "fanout", "prepare", "stream", "connected", "url", "stats"
+]  # fmt: skip
+BOUND = ["call", "cast", "cast_many", "fanout", "prepare", "can_send_version", "stream"]
+
+
+def test_a_stream_is_an_iterator_of_the_items_in_order(cluster: Cluster) -> None:
+    with blocking_client(cluster) as client, client.stream("compute", "numbers", n=5) as items:
+        assert list(items) == [0, 1, 2, 3, 4]
+
+
+def test_leaving_a_stream_early_stops_its_generator_on_the_service(cluster: Cluster) -> None:
+    tag = unique("early")
+    with blocking_client(cluster) as client:
+        target = client.prepare("compute.controller")
+        with target.stream("numbers", n=10**6, tag=tag, window=4) as items:
+            assert [next(items) for _ in range(3)] == [0, 1, 2]
+        state = wait_until(lambda: target.call("state", tag=tag), lambda s: s == "closed")
+        assert state == "closed"
+        assert target.call("produced", tag=tag) < 20
+
+
+def test_an_error_in_the_generator_is_raised_after_the_items_before_it(cluster: Cluster) -> None:
+    got: list[int] = []
+    with (
+        blocking_client(cluster) as client,
+        pytest.raises(trizmq.RemoteError, match="no more after 2 items"),
+        client.stream("compute.controller", "numbers", n=5, fail_at=2) as items,
+    ):
+        got.extend(items)
+    assert got == [0, 1]
 
 
 # -- the stream bridge: an async stream as a blocking iterator ------------------------

@@ -2,6 +2,7 @@
 
 from ._client import DEFAULT_CONNECT_TIMEOUT as DEFAULT_CONNECT_TIMEOUT
 from ._client import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
+from ._client import DEFAULT_WINDOW as DEFAULT_WINDOW
 from ._client import BoundTarget as BoundTarget
 from ._client import Client as Client
 from ._client import open_client as open_client

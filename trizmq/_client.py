@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import logging
@@ -9,8 +10,9 @@ import math
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from contextlib import asynccontextmanager
-from typing import Any, TypeVar, overload
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import TracebackType
+from typing import Any, Generic, TypeVar, cast, overload
 
 import outcome
 import trio
@@ -45,11 +47,15 @@ from ._transport import (
 from ._versions import check_namespace, is_compatible, parse_version
 from ._wire import (
     DEFAULT_MAX_MESSAGE_SIZE,
+    MAX_CREDIT,
     Call,
     Cast,
     Casts,
     Envelope,
     Fanout,
+    Items,
+    Reply,
+    Stream,
     encode,
     join_calls,
     unstructure,
@@ -72,6 +78,8 @@ RERESOLVE_INTERVAL = 2.0
 #: Most casts one `CASTS` message of `Client.cast_many` carries.
 _CASTS_PER_MESSAGE = 1000
 
+#: Items a stream's consumer accepts ahead of what it has read, unless told otherwise.
+DEFAULT_WINDOW = 64
 #: Most calls one `CALLS` message carries.
 _CALLS_PER_MESSAGE = 1000
 
@@ -110,6 +118,52 @@ class _Pending:
         """The call's timeout passed: it ends now, unless its reply is in."""
         if self.peer.core.pending.pop(self.id, None) is self:
             self.peer.settle(self.id, self, outcome.Error(_Expired()))
+
+    def fail(self, error: Exception) -> None:
+        """The call ends with `error` (its connection was lost or refused)."""
+        self.peer.settle(self.id, self, outcome.Error(error))
+
+
+# What wakes a stream's consumer: the news itself is in its `_Flow`.
+_NEWS = Reply(0, None)
+
+
+class _Flow(_Pending):
+    """An open stream: what arrived for it and was not read yet.
+
+    It waits on its peer as a call does, `result` telling it that something
+    came: items (`batches`), its end (`end`: the `REPLY` or `ERROR`), or a
+    failure of this side (`failure`: its deadline, the connection lost).
+    """
+
+    __slots__ = ("batches", "end", "failure")
+
+    def __init__(self, peer: _Peer, id: int) -> None:
+        super().__init__(peer, id)
+        self.batches: collections.deque[list[Any]] = collections.deque()
+        self.end: Envelope | None = None
+        self.failure: Exception | None = None
+
+    def arrive(self, envelope: Envelope) -> None:
+        if type(envelope) is Items:
+            if not envelope.items:
+                return  # the service asking whether this caller is still there
+            self.batches.append(envelope.items)
+        else:
+            self.end = envelope
+        self._news()
+
+    def expire(self) -> None:
+        if self.peer.core.streams.pop(self.id, None) is self:
+            self.fail(_Expired())
+
+    def fail(self, error: Exception) -> None:
+        self.failure = error
+        self._news()
+
+    def _news(self) -> None:
+        if self.result is None:
+            self.peer.settle(self.id, self, outcome.Value(_NEWS))
 
 
 class _Peer:
@@ -247,8 +301,13 @@ class _Peer:
             waiter.task = None
 
     def _dispatch(self, batch: list[list[bytes]]) -> None:
-        for waiter, envelope in self.core.answers(batch):
+        core = self.core
+        for waiter, envelope in core.answers(batch):
             self.settle(waiter.id, waiter, outcome.Value(envelope))
+        if core.streamed:
+            for flow, envelope in core.streamed:
+                cast(_Flow, flow).arrive(envelope)
+            core.streamed.clear()
 
     def settle(self, id: int, waiter: _Pending, result: outcome.Outcome[Envelope]) -> None:
         """End the wait of call `id` with `result`."""
@@ -294,7 +353,7 @@ class _Peer:
             # Refused, or timed out (ZMQ_CONNECT_TIMEOUT): libzmq tries again soon.
             self.cannot_reach(self.url, "cannot connect (nothing listening, or no route)")
             return
-        pending = list(self.core.pending)
+        pending = [*self.core.pending, *self.core.streams]
         if event == zmq.EVENT_DISCONNECTED and self.handshaken:
             self.up = False
             self._down.add(self.host)
@@ -338,7 +397,7 @@ class _Peer:
         if error is None:
             return
         for waiter in self.core.lose(ids):
-            self.settle(waiter.id, waiter, outcome.Error(error))
+            waiter.fail(error)
 
     async def retire(self) -> None:
         """Left out of the client's ring: calls in flight finish, then the connection closes."""
@@ -618,6 +677,125 @@ class Client:
             if wire_timeout is not None:
                 self._deadlines.discard(waiter, wire_timeout)
         return peer.core.outcome(envelope, method, seconds, returns)
+
+    @overload
+    def stream(
+        self,
+        target: str,
+        method: str,
+        /,
+        *,
+        timeout: float | None = ...,
+        returns: type[T],
+        context: Mapping[str, Any] | None = ...,
+        window: int = ...,
+        wait_for_ready: bool | None = ...,
+        **args: Any,
+    ) -> AbstractAsyncContextManager[AsyncIterator[T]]: ...
+
+    @overload
+    def stream(
+        self,
+        target: str,
+        method: str,
+        /,
+        *,
+        timeout: float | None = ...,
+        returns: None = ...,
+        context: Mapping[str, Any] | None = ...,
+        window: int = ...,
+        wait_for_ready: bool | None = ...,
+        **args: Any,
+    ) -> AbstractAsyncContextManager[AsyncIterator[Any]]: ...
+
+    def stream(
+        self,
+        target: str,
+        method: str,
+        /,
+        *,
+        timeout: float | None = None,
+        returns: type[Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        window: int = DEFAULT_WINDOW,
+        wait_for_ready: bool | None = None,
+        **args: Any,
+    ) -> AbstractAsyncContextManager[AsyncIterator[Any]]:
+        """Open a stream of the items an async-generator method yields, on one
+        host of `target`: `async with client.stream(...) as items: async for
+        item in items: ...`.
+
+        The service runs the generator only as far as the consumer reads: it
+        never has more than `window` items sent and not read, so a slow
+        consumer costs bounded memory on both sides. Leaving the `async with`
+        block before the end (`break`, an exception, a cancellation) stops
+        the generator on the service, whose `finally` runs.
+
+        Args:
+            target: `"topic"` (next host in round-robin order) or `"topic.host"`.
+            method: The endpoint method, an async generator.
+            timeout: Seconds the whole stream may take, from its opening to its
+                last item; it travels to the service, which stops the generator
+                when it passes. Default: the client's. `math.inf` for none.
+            returns: Structure each item into this type, as `Client.call`'s
+                result; plain data when omitted.
+            context: A dict the handler sees as `ctx.values`, merged over the
+                client's default context.
+            window: Items the consumer accepts ahead of what it read, from 1
+                to 65,536. Credit for more goes back as it reads (each time
+                it has read half the window).
+            wait_for_ready: As for `call`: wait, within the timeout, for a
+                host that cannot be reached.
+            **args: The method's arguments, by name.
+
+        Returns:
+            An async context manager; inside it, an async iterator of the items.
+            The iterator raises, after the items that came before:
+
+        Raises:
+            RemoteError: The generator raised; `NoSuchMethod` when the method
+                is not exposed or is not an async generator (a plain method
+                is called with `call`); `BadArguments` for arguments refused.
+            CallTimeout: The stream did not end before the timeout.
+            HostUnreachable: No connection to the host could be made (raised
+                entering the block); the stream was not opened.
+            PeerLost: The connection to the service was lost.
+            RingError: The target is not in the ring.
+            TypeError: An item does not fit `returns`.
+            ValueError: `window` is not an int within its range.
+        """
+        return self._stream(
+            target, method, timeout, returns, context, window, args, None, None, wait_for_ready
+        )
+
+    def _stream(
+        self,
+        target: str,
+        method: str,
+        timeout: float | None,
+        returns: type[Any] | None,
+        context: Mapping[str, Any] | None,
+        window: int,
+        args: Mapping[str, Any],
+        namespace: str | None,
+        version: str | None,
+        wait_for_ready: bool | None,
+    ) -> _ItemStream[Any]:
+        if type(window) is not int or not 0 < window <= MAX_CREDIT:
+            raise ValueError(f"window must be an int between 1 and {MAX_CREDIT}, got {window!r}")
+        seconds = self._timeout if timeout is None else timeout
+        return _ItemStream(
+            self,
+            target,
+            method,
+            _unstructure(args),
+            self._merge(context),
+            seconds,
+            returns,
+            window,
+            (namespace, version),
+            self._waits(wait_for_ready),
+        )
 
     async def cast(
         self,
@@ -1067,8 +1245,16 @@ class Client:
         self._changed.set()
         self._changed = trio.Event()
 
+    def _address_of(self, topic: str, host: str) -> tuple[str | None, int]:
+        """Where `topic.host` listens: a registered member's address and port,
+        else the `resolve` override (None: its name is looked up) and the ring's port."""
+        member = self._members.member(topic, host)
+        if member is not None:
+            return member.address, member.port
+        return self._resolve.get(host), self.ring.port(topic)
+
     def _connect(self, topic: str, host: str) -> _Peer:
-        port = self.ring.port(topic)
+        address, port = self._address_of(topic, host)
         sock = open_socket(zmq.DEALER)
         sock.zmq.setsockopt(zmq.ROUTING_ID, self._identity)
         set_heartbeat(sock, self._heartbeat)
@@ -1078,7 +1264,6 @@ class Client:
         if self._curve is not None:
             self._curve.apply(sock.zmq)
         down = self._down.setdefault(topic, set())
-        address = self._resolve.get(host)
         url = tcp_url(host if address is None else address, port)
         peer = _Peer(topic, host, url, sock, down, self._nursery, self._notify, self._known)
         self._peers[(topic, host)] = peer
@@ -1129,7 +1314,8 @@ class Client:
         peer = self._peers.get((topic, host))
         if peer is not None:
             return peer.url
-        return tcp_url(self._resolve.get(host, host), self.ring.port(topic))
+        address, port = self._address_of(topic, host)
+        return tcp_url(host if address is None else address, port)
 
     def _service_of(self, target: str, asker: str) -> tuple[str, str]:
         topic, host = self._members.resolve_target(target)
@@ -1138,11 +1324,11 @@ class Client:
         return topic, host
 
     def stats(self) -> dict[str, dict[str, int]]:
-        """The client's side, per `topic.host`: calls, casts, fanouts sent; replies,
-        errors, timeouts and lost calls; unmatched replies (to calls that gave up);
-        `unreachable`, calls and casts that failed with `HostUnreachable`; and
-        `lost_at_close`, casts and fanouts still waiting to be handed to a
-        connection when the client closed (see `open_client`)."""
+        """The client's side, per `topic.host`: calls, casts, fanouts, streams sent;
+        replies, errors, timeouts and lost calls and streams; unmatched replies
+        (to calls that gave up); `unreachable`, calls and casts that failed with
+        `HostUnreachable`; and `lost_at_close`, casts and fanouts still waiting
+        to be handed to a connection when the client closed (see `open_client`)."""
         return {f"{p.topic}.{p.host}": dict(p.counts) for p in self._peers.values()}
 
     def _queue(self, peer: _Peer, id: int, frame: bytes) -> None:
@@ -1219,6 +1405,155 @@ class Client:
         self._notify()  # the waiting tasks see the client closed
         for peer in self._peers.values():
             peer.sock.close()
+
+
+class _ItemStream(Generic[T]):
+    """`Client.stream`'s context manager, and the iterator of its items."""
+
+    def __init__(
+        self,
+        client: Client,
+        target: str,
+        method: str,
+        args: dict[str, Any],
+        context: dict[str, Any],
+        seconds: float,
+        returns: type[T] | None,
+        window: int,
+        addressed: tuple[str | None, str | None],
+        wait_for_ready: bool,
+    ) -> None:
+        self._client = client
+        self._addressed = addressed  # (namespace, version)
+        self._wait_for_ready = wait_for_ready
+        self._target = target
+        self._method = method
+        self._args = args
+        self._context = context
+        self._seconds = seconds
+        self._wire_timeout = None if seconds == math.inf else float(seconds)
+        self._returns = returns
+        self._window = window
+        # Credit goes back once half the window is read: one CREDIT per half window.
+        self._refill = max(1, window // 2)
+        self._read = 0  # items read since credit last went back
+        self._batch: list[Any] = []
+        self._next = 0  # index in `_batch` of the next item
+        self._flow: _Flow | None = None
+        self._over = False  # ended: nothing to cancel
+
+    async def __aenter__(self) -> AsyncIterator[T]:
+        client = self._client
+        peer = client._peer(self._target)
+        wait = self._wait_for_ready
+        if not peer.up:
+            start = trio.current_time()
+            try:
+                peer = await client._ready(self._target, peer, start + self._seconds, wait)
+            except _Expired:
+                peer.counts["timeout"] += 1
+                raise peer.core.timed_out(self._method, self._seconds) from None
+            if self._wire_timeout is not None:
+                self._wire_timeout -= trio.current_time() - start
+        id = client._ids.next()
+        frame = client._encode(
+            Stream(
+                id,
+                peer.topic,
+                self._method,
+                self._args,
+                self._context,
+                self._wire_timeout,
+                self._window,
+                *self._addressed,
+            )
+        )
+        flow = self._flow = _Flow(peer, id)
+        peer.core.streams[id] = flow
+        deadline = math.inf
+        if self._wire_timeout is not None:
+            deadline = client._deadlines.add(flow, self._wire_timeout, flow.expire)
+        try:
+            if not peer.sock.send_nowait([frame]):
+                await client._hand_over(peer.target, peer, frame, deadline, wait)
+            peer.counts["stream"] += 1
+            await trio.lowlevel.checkpoint()
+        except _Expired:
+            await self.__aexit__(None, None, None)
+            peer.counts["timeout"] += 1
+            raise peer.core.timed_out(self._method, self._seconds) from None
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        flow = self._flow
+        if flow is None:
+            return
+        self._flow = None
+        if self._wire_timeout is not None:
+            self._client._deadlines.discard(flow, self._wire_timeout)
+        if not self._over:
+            # Left early: the service stops the generator (its `finally` runs).
+            self._client._give_up(flow.peer, flow.id)
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        flow = self._flow
+        if flow is None:
+            if self._over:
+                raise StopAsyncIteration
+            raise RuntimeError("a stream's items are read inside its `async with` block")
+        while True:
+            if flow.failure is not None:
+                raise self._failed(flow, flow.failure)
+            batch = self._batch
+            if self._next < len(batch):
+                value = batch[self._next]
+                self._next += 1
+                self._read += 1
+                if self._read >= self._refill:
+                    await self._grant(flow)
+                await trio.lowlevel.checkpoint_if_cancelled()
+                item: T = flow.peer.core.item(value, self._method, self._returns)
+                return item
+            if flow.batches:
+                self._batch = flow.batches.popleft()
+                self._next = 0
+                # Items were waiting: let other tasks run once per batch.
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                continue
+            if flow.end is not None:
+                self._over = True
+                self._batch = []
+                # Raises the stream's error, if it ended with one.
+                flow.peer.core.outcome(flow.end, self._method, self._seconds, None)
+                raise StopAsyncIteration
+            flow.result = None
+            await flow.peer.wait_reply(flow.id, flow)
+
+    async def _grant(self, flow: _Flow) -> None:
+        frame = flow.peer.core.grant(flow.id, self._read)
+        self._read = 0
+        with contextlib.suppress(trio.ClosedResourceError):
+            if not flow.peer.sock.send_nowait([frame]):
+                await flow.peer.sock.send([frame])
+
+    def _failed(self, flow: _Flow, failure: Exception) -> Exception:
+        """What to raise for a failure of this side: its deadline, or its connection."""
+        if isinstance(failure, _Expired):
+            flow.peer.counts["timeout"] += 1
+            return flow.peer.core.timed_out(self._method, self._seconds)
+        self._over = True  # the connection is gone: nobody to tell
+        return failure
 
 
 class BoundTarget:
@@ -1350,6 +1685,32 @@ class BoundTarget:
             self.timeout if timeout is None else timeout,
             returns,
             self._merge(context),
+            args,
+            self.namespace,
+            self.version,
+            self._waits(wait_for_ready),
+        )
+
+    def stream(
+        self,
+        method: str,
+        /,
+        *,
+        timeout: float | None = None,
+        returns: type[Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        window: int = DEFAULT_WINDOW,
+        wait_for_ready: bool | None = None,
+        **args: Any,
+    ) -> AbstractAsyncContextManager[AsyncIterator[Any]]:
+        """`Client.stream` on this target, with its defaults."""
+        return self.client._stream(
+            self.target,
+            method,
+            self.timeout if timeout is None else timeout,
+            returns,
+            self._merge(context),
+            window,
             args,
             self.namespace,
             self.version,

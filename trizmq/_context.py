@@ -15,13 +15,14 @@ class Context:
 
     Attributes:
         id: The message id, unique per caller connection.
-        kind: `"call"`, `"cast"` or `"fanout"`.
+        kind: `"call"`, `"cast"`, `"fanout"` or `"stream"`.
         topic: The topic the request was sent to.
         method: The method called.
         host: The ring host this service runs as.
         caller: The caller's name, as `name/pid/nonce`.
-        deadline: The Trio clock time at which the call's deadline passes, or
-            `math.inf` when there is none (casts and fanouts).
+        deadline: The Trio clock time at which the call's (or the whole
+            stream's) deadline passes, or `math.inf` when there is none
+            (casts and fanouts).
         values: The caller's context dict (`context=` on the client side).
     """
 

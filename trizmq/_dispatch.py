@@ -43,6 +43,7 @@ class Method:
     is_async: bool
     params: Mapping[str, _Param]
     accepts_any: bool  # the handler takes **kwargs
+    is_stream: bool = False  # an async generator: its items are streamed, not returned
     required: frozenset[str] = attrs.field(init=False)
 
     @required.default
@@ -243,7 +244,14 @@ def _method(name: str, func: Callable[..., Any]) -> Method:
         hint = hints.get(p.name, Any)
         structure = None if hint is Any else converter.get_structure_hook(hint)
         params[p.name] = _Param(p.name, hint, structure, p.default is inspect.Parameter.empty)
-    return Method(name, func, inspect.iscoroutinefunction(func), params, accepts_any)
+    return Method(
+        name,
+        func,
+        inspect.iscoroutinefunction(func),
+        params,
+        accepts_any,
+        inspect.isasyncgenfunction(func),
+    )
 
 
 #: Characters of an error reply's message, and of its traceback when tracebacks

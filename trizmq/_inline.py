@@ -8,6 +8,10 @@ itself and hand its own job to a new task only at the handler's first wait
 (the leader/follower pattern): the cost of a task is paid by the handlers
 that need one.
 
+`next_inline` does the same for the next item of an async generator: a
+stream's runner sends the items yielded so far just before its generator
+waits, and pays for nothing while it does not.
+
 This is sound in Trio because a coroutine that suspends yields a trap that
 names the current task, and the current task is the one running the
 coroutine: the suspension is the caller's own, exactly as with `await`.
@@ -16,7 +20,7 @@ coroutine: the suspension is the caller's own, exactly as with `await`.
 from __future__ import annotations
 
 import types
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import AsyncGenerator, Callable, Coroutine, Generator
 from typing import Any, TypeVarTuple
 
 Args = TypeVarTuple("Args")
@@ -41,6 +45,33 @@ def run_inline(
     except StopIteration:
         return False
     on_suspend(*args)
+    yield from _resume(coro, trap)
+    return True
+
+
+@types.coroutine
+def next_inline(
+    agen: AsyncGenerator[Any, None],
+    on_suspend: Callable[[*Args], None],
+    *args: *Args,
+) -> Generator[Any, Any, Any]:
+    """The next item of `agen`, calling `on_suspend(*args)` just before its
+    first wait (a stream's burst leaves before its generator waits).
+
+    Raises:
+        StopAsyncIteration: `agen` is exhausted.
+    """
+    step: Any = agen.__anext__()
+    try:
+        trap = step.send(None)
+    except StopIteration as done:
+        return done.value
+    on_suspend(*args)
+    return (yield from _resume(step, trap))
+
+
+def _resume(coro: Any, trap: Any) -> Generator[Any, Any, Any]:
+    """Go on with `coro`, suspended at `trap`, to its end; its value."""
     while True:
         # Trio resumes us with a value or an exception: pass either on.
         try:
@@ -48,10 +79,10 @@ def run_inline(
         except BaseException as exc:
             try:
                 trap = coro.throw(exc)
-            except StopIteration:
-                return True
+            except StopIteration as done:
+                return done.value
         else:
             try:
                 trap = coro.send(value)
-            except StopIteration:
-                return True
+            except StopIteration as done:
+                return done.value

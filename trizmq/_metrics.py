@@ -196,12 +196,12 @@ class _Families:
         port, method = _PORT_LABELS, _METHOD_LABELS
         self.requests = CounterMetricFamily(
             "trizmq_requests",
-            "Requests received, by kind (call, cast, fanout), refused ones included.",
+            "Requests received, by kind (call, cast, fanout, stream), refused ones included.",
             labels=(*port, "kind"),
         )
         self.replies = CounterMetricFamily(
             "trizmq_replies",
-            "Answers sent to callers, by kind (reply, error).",
+            "Answers sent to callers, by kind (reply, error, items).",
             labels=(*port, "kind"),
         )
         self.errors = CounterMetricFamily(
@@ -252,6 +252,9 @@ class _Families:
         self.method_in_flight = GaugeMetricFamily(
             "trizmq_method_in_flight", "The method's handlers running now.", labels=method
         )
+        self.method_items = CounterMetricFamily(
+            "trizmq_method_items", "Items the method's streams sent.", labels=method
+        )
         self.method_latency = HistogramMetricFamily(
             "trizmq_method_latency_seconds",
             "Run time of the method's handlers since the port started.",
@@ -291,6 +294,7 @@ class _Families:
                 self.method_errors.add_metric([*labels, type_name], n)
             self.method_timeouts.add_metric(labels, method.timeouts)
             self.method_in_flight.add_metric(labels, method.in_flight)
+            self.method_items.add_metric(labels, method.items)
             latency = method.latency
             # Prometheus buckets are cumulative: each counts the latencies up to its bound.
             buckets, total = [], 0

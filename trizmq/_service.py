@@ -16,7 +16,7 @@ import zmq
 from ._curve import Authenticator, Curve
 from ._dispatch import Endpoints
 from ._errors import RingError
-from ._inline import run_inline
+from ._inline import next_inline, run_inline
 from ._logs import ThrottledLog, clip
 from ._nursery import open_nursery
 from ._protocol.service import Job, Limits, ServiceCore, caller_name
@@ -287,7 +287,10 @@ class _Runner:
             subscribed=self._subscribed,
             clock=trio.current_time,
             log=self.log,
+            granted=self._granted,
         )
+        # Streams waiting for credit, and what wakes each.
+        self._parked: dict[Job, trio.Event] = {}
         self._outboxes: dict[bytes, _Outbox] = {}
         self._room: trio.Event | None = None
         self._draining: trio.CancelScope | None = None
@@ -300,6 +303,7 @@ class _Runner:
             self.stats.peers += 1
         elif event == zmq.EVENT_DISCONNECTED:
             self.stats.peers -= 1
+            self._probe_parked()
         elif event == zmq.EVENT_ACCEPT_FAILED:
             # Out of descriptors, most likely: callers wait in vain, so say it.
             self.stats.rejected["accept_failed"] += 1
@@ -394,7 +398,7 @@ class _Runner:
                     if await run_inline(self._run(job), self._hand_over, job, scope):
                         return
                     job = None
-                if len(flights) >= limit:
+                if len(flights) - core.parked >= limit:
                     await self._wait_for_room()
         if job is not None:  # the handler this task took over was cancelled
             core.stopped(job)
@@ -455,6 +459,9 @@ class _Runner:
         try:
             if method.is_async:
                 result = await method.func(job.ctx, **job.args)
+            elif method.is_stream:
+                await self._stream(job)
+                result = None
             else:
                 call = functools.partial(method.func, job.ctx, **job.args)
                 result = await trio.to_thread.run_sync(
@@ -466,6 +473,57 @@ class _Runner:
             self.core.succeeded(job, result)
         if self._draining is not None or self._room is not None:
             self._finished()
+
+    async def _stream(self, job: Job) -> None:
+        """Run a stream's generator: the next item only while it has credit, a
+        burst sent before the generator or the stream waits. Its `finally`
+        runs however the stream ends (`aclose`)."""
+        core = self.core
+        agen = job.method.func(job.ctx, **job.args)
+        try:
+            pulled = 0
+            while job.failure is None:
+                if job.credit == 0:
+                    await self._wait_for_credit(job)
+                    pulled = 0
+                elif pulled == _BATCH:
+                    # A generator that never waits must not starve the service.
+                    core.flush(job)
+                    await trio.lowlevel.checkpoint()
+                    pulled = 0
+                try:
+                    item = await next_inline(agen, core.flush, job)
+                except StopAsyncIteration:
+                    return
+                pulled += 1
+                core.yielded(job, item)
+        finally:
+            await agen.aclose()
+
+    async def _wait_for_credit(self, job: Job) -> None:
+        # Parked, the stream holds no place among the running: room was made.
+        self._finished()
+        event = self._parked[job] = trio.Event()
+        try:
+            await event.wait()
+        finally:
+            del self._parked[job]
+
+    def _granted(self, job: Job) -> None:
+        event = self._parked.get(job)
+        if event is not None:
+            event.set()
+
+    def _probe_parked(self) -> None:
+        """A caller's connection closed: stop the streams waiting for credit
+        from a caller that is gone (its routing id is unknown now)."""
+        for job in list(self._parked):
+            try:
+                self.sock.send_nowait([job.identity, self.core.probe(job)])
+            except Unroutable:
+                self.core.caller_gone(job.identity)
+            except trio.ClosedResourceError:
+                return
 
     def _finished(self) -> None:
         """A handler ended: the last one ends the grace period; room was made."""
@@ -486,6 +544,8 @@ class _Runner:
                     return
             except (Unroutable, trio.ClosedResourceError) as exc:
                 self._count_undelivered(exc)
+                if kind == "items" and isinstance(exc, Unroutable):
+                    self.core.caller_gone(identity)
                 return
             outbox = self._outboxes[identity] = _Outbox()
             self._handlers.start_soon(self._flush, identity, outbox)
@@ -522,6 +582,8 @@ class _Runner:
             except (Unroutable, trio.ClosedResourceError) as exc:
                 for _ in frames:
                     self._count_undelivered(exc)
+                if isinstance(exc, Unroutable):
+                    self.core.caller_gone(identity)  # its streams wait for nobody
             finally:
                 del self._outboxes[identity]
 

@@ -102,13 +102,14 @@ class MethodLatency(LatencyWindow):
 class MethodStats:
     """What went through one exposed method of a port since it started."""
 
-    __slots__ = ("errors", "in_flight", "latency", "received", "timeouts")
+    __slots__ = ("errors", "in_flight", "items", "latency", "received", "timeouts")
 
     def __init__(self) -> None:
         self.received: Counter[str] = Counter(dict.fromkeys(RECEIVED_KINDS, 0))
         self.errors: Counter[str] = Counter()
         self.in_flight = 0
         self.timeouts = 0
+        self.items = 0  # items its streams sent
         self.latency = MethodLatency()
 
     def snapshot(self, now: float) -> dict[str, Any]:
@@ -118,6 +119,7 @@ class MethodStats:
             "errors": dict(self.errors),
             "in_flight": self.in_flight,
             "timeouts": self.timeouts,
+            "items": self.items,
             "latency_ms": self.latency.summary(now),
         }
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import resource
 import select
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -38,6 +39,8 @@ _POLLIN = int(zmq.POLLIN)
 _POLLOUT = int(zmq.POLLOUT)
 _NOBLOCK = int(zmq.NOBLOCK)
 _MORE = int(zmq.SNDMORE | zmq.NOBLOCK)
+# libzmq's default limit of sockets per context (ZMQ_MAX_SOCKETS_DFLT).
+_LIBZMQ_MAX_SOCKETS = 1023
 _EVENTS = int(zmq.EVENTS)
 
 # pyzmq's `send_multipart` and `recv_multipart` are Python loops over the
@@ -331,6 +334,10 @@ def open_socket(socket_type: int, *, linger_ms: int = DEFAULT_LINGER_MS) -> Asyn
     """
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     if not _flush_at_exit:
+        # libzmq's default of 1023 sockets a context would cap a client at
+        # about 340 peers (3 sockets each, with the monitor's pair): let the
+        # descriptor limit be the limit (it must be set before the first socket).
+        context.set(zmq.MAX_SOCKETS, _max_sockets(context))
         _flush_at_exit.append(context)
         atexit.register(_flush, context)
     sock: zmq.Socket[bytes] = context.socket(socket_type)
@@ -338,6 +345,15 @@ def open_socket(socket_type: int, *, linger_ms: int = DEFAULT_LINGER_MS) -> Asyn
 
 
 _flush_at_exit: list[zmq.Context[zmq.Socket[bytes]]] = []
+
+
+def _max_sockets(context: zmq.Context[zmq.Socket[bytes]]) -> int:
+    """The sockets a context may hold: as many as the process may open descriptors
+    (each socket takes at least one), never fewer than libzmq's default of 1023."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = context.get(zmq.SOCKET_LIMIT)
+    wanted = ceiling if soft == resource.RLIM_INFINITY else min(soft, ceiling)
+    return max(_LIBZMQ_MAX_SOCKETS, wanted)
 
 
 def _flush(context: zmq.Context[zmq.Socket[bytes]]) -> None:

@@ -31,6 +31,9 @@ VERSION: Final = 1
 MAX_CONTAINERS: Final = 1_000_000
 #: Largest message, in bytes, a client sends and a service accepts, unless configured.
 DEFAULT_MAX_MESSAGE_SIZE: Final = 16 * 1024 * 1024
+#: The most credit a stream may have outstanding: a `STREAM`'s first credit
+#: and each `CREDIT` must be within it, and more is not kept.
+MAX_CREDIT: Final = 65_536
 
 
 class Kind(enum.IntEnum):
@@ -45,6 +48,9 @@ class Kind(enum.IntEnum):
     STATS_SUBSCRIBE = 7
     STATS = 8
     CASTS = 9
+    STREAM = 10
+    ITEMS = 11
+    CREDIT = 12
     CALLS = 14
 
 
@@ -62,6 +68,26 @@ class Call:
     args: dict[str, Any]
     context: dict[str, Any]
     timeout: float | None = attrs.field(validator=lambda _, a, v: _check_seconds(a, v))
+    namespace: str | None = None
+    version: str | None = None
+
+
+@attrs.frozen
+class Stream:
+    """A request for a stream of items: a call's fields, then the first credit.
+
+    `credit` is how many items the caller accepts before it grants more
+    (`Credit`); the service sends them as `Items`, then a `Reply` (the end)
+    or an `Error`.
+    """
+
+    id: int
+    topic: str
+    method: str
+    args: dict[str, Any]
+    context: dict[str, Any]
+    timeout: float | None = attrs.field(validator=lambda _, a, v: _check_seconds(a, v))
+    credit: int
     namespace: str | None = None
     version: str | None = None
 
@@ -145,6 +171,22 @@ class Cancel:
 
 
 @attrs.frozen
+class Items:
+    """Items of stream `id`, in order: as many as its credit allows, in one message."""
+
+    id: int
+    items: list[Any]
+
+
+@attrs.frozen
+class Credit:
+    """The caller of stream `id` accepts `n` more items."""
+
+    id: int
+    n: int
+
+
+@attrs.frozen
 class StatsSubscribe:
     """Ask for a stats message every `interval` seconds, for `lease` seconds."""
 
@@ -162,7 +204,19 @@ class Stats:
 
 
 Envelope: TypeAlias = (
-    Call | Cast | Casts | Calls | Fanout | Reply | Error | Cancel | StatsSubscribe | Stats
+    Call
+    | Cast
+    | Casts
+    | Fanout
+    | Reply
+    | Error
+    | Cancel
+    | StatsSubscribe
+    | Stats
+    | Calls
+    | Stream
+    | Items
+    | Credit
 )
 
 _KIND_OF: Final[dict[type[Any], Kind]] = {
@@ -175,6 +229,9 @@ _KIND_OF: Final[dict[type[Any], Kind]] = {
     StatsSubscribe: Kind.STATS_SUBSCRIBE,
     Stats: Kind.STATS,
     Casts: Kind.CASTS,
+    Stream: Kind.STREAM,
+    Items: Kind.ITEMS,
+    Credit: Kind.CREDIT,
     Calls: Kind.CALLS,
 }
 _CLASS_OF: Final[dict[int, type[Any]]] = {kind: cls for cls, kind in _KIND_OF.items()}
@@ -184,7 +241,7 @@ _FIELDS_OF: Final[dict[type[Any], tuple[str, ...]]] = {
 #: The requests, whose last two fields (`namespace`, `version`) are optional:
 #: left out when both are nil, so a request that names neither is the same
 #: bytes as before they existed.
-_ADDRESSED: Final = frozenset({Call, Cast, Casts, Fanout})
+_ADDRESSED: Final = frozenset({Call, Cast, Casts, Fanout, Stream})
 #: The numbers of fields a message of each kind may have.
 _ARITIES: Final[dict[type[Any], frozenset[int]]] = {
     cls: frozenset({len(names), len(names) - 2} if cls in _ADDRESSED else {len(names)})
@@ -449,6 +506,10 @@ def _is_list_of_str_dicts(value: object) -> bool:
     return type(value) is list and all(map(_is_str_dict, value))
 
 
+def _is_list(value: object) -> bool:
+    return type(value) is list
+
+
 def _is_any(value: object) -> bool:
     return True
 
@@ -488,6 +549,12 @@ _CHECKS: Final[dict[type[Any], tuple[Callable[[object], bool], ...]]] = {
     Cancel: (_is_int,),
     StatsSubscribe: (_is_int, _is_number, _is_number),
     Stats: (_is_int, _is_str_dict),
+    Stream: (
+        *(_is_int, _is_str, _is_str, _is_str_dict, _is_str_dict, _is_optional_number, _is_int),
+        *(_is_optional_str, _is_optional_str),
+    ),
+    Items: (_is_int, _is_list),
+    Credit: (_is_int, _is_int),
 }
 
 

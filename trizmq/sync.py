@@ -231,10 +231,10 @@ class Client:
         *,
         timeout: float | None = None,
         context: Mapping[str, Any] | None = None,
-        wait_for_ready: bool | None = None,
         version: str | None = None,
         namespace: str | None = None,
         version_cap: str | None = None,
+        wait_for_ready: bool | None = None,
     ) -> BoundTarget:
         """A target with its own defaults: timeout, context, version, namespace, cap.
 
@@ -385,9 +385,69 @@ class Client:
             )
         )
 
-    # TO WIRE AT THE MERGE of the `stream` branch (`trizmq.Client.stream`): a
-    # `stream` method with the signature of `trizmq.Client.stream`, returning
-    # `_BlockingStream(self._loop, lambda: self._async.stream(target, method, ...))`.
+    @overload
+    def stream(
+        self,
+        target: str,
+        method: str,
+        /,
+        *,
+        timeout: float | None = ...,
+        returns: type[T],
+        context: Mapping[str, Any] | None = ...,
+        window: int = ...,
+        wait_for_ready: bool | None = ...,
+        **args: Any,
+    ) -> _BlockingStream[T]: ...
+
+    @overload
+    def stream(
+        self,
+        target: str,
+        method: str,
+        /,
+        *,
+        timeout: float | None = ...,
+        returns: None = ...,
+        context: Mapping[str, Any] | None = ...,
+        window: int = ...,
+        wait_for_ready: bool | None = ...,
+        **args: Any,
+    ) -> _BlockingStream[Any]: ...
+
+    def stream(
+        self,
+        target: str,
+        method: str,
+        /,
+        *,
+        timeout: float | None = None,
+        returns: type[Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        window: int = _client.DEFAULT_WINDOW,
+        wait_for_ready: bool | None = None,
+        **args: Any,
+    ) -> _BlockingStream[Any]:
+        """A stream of the items an async-generator method yields, as an iterator:
+        `with client.stream(...) as items: for item in items: ...`.
+
+        As [`trizmq.Client.stream`][trizmq.Client.stream], blocking: each
+        `next()` pulls one item; leaving the `with` block early stops the
+        generator on the service.
+        """
+        return _BlockingStream(
+            self._loop,
+            lambda: self._async.stream(
+                target,
+                method,
+                timeout=timeout,
+                returns=returns,
+                context=context,
+                window=window,
+                wait_for_ready=wait_for_ready,
+                **args,
+            ),
+        )
 
     def connected(self, target: str) -> bool:
         """Whether the connection to the service `"topic.host"` is up.
@@ -472,10 +532,10 @@ class BoundTarget:
         host: str | None = None,
         timeout: float | None = None,
         context: Mapping[str, Any] | None = None,
-        wait_for_ready: bool | None = None,
         version: str | None = None,
         namespace: str | None = None,
         version_cap: str | None = None,
+        wait_for_ready: bool | None = None,
     ) -> BoundTarget:
         """A copy of this target with some defaults changed.
 
@@ -518,6 +578,32 @@ class BoundTarget:
                 wait_for_ready=wait_for_ready,
                 **args,
             )
+        )
+
+    def stream(
+        self,
+        method: str,
+        /,
+        *,
+        timeout: float | None = None,
+        returns: type[Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        window: int = _client.DEFAULT_WINDOW,
+        wait_for_ready: bool | None = None,
+        **args: Any,
+    ) -> _BlockingStream[Any]:
+        """`Client.stream` on this target, with its defaults, as an iterator."""
+        return _BlockingStream(
+            self.client._loop,
+            lambda: self._bound.stream(
+                method,
+                timeout=timeout,
+                returns=returns,
+                context=context,
+                window=window,
+                wait_for_ready=wait_for_ready,
+                **args,
+            ),
         )
 
     def cast(

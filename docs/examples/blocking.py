@@ -36,8 +36,9 @@ def main(ring_path: str) -> None:
     try:
         # No `async`, no `await`: the client runs its Trio loop in a thread of its own.
         with trizmq.sync.open_client(ring, resolve=RESOLVE, timeout=10) as client:
-            # A call sent before the service has bound its port waits for it in ZeroMQ's queue.
-            print("compute.controller ->", client.call("compute.controller", "add", x=1, y=2))
+            # The service may not have bound its port yet: this first call waits for it.
+            first = client.call("compute.controller", "add", x=1, y=2, wait_for_ready=True)
+            print("compute.controller ->", first)
 
             # Any number of threads may share the client, and its prepared targets.
             compute = client.prepare("compute.controller")

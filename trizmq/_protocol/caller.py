@@ -1,10 +1,11 @@
 """The caller side of one peer: the rules of docs/protocol.md for a caller, without I/O.
 
-`CallerCore` keeps the calls waiting on one service port by id, matches
-the answers its socket received to them, forgets the calls its callers gave
-up on (saying what `CANCEL` to send), fails the calls of a lost connection,
-and turns an answer into the value or exception the caller gets. The client
-(`trizmq._client`) is the shell: it sends, reads, and wakes the tasks waiting.
+`CallerCore` keeps the calls waiting on one service port by id, and the
+streams open on it, matches the answers its socket received to them,
+forgets the calls its callers gave up on (saying what `CANCEL` to send),
+fails the calls of a lost connection, and turns an answer into the value
+or exception the caller gets. The client (`trizmq._client`) is the shell:
+it sends, reads, and wakes the tasks waiting.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from .._known import KnownExceptions
 from .._wire import (
     Calls,
     Cancel,
+    Credit,
     Envelope,
     Error,
     ErrorCode,
+    Items,
     Reply,
     converter,
     decode,
@@ -72,8 +75,12 @@ class CallerCore(Generic[W]):
 
     Attributes:
         pending: The waiter of each call waiting for its answer, by id.
-        counts: What went through this peer: calls, casts, fanouts sent;
-            replies, errors, timeouts, lost calls; answers that matched no
+        streams: The waiter of each stream open, by id: it takes `ITEMS`
+            until its `REPLY` or `ERROR`.
+        streamed: What `answers` matched to streams, in order, for the shell
+            to take (and clear): calls, the common case, pay nothing for it.
+        counts: What went through this peer: calls, casts, fanouts, streams
+            sent; replies, errors, timeouts, lost calls; answers that matched no
             call (`unmatched`: late, for a call given up) and frames that did
             not decode (`malformed`).
     """
@@ -83,6 +90,8 @@ class CallerCore(Generic[W]):
         self.host = host
         self.known = known
         self.pending: dict[int, W] = {}
+        self.streams: dict[int, W] = {}
+        self.streamed: list[tuple[W, Envelope]] = []
         self.counts: Counter[str] = Counter()
 
     def answers(self, batch: Iterable[list[bytes]]) -> list[tuple[W, Envelope]]:
@@ -100,24 +109,55 @@ class CallerCore(Generic[W]):
                 self.counts["unmatched"] += 1
                 continue
             waiter = pending.pop(envelope.id, None)
-            if waiter is None:
-                self.counts["unmatched"] += 1
-            else:
+            if waiter is not None:
                 matched.append((waiter, envelope))
+            elif (waiter := self.streams.get(envelope.id)) is not None:
+                if type(envelope) is not Items:
+                    del self.streams[envelope.id]  # its end
+                self.streamed.append((waiter, envelope))
+            else:
+                self.counts["unmatched"] += 1
         return matched
 
     def give_up(self, id: int) -> bytes:
         """Forget call `id` (its caller stopped waiting); the `CANCEL` to send,
         so that the service stops its handler too."""
-        self.pending.pop(id, None)
+        if self.pending.pop(id, None) is None:
+            self.streams.pop(id, None)
         return encode(Cancel(id))
 
+    def grant(self, id: int, n: int) -> bytes:
+        """The `CREDIT` that lets stream `id` send `n` more items."""
+        return encode(Credit(id, n))
+
     def lose(self, ids: Iterable[int]) -> list[W]:
-        """The waiters of the calls among `ids` still waiting, forgotten: their
-        connection was lost, and their outcome is unknown."""
-        lost = [w for id in ids if (w := self.pending.pop(id, None)) is not None]
+        """The waiters of the calls and streams among `ids` still waiting,
+        forgotten: their connection was lost, and their outcome is unknown."""
+        lost = [
+            w
+            for id in ids
+            if (w := self.pending.pop(id, None)) is not None
+            or (w := self.streams.pop(id, None)) is not None
+        ]
         self.counts["lost"] += len(lost)
         return lost
+
+    def item(self, value: Any, method: str, returns: type[Any] | None) -> Any:
+        """An item of a stream of `method`, structured into `returns` when given.
+
+        Raises:
+            TypeError: The item does not fit `returns`.
+        """
+        return value if returns is None else self._fit(value, returns, "an item", method)
+
+    def _fit(self, value: Any, returns: type[Any], what: str, method: str) -> Any:
+        try:
+            return converter.structure(value, returns)
+        except Exception as exc:
+            raise TypeError(
+                f"{self.topic}.{self.host}: {what} of {method!r} does not fit "
+                f"returns={getattr(returns, '__name__', returns)}: {describe(exc)}"
+            ) from None
 
     def outcome(
         self, envelope: Envelope, method: str, timeout: float | None, returns: type[Any] | None
@@ -137,13 +177,7 @@ class CallerCore(Generic[W]):
             self.counts["reply"] += 1
             if returns is None:
                 return envelope.result
-            try:
-                return converter.structure(envelope.result, returns)
-            except Exception as exc:
-                raise TypeError(
-                    f"{self.topic}.{self.host}: the result of {method!r} does not fit "
-                    f"returns={getattr(returns, '__name__', returns)}: {describe(exc)}"
-                ) from None
+            return self._fit(envelope.result, returns, "the result", method)
         if isinstance(envelope, Error) and envelope.code == ErrorCode.DEADLINE:
             # The service's deadline passed before the caller's: a timeout all the same.
             self.counts["timeout"] += 1

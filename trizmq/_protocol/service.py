@@ -5,10 +5,13 @@ The shell feeds `ServiceCore` the messages its socket received
 each handler ended (`succeeded`, `failed`, `stopped`). The core answers
 through callables the shell gives it: `send` a frame to a caller, `cancel` a
 running handler, `wake` the reading loop when a held request may go in, and
-tell the stats publisher a subscription came (`subscribed`). The time comes
-from the shell's `clock`, read only where a rule needs it (a call's deadline,
-a subscription's lease), so the core's behaviour depends only on what it is
-given.
+tell the stats publisher a subscription came (`subscribed`). A stream's
+generator runs in the shell too: the core takes each item it yields
+(`yielded`), sends them in bursts (`flush`) within the caller's credit, and
+tells the shell when credit comes for a stream waiting for it (`granted`).
+The time comes from the shell's `clock`, read only where a rule needs it (a
+call's deadline, a subscription's lease), so the core's behaviour depends
+only on what it is given.
 """
 
 from __future__ import annotations
@@ -29,16 +32,20 @@ from .._errors import ProtocolError
 from .._logs import ThrottledLog, clip
 from .._stats import MAX_SUBSCRIBERS, ServiceStats, Subscriptions
 from .._wire import (
+    MAX_CREDIT,
     Call,
     Calls,
     Cancel,
     Cast,
     Casts,
+    Credit,
     Error,
     ErrorCode,
     Fanout,
+    Items,
     Reply,
     StatsSubscribe,
+    Stream,
     decode,
     encode,
     unstructure,
@@ -47,7 +54,14 @@ from .._wire import (
 #: The largest message id; ids run from 1 (0 answers what carried no readable id).
 MAX_ID: Final = 2**64 - 1
 
-_KIND_NAMES: Final = {Call: "call", Cast: "cast", Fanout: "fanout"}
+#: Items of one stream sent in one `ITEMS` message at most.
+MAX_BURST: Final = 256
+
+_KIND_NAMES: Final = {Call: "call", Cast: "cast", Fanout: "fanout", Stream: "stream"}
+
+# The first bytes of a CANCEL ([1, 6, id]) and of a CREDIT ([1, 12, id, n]):
+# they concern requests running already, so they are never held behind others.
+_CONTROL_PREFIXES: Final = (b"\x93\x01\x06", b"\x94\x01\x0c")
 
 # A request received and not yet taken: its frames (routing id first), or
 # what is left of a CASTS or CALLS message (routing id, message, index of its
@@ -80,14 +94,19 @@ class Job:
     """A request accepted for its handler: what the handler needs, and its state."""
 
     identity: bytes
-    request: Call | Cast | Fanout
+    request: Call | Cast | Fanout | Stream
     method: Method
     args: dict[str, Any]
     ctx: Context
     started: float  # monotonic seconds, for the latency stats
     # The shell's hold on the handler (its cancel scope) once it waits; see `waiting`.
     handle: Any = None
-    stop_reason: str | None = None  # "caller" or "shutdown" once cancelled by them
+    stop_reason: str | None = None  # "caller", "shutdown" or "protocol" once stopped so
+    # A stream's: items it may still send, the items yielded and not sent yet
+    # (None for other requests), and the error that ends it once known.
+    credit: int = 0
+    burst: list[Any] | None = None
+    failure: Error | None = None
 
 
 class ServiceCore:
@@ -108,6 +127,7 @@ class ServiceCore:
         subscribed: Callable[[], None],
         clock: Callable[[], float],
         log: ThrottledLog | None = None,
+        granted: Callable[[Job], None] = lambda job: None,
     ) -> None:
         self.topic = topic
         self.host = host
@@ -120,6 +140,7 @@ class ServiceCore:
         self._cancel = cancel
         self._wake = wake
         self._subscribed = subscribed
+        self._granted = granted
         self._clock = clock
         self._per_caller = limits.max_in_flight_per_caller
         self._method_stats = stats.methods
@@ -127,6 +148,7 @@ class ServiceCore:
         self.flights: dict[tuple[bytes, int], Job] = {}
         self.subscribers = Subscriptions()
         self.stopping = False
+        self.parked = 0  # streams out of credit: they hold no place among the running
         self._busy: dict[bytes, int] = {}  # handlers in flight, per caller that has any
         # Requests received and not yet taken, in order.
         self.pending: collections.deque[Item] = collections.deque()
@@ -148,7 +170,7 @@ class ServiceCore:
         """Whether the service should stop reading: the handlers are at the
         concurrency limit, or the held requests at their budget."""
         return (
-            len(self.flights) >= self.limits.max_concurrency
+            len(self.flights) - self.parked >= self.limits.max_concurrency
             or self.held_bytes > self.limits.max_held_bytes
         )
 
@@ -208,6 +230,9 @@ class ServiceCore:
                 reply = Reply(job.request.id, unstructure(result))
             except Exception as exc:
                 reply = self._error(job, exc)
+        elif job.burst is not None:  # a stream's generator ended, or an item failed
+            self.flush(job)
+            reply = job.failure or Reply(job.request.id, None)
         self._answer(job, reply)
 
     def failed(self, job: Job, exc: BaseException) -> None:
@@ -224,11 +249,92 @@ class ServiceCore:
         elif reason == "caller":
             self.stats.cancelled += 1
             reply = Error(id, ErrorCode.DEADLINE, "trizmq.Cancelled", "cancelled by the caller", "")
+        elif reason == "protocol" and job.failure is not None:
+            reply = job.failure
         else:
             self._method_stats[job.method.name].timeouts += 1
             message = "the call's deadline passed"
             reply = Error(id, ErrorCode.DEADLINE, "trizmq.CallTimeout", message, "")
         self._answer(job, reply)
+
+    # -- streams ----------------------------------------------------------------
+
+    def yielded(self, job: Job, item: Any) -> None:
+        """The generator of stream `job` yielded `item`: it takes one credit,
+        and goes with the next burst (sent once the credit or the burst is full).
+
+        Raises:
+            Exception: `item` cannot be unstructured (the handler's error).
+        """
+        burst = job.burst
+        assert burst is not None
+        burst.append(unstructure(item))
+        job.credit -= 1
+        if job.credit == 0:
+            self.parked += 1
+            self.flush(job)
+        elif len(burst) >= MAX_BURST:
+            self.flush(job)
+
+    def flush(self, job: Job) -> None:
+        """Send the items stream `job` yielded and has not sent yet, as few
+        `ITEMS` as the message size limit allows. An item that cannot go (too
+        large, or not encodable) becomes the stream's `failure`: the items
+        before it are sent, the ones after it dropped."""
+        burst = job.burst
+        if burst and job.failure is None and job.stop_reason != "caller":
+            job.burst = []
+            self._send_items(job, burst)
+
+    def _send_items(self, job: Job, items: list[Any]) -> bool:
+        try:
+            frame = encode(Items(job.request.id, items))
+        except Exception as exc:
+            frame, problem = b"", f"an item cannot be encoded: {clip(exc)}"
+            type_name = "TypeError"
+        else:
+            limit = self.limits.max_message_size
+            if len(frame) <= limit:
+                self._send(job.identity, frame, "items")
+                self._method_stats[job.method.name].items += len(items)
+                return True
+            problem = f"an item is {len(frame)} bytes, over the limit of {limit}"
+            type_name = "trizmq.MessageTooLarge"
+        if len(items) > 1:
+            half = len(items) // 2
+            return self._send_items(job, items[:half]) and self._send_items(job, items[half:])
+        job.failure = Error(job.request.id, ErrorCode.EXCEPTION, type_name, problem, "")
+        self.stats.failed(job.request.method, type_name, problem, "")
+        return False
+
+    def probe(self, job: Job) -> bytes:
+        """An empty `ITEMS` for stream `job`: sent to learn whether its caller is still there."""
+        return encode(Items(job.request.id, []))
+
+    def caller_gone(self, identity: bytes) -> None:
+        """The caller `identity` is gone: stop its streams (nobody gives them credit)."""
+        for job in self.flights.values():
+            if job.identity == identity and job.burst is not None and _stoppable(job):
+                job.stop_reason = "caller"
+                self._cancel(job)
+
+    def _credit(self, identity: bytes, credit: Credit) -> None:
+        job = self.flights.get((identity, credit.id))
+        if job is None or job.burst is None or not _stoppable(job):
+            return  # not a stream running (any more): nothing to grant
+        n = credit.n
+        if not 0 < n <= MAX_CREDIT:
+            self.stats.rejected["protocol"] += 1
+            message = f"credit {n} is not between 1 and {MAX_CREDIT}"
+            job.failure = _protocol_error(credit.id, message)
+            job.stop_reason = "protocol"
+            self._cancel(job)
+            return
+        was = job.credit
+        job.credit = min(was + n, MAX_CREDIT)
+        if was == 0:
+            self.parked -= 1
+            self._granted(job)
 
     # -- shutdown --------------------------------------------------------------
 
@@ -258,6 +364,8 @@ class ServiceCore:
     def _hold(self, item: Item) -> bool:
         """Keep a caller's request for later if it is at its limit, or has
         requests waiting already (its requests run in order)."""
+        if type(item) is list and len(item) == 2 and item[1][:3] in _CONTROL_PREFIXES:
+            return False
         identity = item[0]
         held = self._held.get(identity)
         if held is None:
@@ -309,12 +417,16 @@ class ServiceCore:
             return self._start(identity, envelope)
         if isinstance(envelope, Casts | Calls):
             return self._next_of(identity, envelope, 0)
+        if isinstance(envelope, Stream):
+            return self._start(identity, envelope)
         if isinstance(envelope, Cancel):
             # An unknown or finished id, or a cast's, is nothing to cancel.
             job = self.flights.get((identity, envelope.id))
             if job is not None and job.stop_reason is None:
                 job.stop_reason = "caller"
                 self._cancel(job)
+        elif isinstance(envelope, Credit):
+            self._credit(identity, envelope)
         elif isinstance(envelope, StatsSubscribe):
             now = self._clock()
             if self.subscribers.add(identity, envelope.id, envelope.interval, envelope.lease, now):
@@ -355,7 +467,7 @@ class ServiceCore:
         )
         return self._start(identity, cast)
 
-    def _start(self, identity: bytes, request: Call | Cast | Fanout) -> Job | None:
+    def _start(self, identity: bytes, request: Call | Cast | Fanout | Stream) -> Job | None:
         kind = _KIND_NAMES[type(request)]
         self.stats.received[kind] += 1
         id = request.id
@@ -387,6 +499,13 @@ class ServiceCore:
             except Refused as refused:
                 self._refuse(identity, request, refused.code, refused.type_name, refused.message)
                 return None
+        if method.is_stream is not (type(request) is Stream):
+            self._refuse(identity, request, *_wrong_form(self.topic, method))
+            return None
+        if type(request) is Stream and not 0 < request.credit <= MAX_CREDIT:
+            message = f"credit {request.credit} is not between 1 and {MAX_CREDIT}"
+            self._refuse(identity, request, ErrorCode.PROTOCOL, "trizmq.ProtocolError", message)
+            return None
         try:
             args = method.bind(request.args)
         except ArgumentError as exc:
@@ -394,7 +513,7 @@ class ServiceCore:
             self._refuse(identity, request, code, name, str(exc))
             return None
         deadline = math.inf
-        if type(request) is Call and request.timeout is not None:
+        if (type(request) is Call or type(request) is Stream) and request.timeout is not None:
             if request.timeout <= 0:
                 # Already late: running it could only waste the service's time.
                 message = "the call's deadline had passed when it arrived"
@@ -412,6 +531,9 @@ class ServiceCore:
             request.context,
         )
         job = Job(identity, request, method, args, ctx, time.monotonic())
+        if type(request) is Stream:
+            job.credit = request.credit
+            job.burst = []
         self.flights[key] = job
         counts = self._method_stats[method.name]
         counts.received[kind] += 1
@@ -439,7 +561,15 @@ class ServiceCore:
         # The reply leaves before the bookkeeping: that is not the caller's to
         # wait for. A caller that gave up wants no answer.
         now = time.monotonic()
-        if reply is not None and type(job.request) is Call and job.stop_reason != "caller":
+        if job.burst is not None:
+            self.flush(job)  # the items before the end go first
+            if job.credit == 0:
+                self.parked -= 1
+        if (
+            reply is not None
+            and (type(job.request) is Call or type(job.request) is Stream)
+            and job.stop_reason != "caller"
+        ):
             reply = self._reply(job.identity, reply)
         identity = job.identity
         del self.flights[(identity, job.request.id)]
@@ -460,7 +590,7 @@ class ServiceCore:
     def _refuse(
         self,
         identity: bytes,
-        request: Call | Cast | Fanout,
+        request: Call | Cast | Fanout | Stream,
         code: str,
         type_name: str,
         message: str,
@@ -469,7 +599,7 @@ class ServiceCore:
         """Answer a call with an error (under `id`, else its own) without running
         it; count and log a refused cast."""
         self.stats.rejected[code] += 1
-        if isinstance(request, Call):
+        if isinstance(request, Call | Stream):
             reply_id = request.id if id is None else id
             self._reply(identity, Error(reply_id, code, type_name, message, ""))
         else:
@@ -507,8 +637,24 @@ class ServiceCore:
         return reply
 
 
+def _stoppable(job: Job) -> bool:
+    """Whether `job` runs on: not stopped, or only in the grace period of a shutdown."""
+    return job.stop_reason is None or job.stop_reason == "shutdown"
+
+
 def _size(item: Item) -> int:
     return len(item[1]) if isinstance(item, list) and len(item) == 2 else 0
+
+
+def _wrong_form(topic: str, method: Method) -> tuple[str, str, str]:
+    """The refusal of a request in the wrong form for its method: a `STREAM`
+    of a plain method, or a call, cast or fanout of a stream's."""
+    name = f"{topic}.{method.name}"
+    if method.is_stream:
+        message = f"{name} is a stream: open it with STREAM (Client.stream)"
+    else:
+        message = f"{name} is not a stream: send it a CALL (Client.call)"
+    return ErrorCode.NO_SUCH_METHOD, "trizmq.NoSuchMethod", message
 
 
 def _protocol_error(id: int, message: str) -> Error:
