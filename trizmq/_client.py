@@ -46,6 +46,7 @@ from ._transport import (
 )
 from ._versions import check_namespace, is_compatible, parse_version
 from ._wire import (
+    _PLAIN,
     DEFAULT_MAX_MESSAGE_SIZE,
     MAX_CREDIT,
     Call,
@@ -1902,4 +1903,13 @@ async def open_client(
 
 
 def _unstructure(args: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: unstructure(value) for name, value in args.items()}
+    return {name: value if _is_plain(value) else unstructure(value) for name, value in args.items()}
+
+
+def _is_plain(value: Any) -> bool:
+    """Whether `value` is plain data already (a scalar, or a map of str to
+    scalars): the converter would only copy it."""
+    kind = type(value)
+    return kind in _PLAIN or (
+        kind is dict and all(type(k) is str and type(v) in _PLAIN for k, v in value.items())
+    )
