@@ -871,11 +871,16 @@ class Client:
         wait_for_ready: bool | None,
     ) -> None:
         peer, frame = self._cast_frame(target, method, context, args, namespace, version)
-        peer.waiting_casts += 1
-        try:
-            sent = await self._hand_over(target, peer, frame, math.inf, self._waits(wait_for_ready))
-        finally:
-            peer.waiting_casts -= 1
+        if peer.up and peer.sock.send_nowait([frame]):
+            sent = peer  # the common case, taken at once: nothing to wait for
+        else:
+            peer.waiting_casts += 1
+            try:
+                sent = await self._hand_over(
+                    target, peer, frame, math.inf, self._waits(wait_for_ready)
+                )
+            finally:
+                peer.waiting_casts -= 1
         sent.counts["cast"] += 1
         await trio.lowlevel.cancel_shielded_checkpoint()
 
