@@ -256,3 +256,50 @@ async def test_cast_nowait_to_a_service_that_reads_nothing_raises_would_block_on
         counted = client.stats()["raw.late"]["cast"]
     assert 0 < sent < 100_000
     assert counted == sent + 1
+
+
+async def test_calls_queued_while_the_services_queue_is_full_leave_as_it_drains(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Queues of one message each way, so that a service not reading fills them soon.
+    open_dealer = trizmq._client.open_socket
+
+    def small(kind: int, **options: Any) -> AsyncSocket:
+        sock = open_dealer(kind, **options)
+        sock.zmq.setsockopt(zmq.SNDHWM, 1)
+        return sock
+
+    monkeypatch.setattr(trizmq._client, "open_socket", small)
+    address = unique_resolve(("late",))["late"]
+    with open_socket(zmq.ROUTER) as service:
+        service.zmq.setsockopt(zmq.RCVHWM, 1)
+        port = service.zmq.bind_to_random_port(f"tcp://{address}")
+        ring = trizmq.Ring.from_mapping({f"raw:{port}": ["late"]})
+        async with trizmq.open_client(ring, resolve={"late": address}) as client:
+            answers: dict[int, int] = {}
+
+            async def call(n: int) -> None:
+                answers[n] = await client.call("raw", "echo", n=n, blob=b"x" * 10_000)
+
+            with trio.fail_after(20):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(call, 0)
+                    await trio.testing.wait_all_tasks_blocked()
+                    peer = client._peers[("raw", "late")]
+                    started = 1
+                    while not peer.stalled:  # the service reads nothing yet
+                        nursery.start_soon(call, started)
+                        started += 1
+                        if started % 10 == 0:
+                            await trio.sleep(0.001)
+                    replied = 0
+                    while replied < started:
+                        for identity, frame in await service.receive_batch():
+                            request = decode(frame)
+                            batch = request.batch if isinstance(request, Calls) else [request]
+                            for one in batch:
+                                reply = Reply(one.id, one.args["n"])  # type: ignore[union-attr]
+                                await service.send([identity, encode(reply)])
+                                replied += 1
+    assert answers == {n: n for n in range(started)}
+    assert not peer.stalled and not peer.queued
