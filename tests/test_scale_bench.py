@@ -53,7 +53,8 @@ def test_the_scale_bench_measures_every_figure_and_prints_its_tables(
     assert [row["hosts"] for row in results["fanout"]] == list(PEERS)
     for row in results["fanout"]:
         for run in (row["warm"], row["cold"]):
-            assert 0 <= run["send_s"] <= run["all_s"] < 30
+            # The services may all have run it before the send returned.
+            assert 0 <= run["send_s"] < 30 and 0 <= run["all_s"] < 30
             assert 0 < run["median_s"] <= run["all_s"]
 
     stats = results["stats"]
