@@ -72,6 +72,14 @@ def test_joined_call_frames_are_the_calls_message_of_those_calls(batch: list[Cal
     assert join_calls([encode(call) for call in batch]) == encode(Calls(batch))
 
 
+def test_joined_call_frames_may_have_any_array_head() -> None:
+    call = Call(1, "compute", "boot", {"x": 1}, {}, 2.0)
+    fields = msgpack.unpackb(encode(call))
+    long_head = b"\xdc\x00\x08" + encode(call)[1:]  # the same array, as an array 16
+    assert msgpack.unpackb(long_head) == fields
+    assert join_calls([long_head, encode(call)]) == encode(Calls([call, call]))
+
+
 @given(st.binary(max_size=200))
 def test_random_bytes_decode_to_an_envelope_or_a_protocol_error(frame: bytes) -> None:
     with contextlib.suppress(ProtocolError):

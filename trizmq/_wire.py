@@ -340,18 +340,23 @@ def join_calls(frames: Sequence[bytes]) -> bytes:
 
     Byte for byte what `encode(Calls(...))` makes of their calls, without
     encoding them again: each `CALL`'s fields, as an array, are its frame
-    with the version and kind taken out.
+    with the version and kind taken out (a frame whose head is not the
+    short one `encode` makes is unpacked and packed again).
     """
     count = len(frames)
-    head = b"\x93\x01\x0e" + (
-        bytes([0x90 | count]) if count < 16 else b"\xdc" + count.to_bytes(2, "big")
-    )
-    parts = [head]
+    if count < 16:
+        head = bytes([0x90 | count])
+    elif count < 2**16:
+        head = b"\xdc" + count.to_bytes(2, "big")
+    else:
+        head = b"\xdd" + count.to_bytes(4, "big")
+    parts = [b"\x93\x01\x0e", head]
     for frame in frames:
-        if frame[:3] not in _CALL_HEADS:
-            raise ValueError("not a CALL frame made by encode")
-        parts.append(bytes([frame[0] - 2]))
-        parts.append(frame[3:])
+        if frame[:3] in _CALL_HEADS:
+            parts.append(bytes([frame[0] - 2]))
+            parts.append(frame[3:])
+        else:
+            parts.append(msgpack.packb(msgpack.unpackb(frame)[2:], **_packer_options))
     return b"".join(parts)
 
 
