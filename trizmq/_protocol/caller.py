@@ -26,6 +26,7 @@ from .._errors import (
 )
 from .._known import KnownExceptions
 from .._wire import (
+    Calls,
     Cancel,
     Credit,
     Envelope,
@@ -96,13 +97,16 @@ class CallerCore(Generic[W]):
     def answers(self, batch: Iterable[list[bytes]]) -> list[tuple[W, Envelope]]:
         """Match what the socket received to the calls waiting; the others are
         counted, never raised: a late answer to a call given up is normal."""
-        matched = []
+        matched: list[tuple[W, Envelope]] = []
         pending = self.pending
         for frames in batch:
             try:
                 envelope = decode(frames[-1])
             except ProtocolError:
                 self.counts["malformed"] += 1
+                continue
+            if isinstance(envelope, Calls):  # a request: it answers no call
+                self.counts["unmatched"] += 1
                 continue
             waiter = pending.pop(envelope.id, None)
             if waiter is not None:
