@@ -27,6 +27,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 import trizmq
 from trizmq._protocol.caller import CallerCore, Ids
 from trizmq._wire import (
+    Call,
+    Calls,
     Cancel,
     Credit,
     Error,
@@ -186,6 +188,15 @@ def test_an_answer_that_is_neither_reply_nor_error_is_a_protocol_error() -> None
     core: CallerCore[Any] = CallerCore("compute", "node")
     with pytest.raises(trizmq.ProtocolError):
         core.outcome(Stats(1, {}), "boot", math.inf, None)
+
+
+def test_a_calls_message_sent_to_a_caller_answers_no_call_and_is_counted_unmatched() -> None:
+    core: CallerCore[str] = CallerCore("compute", "node")
+    core.pending[1] = "waiter"
+    calls = Calls([Call(1, "compute", "boot", {}, {}, None)])
+    assert core.answers([[encode(calls)]]) == []
+    assert core.pending == {1: "waiter"}
+    assert core.counts["unmatched"] == 1
 
 
 def test_a_casts_message_takes_consecutive_ids() -> None:

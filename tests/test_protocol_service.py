@@ -1,7 +1,7 @@
 """The service side of the protocol, driven as a state machine without sockets.
 
 Hypothesis sends `ServiceCore` random interleavings of what callers can send
-(calls, casts, CASTS, fanouts, streams and their credit, cancels, stats
+(calls, CALLS, casts, CASTS, fanouts, streams and their credit, cancels, stats
 subscriptions, garbage; good,
 reused, zero, negative and huge ids; wrong topics; timeouts from negative to
 huge; namespaces and versions, absent, served, refused or malformed), takes
@@ -249,6 +249,26 @@ class ServiceSide(RuleBasedStateMachine):
         addressing: tuple[str | None, ...],
     ) -> None:
         self.queue.append([caller, pack(Kind.CASTS, id, TOPIC, method, batch, {}, *addressing)])
+
+    @rule(
+        caller=callers,
+        batch=st.lists(st.tuples(requests(), addressings), max_size=5),
+    )
+    def calls(
+        self,
+        caller: bytes,
+        batch: list[tuple[tuple[int, str, str, dict[str, Any], float | None], tuple[Any, ...]]],
+    ) -> None:
+        fields = [
+            [id, topic, method, args, {}, timeout, *addressing]
+            for (id, method, topic, args, timeout), addressing in batch
+        ]
+        self.queue.append([caller, pack(Kind.CALLS, fields)])
+        # One non-finite timeout makes the whole message invalid: answered under id 0.
+        if all(t is None or math.isfinite(t) for (_, _, _, _, t), _ in batch):
+            for (id, *_), _ in batch:
+                if id > 0:
+                    self.calls[(caller, id)] += 1
 
     @rule(caller=callers, id=st.integers(1, 3) | ids)
     def cancel(self, caller: bytes, id: int) -> None:
@@ -525,3 +545,34 @@ def test_a_replies_message_stays_within_64_kib_whatever_the_service_limit() -> N
     assert [len(encode(envelope)) <= MAX_REPLIES_SIZE for _, envelope in sent] == [True, True]
     answered = [a for _, e in sent for a in e.answers]
     assert [a.id for a in answered] == list(range(1, 401))
+
+
+def test_the_calls_of_a_calls_message_run_and_are_answered_each_under_its_own_id() -> None:
+    core, sent = answering_core()
+    batch = [
+        [4, TOPIC, "work", {"n": 40}, {}, 30.0],
+        [5, TOPIC, "missing", {}, {}, None],
+        [6, TOPIC, "work", {"n": 60}, {}, None, None, "1.0"],
+    ]
+    core.receive([[b"alice", pack(Kind.CALLS, batch)]])
+    jobs = [core.take() for _ in range(3)]
+    assert [job.request.id if job else None for job in jobs] == [4, None, 6]
+    assert jobs[0] is not None and jobs[0].ctx.deadline == 30.0
+    for job in jobs:
+        if job is not None:
+            core.succeeded(job, job.args["n"])
+    answers = [envelope for _, envelope in sent]
+    assert [(a.id, type(a).__name__) for a in answers] == [(5, "Error"), (4, "Reply"), (6, "Reply")]
+    assert [a.result for a in answers[1:]] == [40, 60]
+    assert core.stats.received["call"] == 3
+
+
+def test_a_calls_message_with_one_call_that_does_not_decode_is_refused_whole() -> None:
+    core, sent = answering_core()
+    batch = [[4, TOPIC, "work", {"n": 1}, {}, None], [5, TOPIC, "work", {"n": 1}, {}]]
+    core.receive([[b"alice", pack(Kind.CALLS, batch)]])
+    assert core.take() is None
+    assert not core.ready
+    [(_, error)] = sent
+    assert (error.id, error.code) == (0, ErrorCode.PROTOCOL)
+    assert error.message == "invalid Calls message: call 1 is not an array of 6 or 8 fields"

@@ -16,6 +16,7 @@ from trizmq._wire import (
     MAX_CONTAINERS,
     VERSION,
     Call,
+    Calls,
     Cancel,
     Cast,
     Casts,
@@ -28,6 +29,7 @@ from trizmq._wire import (
     StatsSubscribe,
     decode,
     encode,
+    join_calls,
 )
 
 names = st.text(min_size=1, max_size=20)
@@ -44,8 +46,11 @@ timeouts = st.none() | st.floats(min_value=0, max_value=1e6)
 namespaces = st.none() | names
 versions = st.none() | st.from_regex(r"[0-9]{1,3}\.[0-9]{1,3}", fullmatch=True)
 
+calls = st.builds(Call, ids, names, names, args, args, timeouts, namespaces, versions)
+
 envelopes: st.SearchStrategy[Envelope] = st.one_of(
-    st.builds(Call, ids, names, names, args, args, timeouts, namespaces, versions),
+    calls,
+    st.builds(Calls, st.lists(calls, max_size=4)),
     st.builds(Cast, ids, names, names, args, args, namespaces, versions),
     st.builds(Casts, ids, names, names, st.lists(args, max_size=4), args, namespaces, versions),
     st.builds(Fanout, ids, names, names, args, args, namespaces, versions),
@@ -60,6 +65,19 @@ envelopes: st.SearchStrategy[Envelope] = st.one_of(
 @given(envelopes)
 def test_every_envelope_survives_encode_then_decode(envelope: Envelope) -> None:
     assert decode(encode(envelope)) == envelope
+
+
+@given(st.lists(calls, max_size=20))
+def test_joined_call_frames_are_the_calls_message_of_those_calls(batch: list[Call]) -> None:
+    assert join_calls([encode(call) for call in batch]) == encode(Calls(batch))
+
+
+def test_joined_call_frames_may_have_any_array_head() -> None:
+    call = Call(1, "compute", "boot", {"x": 1}, {}, 2.0)
+    fields = msgpack.unpackb(encode(call))
+    long_head = b"\xdc\x00\x08" + encode(call)[1:]  # the same array, as an array 16
+    assert msgpack.unpackb(long_head) == fields
+    assert join_calls([long_head, encode(call)]) == encode(Calls([call, call]))
 
 
 @given(st.binary(max_size=200))

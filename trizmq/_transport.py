@@ -139,6 +139,10 @@ class AsyncSocket:
         if not self.send_nowait(frames):
             await self.send(frames)
 
+    async def wait_writable(self) -> None:
+        """Return once zmq takes a message at once (at once if it does now)."""
+        await self._wait(_POLLOUT)
+
     def send_nowait(self, frames: Sequence[bytes]) -> bool:
         """Send one multipart message if zmq takes it at once.
 

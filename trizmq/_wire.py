@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final, NoReturn, TypeAlias
 
 import attrs
@@ -52,6 +52,7 @@ class Kind(enum.IntEnum):
     ITEMS = 11
     CREDIT = 12
     REPLIES = 13
+    CALLS = 14
 
 
 @attrs.frozen
@@ -133,6 +134,13 @@ class Casts:
 
 
 @attrs.frozen
+class Calls:
+    """Calls to one service port, in one message: each as the `CALL` it stands for."""
+
+    batch: list[Call]
+
+
+@attrs.frozen
 class Fanout(_OneWay):
     """A one-way request sent to every host of a topic; nothing is sent back."""
 
@@ -203,7 +211,7 @@ class Stats:
     data: dict[str, Any]
 
 
-#: The envelopes that carry an id: every kind but `REPLIES`.
+#: The envelopes that carry an id: every kind but `CALLS` and `REPLIES`.
 Message: TypeAlias = (
     Call
     | Cast
@@ -218,7 +226,7 @@ Message: TypeAlias = (
     | Items
     | Credit
 )
-Envelope: TypeAlias = Message | Replies
+Envelope: TypeAlias = Message | Calls | Replies
 
 _KIND_OF: Final[dict[type[Any], Kind]] = {
     Call: Kind.CALL,
@@ -234,6 +242,7 @@ _KIND_OF: Final[dict[type[Any], Kind]] = {
     Items: Kind.ITEMS,
     Credit: Kind.CREDIT,
     Replies: Kind.REPLIES,
+    Calls: Kind.CALLS,
 }
 _CLASS_OF: Final[dict[int, type[Any]]] = {kind: cls for cls, kind in _KIND_OF.items()}
 _FIELDS_OF: Final[dict[type[Any], tuple[str, ...]]] = {
@@ -263,6 +272,14 @@ _ENCODING: Final[dict[type[Any], tuple[Kind, Callable[[Any], tuple[Any, ...]], b
     cls: (kind, _fields_getter(_FIELDS_OF[cls]), cls in _ADDRESSED)
     for cls, kind in _KIND_OF.items()
 }
+
+
+def _call_fields(call: Call) -> tuple[Any, ...]:
+    fields: tuple[Any, ...] = _ENCODING[Call][1](call)
+    return fields[:-2] if fields[-1] is None and fields[-2] is None else fields
+
+
+_ENCODING[Calls] = (Kind.CALLS, lambda calls: ([_call_fields(c) for c in calls.batch],), False)
 
 
 class ErrorCode:
@@ -350,6 +367,35 @@ def encode_replies(answers: list[bytes]) -> bytes:
     else:
         head = _REPLIES_HEAD + b"\xdd" + count.to_bytes(4, "big")
     return b"".join([head, *answers])
+
+
+#: The head of an encoded `CALL`: a fixarray of its fields plus two, version, kind.
+_CALL_HEADS: Final = frozenset(bytes([0x90 | (n + 2), VERSION, Kind.CALL]) for n in (6, 8))
+
+
+def join_calls(frames: Sequence[bytes]) -> bytes:
+    """The `CALLS` frame carrying the `CALL` frames `frames` (from `encode`), in order.
+
+    Byte for byte what `encode(Calls(...))` makes of their calls, without
+    encoding them again: each `CALL`'s fields, as an array, are its frame
+    with the version and kind taken out (a frame whose head is not the
+    short one `encode` makes is unpacked and packed again).
+    """
+    count = len(frames)
+    if count < 16:
+        head = bytes([0x90 | count])
+    elif count < 2**16:
+        head = b"\xdc" + count.to_bytes(2, "big")
+    else:
+        head = b"\xdd" + count.to_bytes(4, "big")
+    parts = [b"\x93\x01\x0e", head]
+    for frame in frames:
+        if frame[:3] in _CALL_HEADS:
+            parts.append(bytes([frame[0] - 2]))
+            parts.append(frame[3:])
+        else:
+            parts.append(msgpack.packb(msgpack.unpackb(frame)[2:], **_packer_options))
+    return b"".join(parts)
 
 
 def _refuse_ext(code: int, data: bytes) -> NoReturn:
@@ -442,22 +488,44 @@ def _envelope(data: Any) -> Envelope:
         raise ProtocolError(f"a {cls.__name__} message has {count} fields, got {len(fields)}")
     if cls is Replies:
         return _replies(fields[0])
+    if cls is Calls:
+        return _calls(fields[0])
+    envelope: Envelope = _build(cls, fields)
+    return envelope
+
+
+def _build(cls: type[Any], fields: list[Any]) -> Any:
+    """The envelope of class `cls` with `fields` (as many as it takes), or ProtocolError."""
     # Without namespace and version, the checks of those two are left over.
     for check, value in zip(_CHECKS[cls], fields, strict=False):
         if not check(value):
             break
     else:
         try:
-            envelope: Envelope = cls(*fields)
-            return envelope
+            return cls(*fields)
         except Exception:
             pass  # the converter below says what is wrong
     try:
-        envelope = converter.structure(dict(zip(_FIELDS_OF[cls], fields, strict=False)), cls)
+        return converter.structure(dict(zip(_FIELDS_OF[cls], fields, strict=False)), cls)
     except Exception as exc:
         problems = describe(exc)
         raise ProtocolError(f"invalid {cls.__name__} message: {problems}") from None
-    return envelope
+
+
+def _calls(batch: Any) -> Calls:
+    """A `CALLS` whose `batch` is an array of `CALL` field arrays, or ProtocolError."""
+    if type(batch) is not list:
+        raise ProtocolError("invalid Calls message: batch is not an array")
+    calls = []
+    arities = _ARITIES[Call]
+    for n, fields in enumerate(batch):
+        if type(fields) is not list or len(fields) not in arities:
+            raise ProtocolError(f"invalid Calls message: call {n} is not an array of 6 or 8 fields")
+        try:
+            calls.append(_build(Call, fields))
+        except ProtocolError as exc:
+            raise ProtocolError(f"invalid Calls message: call {n}: {exc}") from None
+    return Calls(calls)
 
 
 _ANSWER_KINDS: Final = (Kind.REPLY, Kind.ERROR)

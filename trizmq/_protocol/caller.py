@@ -26,6 +26,7 @@ from .._errors import (
 )
 from .._known import KnownExceptions
 from .._wire import (
+    Calls,
     Cancel,
     Credit,
     Envelope,
@@ -107,6 +108,9 @@ class CallerCore(Generic[W]):
                 envelope = decode(frames[-1])
             except ProtocolError:
                 counts["malformed"] += 1
+                continue
+            if isinstance(envelope, Calls):  # a request: it answers no call
+                counts["unmatched"] += 1
                 continue
             answers = envelope.answers if isinstance(envelope, Replies) else (envelope,)
             for answer in answers:

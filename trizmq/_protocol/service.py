@@ -36,6 +36,7 @@ from .._wire import (
     MAX_REPLIES_SIZE,
     REPLIES_OVERHEAD,
     Call,
+    Calls,
     Cancel,
     Cast,
     Casts,
@@ -67,8 +68,9 @@ _KIND_NAMES: Final = {Call: "call", Cast: "cast", Fanout: "fanout", Stream: "str
 _CONTROL_PREFIXES: Final = (b"\x93\x01\x06", b"\x94\x01\x0c")
 
 # A request received and not yet taken: its frames (routing id first), or
-# what is left of a CASTS message (routing id, message, index of its next cast).
-Item: TypeAlias = list[bytes] | tuple[bytes, Casts, int]
+# what is left of a CASTS or CALLS message (routing id, message, index of its
+# next request).
+Item: TypeAlias = list[bytes] | tuple[bytes, Casts | Calls, int]
 
 #: What a frame sent carries: (kind, how many) pairs, the kinds those of
 #: `ServiceStats.sent` ("reply", "error", "items").
@@ -450,7 +452,7 @@ class ServiceCore:
 
     def _take(self, item: Item) -> Job | None:
         if type(item) is tuple:
-            return self._next_cast(*item)
+            return self._next_of(*item)
         stats = self.stats
         if len(item) != 2:
             stats.rejected["frames"] += 1
@@ -475,8 +477,8 @@ class ServiceCore:
             return None
         if type(envelope) is Call or type(envelope) is Cast or type(envelope) is Fanout:
             return self._start(identity, envelope)
-        if isinstance(envelope, Casts):
-            return self._next_cast(identity, envelope, 0)
+        if isinstance(envelope, Casts | Calls):
+            return self._next_of(identity, envelope, 0)
         if isinstance(envelope, Stream):
             return self._start(identity, envelope)
         if isinstance(envelope, Cancel):
@@ -502,26 +504,29 @@ class ServiceCore:
             self._reply(identity, _protocol_error(id, message))
         return None
 
-    def _next_cast(self, identity: bytes, casts: Casts, index: int) -> Job | None:
-        """Start cast `index` of a CASTS message; the rest come next, one at a time."""
-        if index >= len(casts.batch):
+    def _next_of(self, identity: bytes, many: Casts | Calls, index: int) -> Job | None:
+        """Start request `index` of a CASTS or CALLS message; the rest come
+        next, one at a time."""
+        if index >= len(many.batch):
             return None
-        if index + 1 < len(casts.batch):
-            rest = (identity, casts, index + 1)
+        if index + 1 < len(many.batch):
+            rest = (identity, many, index + 1)
             held = self._held.get(identity)
             # The rest goes before anything else of its caller's.
             if held is None or self.stopping:
                 self.pending.appendleft(rest)
             else:
                 held.appendleft(rest)
+        if isinstance(many, Calls):
+            return self._start(identity, many.batch[index])
         cast = Cast(
-            casts.id + index,
-            casts.topic,
-            casts.method,
-            casts.batch[index],
-            casts.context,
-            casts.namespace,
-            casts.version,
+            many.id + index,
+            many.topic,
+            many.method,
+            many.batch[index],
+            many.context,
+            many.namespace,
+            many.version,
         )
         return self._start(identity, cast)
 
