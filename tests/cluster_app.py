@@ -132,6 +132,12 @@ class Endpoint:
                 nursery.start_soon(self.sleep, ctx, seconds, tag)
         return tag
 
+    async def hog(self, ctx: trizmq.Context, seconds: float) -> float:
+        """Hold the service's event loop for `seconds` without waiting (what a
+        handler must not do): whatever comes meanwhile is read together after."""
+        time.sleep(seconds)  # noqa: ASYNC251 (blocking on purpose)
+        return seconds
+
     async def state(self, ctx: trizmq.Context, tag: str) -> str | None:
         return self.states.get(tag)
 

@@ -1,11 +1,12 @@
 """The caller side of the protocol, driven as a state machine without sockets.
 
 Hypothesis starts calls and streams on one peer, lets answers arrive for
-them, for calls given up, for ids never used and as garbage, gives calls up
-and loses the connection under some of them, in any order. The rules of
-docs/protocol.md for a caller hold throughout: every call ends exactly once
-(its answer, its caller giving up, or the connection lost), a stream takes
-any number of `ITEMS` and ends exactly once (its `REPLY` or `ERROR`, its
+them (alone or several in a REPLIES), for calls given up, for ids never
+used and as garbage, gives calls up and loses the connection under some of
+them, in any order. The rules of docs/protocol.md for a caller hold
+throughout: every call ends exactly once (its answer, its caller giving up,
+or the connection lost), a stream takes any number of `ITEMS` and ends
+exactly once (its `REPLY` or `ERROR`, its
 caller giving up, or the connection lost), an answer matching no waiting
 call or open stream is counted and never raised, and each `ERROR` code
 becomes its documented exception.
@@ -37,6 +38,7 @@ from trizmq._wire import (
     Stats,
     decode,
     encode,
+    encode_replies,
 )
 
 EXAMPLES = int(os.environ.get("TRIZMQ_STATE_EXAMPLES", "300"))
@@ -101,6 +103,30 @@ class CallerSide(RuleBasedStateMachine):
         else:
             self.unmatched += 1
             assert matched == []
+
+    @rule(
+        chosen=st.lists(
+            st.tuples(st.sampled_from(["reply", "exception", "deadline"]), st.integers(0, 10**6)),
+            min_size=2,
+            max_size=6,
+        )
+    )
+    def answers_arrive_together(self, chosen: list[tuple[str, int]]) -> None:
+        """A REPLIES: each of its answers counts as if it had come alone."""
+        known = sorted(self.waiting | set(self.ended)) or [1]
+        ids = [known[which % len(known)] if which % 3 else 10**6 + which for _, which in chosen]
+        frames = [answer(kind, id) for (kind, _), id in zip(chosen, ids, strict=True)]
+        matched = self.core.answers([[encode_replies(frames)]])
+        streamed, self.core.streamed = self.core.streamed, []
+        calls, streams = [], []
+        for id in ids:
+            if id in self.waiting:  # a stream's answer ends it
+                (streams if id in self.streams else calls).append((id, id))
+                self.end(id)
+            else:
+                self.unmatched += 1
+        assert [(waiter, envelope.id) for waiter, envelope in matched] == calls
+        assert [(waiter, envelope.id) for waiter, envelope in streamed] == streams
 
     @precondition(lambda self: self.waiting)
     @rule(which=st.integers(min_value=0))

@@ -49,6 +49,7 @@ from ._wire import (
     _PLAIN,
     DEFAULT_MAX_MESSAGE_SIZE,
     MAX_CREDIT,
+    MAX_REPLIES_SIZE,
     Call,
     Cast,
     Casts,
@@ -1264,7 +1265,8 @@ class Client:
         sock = open_socket(zmq.DEALER)
         sock.zmq.setsockopt(zmq.ROUTING_ID, self._identity)
         set_heartbeat(sock, self._heartbeat)
-        sock.zmq.setsockopt(zmq.MAXMSGSIZE, self._max_message_size)
+        # Never below a REPLIES's size: it batches answers that each fit the limit.
+        sock.zmq.setsockopt(zmq.MAXMSGSIZE, max(self._max_message_size, MAX_REPLIES_SIZE))
         # A connect that hangs (no answer at all) is a failed attempt after this.
         sock.zmq.setsockopt(zmq.CONNECT_TIMEOUT, max(1, round(self._connect_timeout * 1000)))
         if self._curve is not None:
@@ -1834,7 +1836,9 @@ async def open_client(
         heartbeat: Seconds without a sign of life (ZMTP heartbeats) after which
             a connection is lost: calls in flight on it fail with `PeerLost`,
             and round-robin skips the host until it is back.
-        max_message_size: Largest message, in bytes, sent or accepted.
+        max_message_size: Largest message, in bytes, sent or accepted (a
+            service's batch of answers is accepted up to 64 KiB whatever
+            this says).
         curve: The client's CURVE keys (`Curve.client`), for services that
             require them; a refused handshake raises `AuthenticationFailed`.
         allowed_exceptions: Exception classes, and module names

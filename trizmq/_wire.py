@@ -51,6 +51,7 @@ class Kind(enum.IntEnum):
     STREAM = 10
     ITEMS = 11
     CREDIT = 12
+    REPLIES = 13
     CALLS = 14
 
 
@@ -164,6 +165,13 @@ class Error:
 
 
 @attrs.frozen
+class Replies:
+    """Answers (`Reply` and `Error`) to calls of one caller, in one message."""
+
+    answers: list[Reply | Error]
+
+
+@attrs.frozen
 class Cancel:
     """The caller gave up on call `id`: the service cancels its handler."""
 
@@ -203,7 +211,8 @@ class Stats:
     data: dict[str, Any]
 
 
-Envelope: TypeAlias = (
+#: The envelopes that carry an id: every kind but `CALLS` and `REPLIES`.
+Message: TypeAlias = (
     Call
     | Cast
     | Casts
@@ -213,11 +222,11 @@ Envelope: TypeAlias = (
     | Cancel
     | StatsSubscribe
     | Stats
-    | Calls
     | Stream
     | Items
     | Credit
 )
+Envelope: TypeAlias = Message | Calls | Replies
 
 _KIND_OF: Final[dict[type[Any], Kind]] = {
     Call: Kind.CALL,
@@ -232,6 +241,7 @@ _KIND_OF: Final[dict[type[Any], Kind]] = {
     Stream: Kind.STREAM,
     Items: Kind.ITEMS,
     Credit: Kind.CREDIT,
+    Replies: Kind.REPLIES,
     Calls: Kind.CALLS,
 }
 _CLASS_OF: Final[dict[int, type[Any]]] = {kind: cls for cls, kind in _KIND_OF.items()}
@@ -323,12 +333,40 @@ def encode(envelope: Envelope) -> bytes:
     Raises:
         TypeError: a payload value msgpack cannot encode.
     """
+    if type(envelope) is Replies:
+        return encode_replies([encode(answer) for answer in envelope.answers])
     kind, fields_of, addressed = _ENCODING[type(envelope)]
     fields = fields_of(envelope)
     if addressed and fields[-1] is None and fields[-2] is None:
         fields = fields[:-2]
     data: bytes = msgpack.packb([VERSION, kind, *fields], **_packer_options)
     return data
+
+
+#: The largest `REPLIES` message, in bytes (a service with a lower message
+#: size limit keeps to its own): every caller accepts one this large,
+#: whatever its own limit, so batching small answers never makes a message
+#: too large for a caller that would take each of them alone.
+MAX_REPLIES_SIZE: Final = 64 * 1024
+#: The bytes a `REPLIES` message adds to the answers it carries, at most.
+REPLIES_OVERHEAD: Final = 8
+_REPLIES_HEAD: Final = bytes((0x93, VERSION, Kind.REPLIES))
+
+
+def encode_replies(answers: list[bytes]) -> bytes:
+    """A `REPLIES` message carrying `answers`, each an encoded `REPLY` or `ERROR`.
+
+    A REPLIES's answers are whole envelopes, so the encoded ones go in as they
+    are: nothing is encoded twice.
+    """
+    count = len(answers)
+    if count < 16:
+        head = _REPLIES_HEAD + bytes((0x90 | count,))
+    elif count < 2**16:
+        head = _REPLIES_HEAD + b"\xdc" + count.to_bytes(2, "big")
+    else:
+        head = _REPLIES_HEAD + b"\xdd" + count.to_bytes(4, "big")
+    return b"".join([head, *answers])
 
 
 #: The head of an encoded `CALL`: a fixarray of its fields plus two, version, kind.
@@ -430,6 +468,11 @@ def decode(frame: bytes) -> Envelope:
         raise ProtocolError(f"not a msgpack message: {exc}") from None
     except Exception:
         raise ProtocolError(f"not a msgpack message: {_unpack_problem(frame)}") from None
+    return _envelope(data)
+
+
+def _envelope(data: Any) -> Envelope:
+    """The envelope of a decoded msgpack array (see `decode`)."""
     if not isinstance(data, list) or len(data) < 2:
         raise ProtocolError("an envelope is a msgpack array [version, kind, ...fields]")
     version, kind, *fields = data
@@ -443,6 +486,8 @@ def decode(frame: bytes) -> Envelope:
     if len(fields) not in _ARITIES[cls]:
         count = " or ".join(map(str, sorted(_ARITIES[cls])))
         raise ProtocolError(f"a {cls.__name__} message has {count} fields, got {len(fields)}")
+    if cls is Replies:
+        return _replies(fields[0])
     if cls is Calls:
         return _calls(fields[0])
     envelope: Envelope = _build(cls, fields)
@@ -481,6 +526,25 @@ def _calls(batch: Any) -> Calls:
         except ProtocolError as exc:
             raise ProtocolError(f"invalid Calls message: call {n}: {exc}") from None
     return Calls(calls)
+
+
+_ANSWER_KINDS: Final = (Kind.REPLY, Kind.ERROR)
+
+
+def _replies(answers: Any) -> Replies:
+    if type(answers) is not list or not answers:
+        raise ProtocolError("invalid Replies message: answers must be a non-empty array")
+    decoded: list[Reply | Error] = []
+    for index, data in enumerate(answers):
+        # The kind first: a REPLIES in a REPLIES is refused before it is read.
+        if type(data) is list and len(data) >= 2 and data[1] not in _ANSWER_KINDS:
+            message = f"answer {index} is of kind {data[1]!r}, not a REPLY or an ERROR"
+            raise ProtocolError(f"invalid Replies message: {message}")
+        try:
+            decoded.append(_envelope(data))  # type: ignore[arg-type]
+        except ProtocolError as exc:
+            raise ProtocolError(f"invalid Replies message: answer {index}: {exc}") from None
+    return Replies(decoded)
 
 
 def _is_int(value: object) -> bool:
@@ -560,6 +624,7 @@ _CHECKS: Final[dict[type[Any], tuple[Callable[[object], bool], ...]]] = {
     ),
     Items: (_is_int, _is_list),
     Credit: (_is_int, _is_int),
+    Replies: (_is_any,),  # see `_replies`
 }
 
 
