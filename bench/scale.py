@@ -16,8 +16,9 @@ loopback address, ``127.B.X.Y`` in a /16 block this run claims among
    them (`trizmq.stats.watch_ring`, 0.5 s interval): the subscriber's CPU, and
    the services' CPU with and without it, per port;
 4. with ``--registry`` (a ``redis-server`` on loopback, started here): how long
-   a client takes to learn the 1,000 members, what following them costs, and
-   its lag behind a churn of joins and leaves.
+   a client takes to learn the 1,000 members, what following them costs, its
+   lag behind a churn of joins and leaves, and how many leaves are announced
+   when every worker stops all its services at once.
 
 The Scale section of docs/deploying.md gives a run's tables and what they mean;
 tests/test_scale_bench.py runs it at 20 hosts.
@@ -217,6 +218,7 @@ class Workers:
         self.procs: list[trio.Process] = []
         self.fds: list[int] = []
         self.start_s = math.nan
+        self.stopped = False
         self.owner = {host: i for i, hosts in enumerate(slices) for host in hosts}
         self.owner.update({host: i % len(slices) for i, host in enumerate(spares)})
 
@@ -247,6 +249,9 @@ class Workers:
 
     async def stop(self) -> None:
         """Close their standard input; kill their process groups if they linger."""
+        if self.stopped:
+            return
+        self.stopped = True
         with trio.CancelScope(shield=True):
             for worker in self.procs:
                 if worker.stdin is not None:
@@ -484,8 +489,22 @@ class Run:
                 seconds = result["churn"]["seconds"]
                 result["client_cpu_pct_churn"] = 100 * (cpu_seconds() - mine) / seconds
                 result["redis_cpu_pct_churn"] = 100 * (cpu_seconds(redis.pid) - redis_cpu) / seconds
-        # Every service stops at once as its worker exits: the leaves that timed out
-        # (they end with the lease instead).
+            # Every service stops at once as its worker exits: the leaves announced
+            # (the others end with the lease), and those that timed out.
+            live = len(await trizmq.Registry(url).members())
+            leaves: list[float] = []
+            stop = trio.Event()
+            async with trio.open_nursery() as nursery:
+                await nursery.start(follow_leaves, url, leaves, stop)
+                stopping = time.monotonic()
+                await workers.stop()
+                await trio.sleep(0.5)  # the last announcements on their way
+                stop.set()
+            result["stop"] = {
+                "members": live,
+                "deregistered": len(leaves),
+                "all_s": max(leaves, default=math.nan) - stopping,
+            }
         result["leaves_timed_out_at_stop"] = workers.logged("cannot deregister")
         self.results["registry"] = result
 
@@ -499,6 +518,42 @@ class Run:
         if self.args.registry:
             await self.membership()
         self.results["load_average"].append(round(os.getloadavg()[0], 2))
+
+
+async def follow_leaves(
+    url: str,
+    leaves: list[float],
+    stop: trio.Event,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Append when each leave is announced in the registry (`time.monotonic`), once
+    subscribed, until `stop` is set."""
+    import coredis
+
+    channel = trizmq.Registry(url).channel
+    redis: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
+
+    async def tell_stop() -> None:
+        await stop.wait()
+        await redis.publish(channel, "stop")
+
+    # Not cancelled: coredis fails its unsubscribing on the connection a cancel closed.
+    async with (
+        redis,
+        redis.pubsub(channels=[channel], ignore_subscribe_messages=True) as pubsub,
+        trio.open_nursery() as nursery,
+    ):
+        await redis.publish(channel, "subscribed")  # no member: the clients ignore it
+        async for message in pubsub:
+            data = message["data"]
+            if data == "subscribed":
+                task_status.started()
+                nursery.start_soon(tell_stop)
+            elif data == "stop":
+                break
+            elif isinstance(data, str) and json.loads(data).get("event") == "leave":
+                leaves.append(time.monotonic())
 
 
 async def longest_stall(seconds: float, tick: float = 0.01) -> float:
@@ -767,8 +822,9 @@ def format_registry(g: dict[str, Any]) -> list[str]:
         f" {g['listed_client_stall_ms']:.0f} ms |",
         f"| during the churn below (CPU, % of a core) | client {g['client_cpu_pct_churn']:.1f},"
         f" redis-server {g['redis_cpu_pct_churn']:.1f}; {c['unseen']} changes never seen |",
-        f"| all {g['members']:,} stopping at once | {g['leaves_timed_out_at_stop']:,}"
-        " deregistrations timed out (1 s): those left when their lease ended |",
+        f"| all {g['stop']['members']:,} stopping at once | {g['stop']['deregistered']:,}"
+        f" deregistered, the last {1000 * g['stop']['all_s']:.0f} ms after the stop;"
+        f" {g['leaves_timed_out_at_stop']:,} timed out (1 s), left when their lease ended |",
         "",
         f"| churn: {c['rate']:g} joins and {c['rate']:g} leaves a second for {c['seconds']:.0f} s"
         " | count | median (ms) | p99 (ms) | max (ms) |",

@@ -19,6 +19,7 @@ SIGSTOP while its calls are in flight. It exits by itself after `--lifetime`.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import subprocess
 import sys
@@ -45,6 +46,7 @@ CANCEL: Final = 6
 STATS_SUBSCRIBE: Final = 7
 STATS: Final = 8
 CASTS: Final = 9
+REPLIES: Final = 13
 
 #: Seconds between two looks at a socket while waiting.
 _POLL = 0.002
@@ -65,9 +67,18 @@ class Message:
     fields: tuple[Any, ...]
 
     @classmethod
-    def unpack(cls, frame: bytes) -> Message:
-        """Decode one frame (raises on anything that is not an envelope)."""
-        version, kind, id, *fields = msgpack.unpackb(frame, raw=False)
+    def unpack(cls, frame: bytes) -> list[Message]:
+        """Decode one frame: one message, or each answer of a REPLIES (raises
+        on anything that is not an envelope)."""
+        data = msgpack.unpackb(frame, raw=False)
+        if data[:2] == [VERSION, REPLIES]:
+            return [cls.of(answer) for answer in data[2]]
+        return [cls.of(data)]
+
+    @classmethod
+    def of(cls, data: list[Any]) -> Message:
+        """The message of one decoded envelope."""
+        version, kind, id, *fields = data
         assert version == VERSION, f"a message of version {version!r}"
         return cls(kind, id, tuple(fields))
 
@@ -113,6 +124,7 @@ class RawPeer:
         self.sock = sock
         self.url = url
         self.topic = topic
+        self._unread: collections.deque[Message] = collections.deque()  # of a REPLIES
 
     # -- sending ------------------------------------------------------------------
 
@@ -149,13 +161,15 @@ class RawPeer:
     # -- receiving ----------------------------------------------------------------
 
     async def receive(self, timeout: float = 5.0) -> Message | None:
-        """The next message the service sent, or None if none came within `timeout`."""
+        """The next message the service sent (each answer of a REPLIES on its
+        own), or None if none came within `timeout`."""
         with trio.move_on_after(timeout):
-            while True:
+            while not self._unread:
                 try:
-                    return Message.unpack(self.sock.recv(zmq.NOBLOCK))
+                    self._unread.extend(Message.unpack(self.sock.recv(zmq.NOBLOCK)))
                 except zmq.Again:
                     await trio.sleep(_POLL)
+            return self._unread.popleft()
         return None
 
     async def receive_for(self, seconds: float) -> list[Message]:

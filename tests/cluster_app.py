@@ -132,6 +132,12 @@ class Endpoint:
                 nursery.start_soon(self.sleep, ctx, seconds, tag)
         return tag
 
+    async def hog(self, ctx: trizmq.Context, seconds: float) -> float:
+        """Hold the service's event loop for `seconds` without waiting (what a
+        handler must not do): whatever comes meanwhile is read together after."""
+        time.sleep(seconds)  # noqa: ASYNC251 (blocking on purpose)
+        return seconds
+
     async def state(self, ctx: trizmq.Context, tag: str) -> str | None:
         return self.states.get(tag)
 
@@ -195,3 +201,5 @@ class Endpoint:
 
 
 SERVICES = {service.topic: Endpoint for service in trizmq.Ring.load(SEED_RING).services()}
+#: A hundred topics, ``many000`` to ``many099``: a process serving many services.
+MANY = {f"many{i:03d}": Endpoint for i in range(100)}

@@ -13,7 +13,7 @@ from typing import Any
 
 import trio
 from cluster_app import Endpoint
-from conftest import Cluster, run_process, serving, trizmq_command, unique_resolve
+from conftest import Cluster, eventually, run_process, serving, trizmq_command, unique_resolve
 
 import trizmq
 from trizmq._client import RERESOLVE_INTERVAL
@@ -188,6 +188,9 @@ async def test_a_host_whose_address_changes_is_reached_at_its_new_address() -> N
             async with trizmq.open_client(ring, heartbeat=1.0) as client:
                 async with serving(ring, "compute", Endpoint(), host, {host: old}):
                     before = await client.call(f"compute.{host}", "whoami")
+                # Once the client has seen the old address go: a call handed over
+                # just as its connection closes is lost with it (PeerLost).
+                await eventually(lambda: not client.connected(f"compute.{host}"))
                 resolver.addresses[host] = new
                 async with serving(ring, "compute", Endpoint(), host, {host: new}):
                     moved = trio.current_time()

@@ -1,11 +1,12 @@
 """The caller side of the protocol, driven as a state machine without sockets.
 
 Hypothesis starts calls and streams on one peer, lets answers arrive for
-them, for calls given up, for ids never used and as garbage, gives calls up
-and loses the connection under some of them, in any order. The rules of
-docs/protocol.md for a caller hold throughout: every call ends exactly once
-(its answer, its caller giving up, or the connection lost), a stream takes
-any number of `ITEMS` and ends exactly once (its `REPLY` or `ERROR`, its
+them (alone or several in a REPLIES), for calls given up, for ids never
+used and as garbage, gives calls up and loses the connection under some of
+them, in any order. The rules of docs/protocol.md for a caller hold
+throughout: every call ends exactly once (its answer, its caller giving up,
+or the connection lost), a stream takes any number of `ITEMS` and ends
+exactly once (its `REPLY` or `ERROR`, its
 caller giving up, or the connection lost), an answer matching no waiting
 call or open stream is counted and never raised, and each `ERROR` code
 becomes its documented exception.
@@ -25,7 +26,20 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import trizmq
 from trizmq._protocol.caller import CallerCore, Ids
-from trizmq._wire import Cancel, Credit, Error, ErrorCode, Items, Reply, Stats, decode, encode
+from trizmq._wire import (
+    Call,
+    Calls,
+    Cancel,
+    Credit,
+    Error,
+    ErrorCode,
+    Items,
+    Reply,
+    Stats,
+    decode,
+    encode,
+    encode_replies,
+)
 
 EXAMPLES = int(os.environ.get("TRIZMQ_STATE_EXAMPLES", "300"))
 
@@ -90,6 +104,30 @@ class CallerSide(RuleBasedStateMachine):
             self.unmatched += 1
             assert matched == []
 
+    @rule(
+        chosen=st.lists(
+            st.tuples(st.sampled_from(["reply", "exception", "deadline"]), st.integers(0, 10**6)),
+            min_size=2,
+            max_size=6,
+        )
+    )
+    def answers_arrive_together(self, chosen: list[tuple[str, int]]) -> None:
+        """A REPLIES: each of its answers counts as if it had come alone."""
+        known = sorted(self.waiting | set(self.ended)) or [1]
+        ids = [known[which % len(known)] if which % 3 else 10**6 + which for _, which in chosen]
+        frames = [answer(kind, id) for (kind, _), id in zip(chosen, ids, strict=True)]
+        matched = self.core.answers([[encode_replies(frames)]])
+        streamed, self.core.streamed = self.core.streamed, []
+        calls, streams = [], []
+        for id in ids:
+            if id in self.waiting:  # a stream's answer ends it
+                (streams if id in self.streams else calls).append((id, id))
+                self.end(id)
+            else:
+                self.unmatched += 1
+        assert [(waiter, envelope.id) for waiter, envelope in matched] == calls
+        assert [(waiter, envelope.id) for waiter, envelope in streamed] == streams
+
     @precondition(lambda self: self.waiting)
     @rule(which=st.integers(min_value=0))
     def give_up(self, which: int) -> None:
@@ -150,6 +188,15 @@ def test_an_answer_that_is_neither_reply_nor_error_is_a_protocol_error() -> None
     core: CallerCore[Any] = CallerCore("compute", "node")
     with pytest.raises(trizmq.ProtocolError):
         core.outcome(Stats(1, {}), "boot", math.inf, None)
+
+
+def test_a_calls_message_sent_to_a_caller_answers_no_call_and_is_counted_unmatched() -> None:
+    core: CallerCore[str] = CallerCore("compute", "node")
+    core.pending[1] = "waiter"
+    calls = Calls([Call(1, "compute", "boot", {}, {}, None)])
+    assert core.answers([[encode(calls)]]) == []
+    assert core.pending == {1: "waiter"}
+    assert core.counts["unmatched"] == 1
 
 
 def test_a_casts_message_takes_consecutive_ids() -> None:

@@ -62,7 +62,7 @@ class Port:
                     **limits,
                 }
             ),
-            send=lambda identity, frame, kind: self.sent.append((identity, decode(frame))),
+            send=lambda identity, frame, *counts: self.sent.append((identity, decode(frame))),
             cancel=self.cancelled.append,
             wake=lambda: None,
             subscribed=lambda: None,

@@ -1,7 +1,7 @@
 """The service side of the protocol, driven as a state machine without sockets.
 
 Hypothesis sends `ServiceCore` random interleavings of what callers can send
-(calls, casts, CASTS, fanouts, streams and their credit, cancels, stats
+(calls, CALLS, casts, CASTS, fanouts, streams and their credit, cancels, stats
 subscriptions, garbage; good,
 reused, zero, negative and huge ids; wrong topics; timeouts from negative to
 huge; namespaces and versions, absent, served, refused or malformed), takes
@@ -16,6 +16,8 @@ every step and at the end it checks the rules of docs/protocol.md:
 - a stream sends its items in order, only while it runs, and never more
   than its caller's credit (its generator is pulled only while it has
   credit, as the runner does);
+- answers gathered in one pass leave as one message per caller, a REPLIES
+  only for two or more, and no message is over the size limit;
 - no caller has more handlers running than its limit, nor the service more
   than its own, nor more stats subscribers than the cap.
 
@@ -32,6 +34,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import msgpack
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -39,9 +42,21 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import trizmq
 from trizmq._dispatch import Endpoints
-from trizmq._protocol.service import Job, Limits, ServiceCore
+from trizmq._protocol.service import ITEMS, Counts, Job, Limits, ServiceCore
 from trizmq._stats import MAX_SUBSCRIBERS, ServiceStats
-from trizmq._wire import MAX_CREDIT, Call, ErrorCode, Items, Kind, Stream, decode
+from trizmq._wire import (
+    MAX_CREDIT,
+    MAX_REPLIES_SIZE,
+    Call,
+    ErrorCode,
+    Items,
+    Kind,
+    Replies,
+    Reply,
+    Stream,
+    decode,
+    encode,
+)
 
 EXAMPLES = int(os.environ.get("TRIZMQ_STATE_EXAMPLES", "300"))
 TOPIC = "compute"
@@ -131,11 +146,12 @@ class ServiceSide(RuleBasedStateMachine):
             clock=lambda: self.now,
         )
 
-    def sent(self, identity: bytes, frame: bytes, kind: str) -> None:
+    def sent(self, identity: bytes, frame: bytes, counts: Counts) -> None:
+        assert len(frame) <= LIMITS.max_message_size
         envelope = decode(frame)
-        if kind == "items":
+        if isinstance(envelope, Items):
             # Items of a stream running, in order, each once, within its credit.
-            assert isinstance(envelope, Items) and envelope.items
+            assert counts == ITEMS and envelope.items
             key = (identity, envelope.id)
             job = self.core.flights[key]
             assert isinstance(job.request, Stream)
@@ -144,12 +160,17 @@ class ServiceSide(RuleBasedStateMachine):
             self.next_item[key] += len(envelope.items)
             assert self.next_item[key] <= job.request.credit + self.granted[key]
             return
-        if kind == "reply":  # a result, for a call that was sent
-            assert (identity, envelope.id) in self.calls
-        if envelope.id == 0:
-            self.unanswerable += 1
-        else:
-            self.answers[(identity, envelope.id)] += 1
+        answers = envelope.answers if isinstance(envelope, Replies) else [envelope]
+        assert len(answers) >= 2 or not isinstance(envelope, Replies)
+        kinds = Counter("reply" if isinstance(a, Reply) else "error" for a in answers)
+        assert {kind: n for kind, n in counts if n} == dict(kinds)
+        for answer in answers:
+            if isinstance(answer, Reply):  # a result, for a call that was sent
+                assert (identity, answer.id) in self.calls
+            if answer.id == 0:
+                self.unanswerable += 1
+            else:
+                self.answers[(identity, answer.id)] += 1
 
     # -- what callers send ---------------------------------------------------------
 
@@ -229,6 +250,26 @@ class ServiceSide(RuleBasedStateMachine):
     ) -> None:
         self.queue.append([caller, pack(Kind.CASTS, id, TOPIC, method, batch, {}, *addressing)])
 
+    @rule(
+        caller=callers,
+        batch=st.lists(st.tuples(requests(), addressings), max_size=5),
+    )
+    def calls(
+        self,
+        caller: bytes,
+        batch: list[tuple[tuple[int, str, str, dict[str, Any], float | None], tuple[Any, ...]]],
+    ) -> None:
+        fields = [
+            [id, topic, method, args, {}, timeout, *addressing]
+            for (id, method, topic, args, timeout), addressing in batch
+        ]
+        self.queue.append([caller, pack(Kind.CALLS, fields)])
+        # One non-finite timeout makes the whole message invalid: answered under id 0.
+        if all(t is None or math.isfinite(t) for (_, _, _, _, t), _ in batch):
+            for (id, *_), _ in batch:
+                if id > 0:
+                    self.calls[(caller, id)] += 1
+
     @rule(caller=callers, id=st.integers(1, 3) | ids)
     def cancel(self, caller: bytes, id: int) -> None:
         self.queue.append([caller, pack(Kind.CANCEL, id)])
@@ -252,9 +293,20 @@ class ServiceSide(RuleBasedStateMachine):
 
     # -- what the service runner does ----------------------------------------------
 
-    @rule(count=st.integers(1, 12))
-    def pump(self, count: int) -> None:
-        """Take up to `count` requests as the runner does, reading when it has none."""
+    @rule(count=st.integers(1, 12), inline=st.booleans())
+    def pump(self, count: int, inline: bool) -> None:
+        """Take up to `count` requests as the runner does, reading when it has
+        none; what they answer leaves together at the end. With `inline`,
+        their handlers return without waiting (the runner runs them in its
+        own task), else each waits (and gets a task)."""
+        core = self.core
+        core.gather()
+        try:
+            self.take(count, inline)
+        finally:
+            core.send_gathered()
+
+    def take(self, count: int, inline: bool) -> None:
         core = self.core
         for _ in range(count):
             if not core.ready:
@@ -267,12 +319,15 @@ class ServiceSide(RuleBasedStateMachine):
             if len(core.flights) - core.parked >= LIMITS.max_concurrency and not core.stopping:
                 return  # the runner waits for room
             job = core.take()
-            if job is not None:  # its handler waits: the runner gives it a task
-                core.waiting(job, object())
-                self.running.append(job)
-                if isinstance(job.request, Stream):
-                    self.produced[job] = 0
-                    self.next_item[(job.identity, job.request.id)] = 0
+            if job is not None:
+                if inline:
+                    self.end(job, "result")
+                else:  # its handler waits: the runner gives it a task
+                    core.waiting(job, object())
+                    self.running.append(job)
+                    if isinstance(job.request, Stream):
+                        self.produced[job] = 0
+                        self.next_item[(job.identity, job.request.id)] = 0
 
     def streams(self) -> list[Job]:
         return [job for job in self.running if isinstance(job.request, Stream)]
@@ -395,7 +450,7 @@ def test_a_call_already_past_its_deadline_is_answered_without_running() -> None:
         Endpoints([Endpoint()]),
         ServiceStats("node", TOPIC, 9601),
         LIMITS,
-        send=lambda identity, frame, kind: answers.append(decode(frame)),
+        send=lambda identity, frame, *counts: answers.append(decode(frame)),
         cancel=lambda job: None,
         wake=lambda: None,
         subscribed=lambda: None,
@@ -405,3 +460,119 @@ def test_a_call_already_past_its_deadline_is_answered_without_running() -> None:
     assert core.take() is None
     [error] = answers
     assert (error.id, error.code, error.type_name) == (7, ErrorCode.DEADLINE, "trizmq.CallTimeout")
+
+
+def answering_core(limits: Limits = LIMITS) -> tuple[ServiceCore, list[tuple[bytes, Any]]]:
+    """A core whose handlers the test ends, and the (caller, envelope) it sends."""
+    sent: list[tuple[bytes, Any]] = []
+    core = ServiceCore(
+        TOPIC,
+        "node",
+        Endpoints([Endpoint()]),
+        ServiceStats("node", TOPIC, 9601),
+        limits,
+        send=lambda identity, frame, *counts: sent.append((identity, decode(frame))),
+        cancel=lambda job: None,
+        wake=lambda: None,
+        subscribed=lambda: None,
+        clock=lambda: 0.0,
+    )
+    return core, sent
+
+
+def take_and_answer(core: ServiceCore, requests: list[list[bytes]], padding: str = "") -> None:
+    """Read `requests` and run each handler inline, in one pass: it returns
+    its `n`, or `padding` if any."""
+    core.receive(requests)
+    while core.ready:
+        job = core.take()
+        if job is not None:
+            core.succeeded(job, padding or job.args["n"])
+
+
+def call(caller: bytes, id: int, n: Any) -> list[bytes]:
+    return [caller, pack(Kind.CALL, id, TOPIC, "work", {"n": n}, {}, None)]
+
+
+def test_answers_of_one_pass_leave_as_one_replies_per_caller_in_order() -> None:
+    core, sent = answering_core()
+    core.gather()
+    requests = [call(b"alice", 1, 10), call(b"bob", 1, 20), call(b"alice", 2, 11)]
+    take_and_answer(core, [*requests, call(b"alice", 3, "ten")])
+    assert sent == []  # held back until the pass ends
+    core.send_gathered()
+    [(first, replies), (second, lone)] = sent
+    assert first == b"alice"
+    assert isinstance(replies, Replies)
+    assert replies.answers[:2] == [Reply(1, 10), Reply(2, 11)]
+    assert (replies.answers[2].id, replies.answers[2].code) == (3, ErrorCode.BAD_ARGUMENTS)
+    assert (second, lone) == (b"bob", Reply(1, 20))
+
+
+def test_an_answer_outside_a_pass_leaves_at_once_alone() -> None:
+    core, sent = answering_core()
+    take_and_answer(core, [call(b"alice", 1, 10), call(b"alice", 2, 11)])
+    assert sent == [(b"alice", Reply(1, 10)), (b"alice", Reply(2, 11))]
+
+
+def test_a_lone_answer_of_a_pass_travels_as_a_reply() -> None:
+    core, sent = answering_core()
+    core.gather()
+    take_and_answer(core, [call(b"alice", 1, 10)])
+    core.send_gathered()
+    assert sent == [(b"alice", Reply(1, 10))]
+
+
+def test_answers_over_the_size_limit_travel_in_several_replies_each_within_it() -> None:
+    limits = attrs.evolve(LIMITS, max_message_size=1_000)
+    core, sent = answering_core(limits)
+    core.gather()
+    # Ten answers of some 300 bytes: three fit in a message, the tenth goes alone.
+    take_and_answer(core, [call(b"alice", id, id) for id in range(1, 11)], padding="x" * 300)
+    core.send_gathered()
+    frames = [encode(envelope) for _, envelope in sent]
+    assert all(len(frame) <= 1_000 for frame in frames)
+    assert [len(e.answers) if isinstance(e, Replies) else 1 for _, e in sent] == [3, 3, 3, 1]
+    answered = [a for _, e in sent for a in (e.answers if isinstance(e, Replies) else [e])]
+    assert answered == [Reply(id, "x" * 300) for id in range(1, 11)]
+
+
+def test_a_replies_message_stays_within_64_kib_whatever_the_service_limit() -> None:
+    core, sent = answering_core(attrs.evolve(LIMITS, max_message_size=16 * 1024 * 1024))
+    core.gather()
+    take_and_answer(core, [call(b"alice", id, id) for id in range(1, 401)], padding="x" * 300)
+    core.send_gathered()
+    assert [len(encode(envelope)) <= MAX_REPLIES_SIZE for _, envelope in sent] == [True, True]
+    answered = [a for _, e in sent for a in e.answers]
+    assert [a.id for a in answered] == list(range(1, 401))
+
+
+def test_the_calls_of_a_calls_message_run_and_are_answered_each_under_its_own_id() -> None:
+    core, sent = answering_core()
+    batch = [
+        [4, TOPIC, "work", {"n": 40}, {}, 30.0],
+        [5, TOPIC, "missing", {}, {}, None],
+        [6, TOPIC, "work", {"n": 60}, {}, None, None, "1.0"],
+    ]
+    core.receive([[b"alice", pack(Kind.CALLS, batch)]])
+    jobs = [core.take() for _ in range(3)]
+    assert [job.request.id if job else None for job in jobs] == [4, None, 6]
+    assert jobs[0] is not None and jobs[0].ctx.deadline == 30.0
+    for job in jobs:
+        if job is not None:
+            core.succeeded(job, job.args["n"])
+    answers = [envelope for _, envelope in sent]
+    assert [(a.id, type(a).__name__) for a in answers] == [(5, "Error"), (4, "Reply"), (6, "Reply")]
+    assert [a.result for a in answers[1:]] == [40, 60]
+    assert core.stats.received["call"] == 3
+
+
+def test_a_calls_message_with_one_call_that_does_not_decode_is_refused_whole() -> None:
+    core, sent = answering_core()
+    batch = [[4, TOPIC, "work", {"n": 1}, {}, None], [5, TOPIC, "work", {"n": 1}, {}]]
+    core.receive([[b"alice", pack(Kind.CALLS, batch)]])
+    assert core.take() is None
+    assert not core.ready
+    [(_, error)] = sent
+    assert (error.id, error.code) == (0, ErrorCode.PROTOCOL)
+    assert error.message == "invalid Calls message: call 1 is not an array of 6 or 8 fields"

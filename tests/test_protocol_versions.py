@@ -72,7 +72,7 @@ class Port:
             table,
             self.stats,
             Limits(100, 10, 1_000_000, 10_000),
-            send=lambda identity, frame, kind: self.sent.append(decode(frame)),
+            send=lambda identity, frame, *counts: self.sent.append(decode(frame)),
             cancel=lambda job: None,
             wake=lambda: None,
             subscribed=lambda: None,

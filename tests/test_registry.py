@@ -20,10 +20,11 @@ from pathlib import Path
 import coredis
 import pytest
 import trio
-from cluster_app import Endpoint
+from cluster_app import MANY, Endpoint
 from conftest import (
     SEED_RING,
     SERVE_DEADLINE,
+    STOP_TIMEOUT,
     Cluster,
     RedisServer,
     eventually,
@@ -227,6 +228,65 @@ async def test_a_killed_host_leaves_within_its_lease_and_its_callers_get_peer_lo
         assert hosts == {"controller"}
 
 
+async def redis_connections(redis_server: RedisServer) -> int:
+    """How many connections the Redis has, besides the one asking."""
+    async with coredis.Redis.from_url(redis_server.url(), decode_responses=True) as redis:
+        return len(await redis.client_list()) - 1
+
+
+async def test_a_process_of_100_services_deregisters_them_all_at_once_at_sigterm(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # One `trizmq serve` of 100 topics, under a lease far longer than the test:
+    # a member that did not deregister would stay.
+    ring_path = tmp_path / "many.json"
+    ring_path.write_text(json.dumps({f"{t}:{9600 + i}": ["seed"] for i, t in enumerate(MANY)}))
+    ring = trizmq.Ring.load(ring_path)
+    registry = trizmq.Registry(redis_server.url(), lease=60)
+    address = redis_server.address.rsplit(".", 1)[0] + ".9"
+    log = tmp_path / "many.log"
+    command = trizmq_command(
+        "serve", str(ring_path), "--host", "many", "--app", "cluster_app:MANY",
+        "--resolve", f"many={address}", "--grace", "1",
+        "--registry", redis_server.url(), "--registry-lease", "60",
+    )  # fmt: skip
+    with log.open("wb") as out:
+        proc = await trio.lowlevel.open_process(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=subprocess_env(),
+            start_new_session=True,
+        )
+    try:
+        await eventually(
+            lambda: log.read_text().count("serving on"), SERVE_DEADLINE, until=lambda n: n == 100
+        )
+        assert await redis_connections(redis_server) == 1  # one for the 100 services
+        async with trizmq.open_client(ring, registry=registry) as client:
+            assert all(live_hosts(client, topic) == ("many",) for topic in MANY)
+            stopping_at = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            await eventually(
+                lambda: [t for t in MANY if live_hosts(client, t)], until=lambda left: not left
+            )
+            gone_at = time.monotonic()
+            measured("100 services' clean leave (SIGTERM to all dropped)", gone_at - stopping_at)
+            with trio.fail_after(STOP_TIMEOUT):
+                assert await proc.wait() == 0
+        assert await registry.members() == []
+    finally:
+        with trio.CancelScope(shield=True):
+            if proc.poll() is None:
+                proc.kill()
+            await proc.wait()
+    text = log.read_text()
+    assert "cannot deregister" not in text
+    assert sum(f"{topic}.many left" in text for topic in MANY) == 100
+    assert gone_at - stopping_at < 2.0
+
+
 async def test_redis_stopped_changes_nothing_and_its_return_restores_every_member(
     cluster_live: Cluster,
     redis_server: RedisServer,
@@ -399,6 +459,31 @@ async def test_serve_registers_and_a_client_started_while_redis_is_down_routes_o
         assert live_hosts(client) == ()
         with pytest.raises(trizmq.RingError, match="no live member of topic 'compute'"):
             await client.call("compute", "ping", x=1)
+
+
+async def test_services_of_one_process_stay_registered_as_others_come_and_go(
+    redis_server: RedisServer,
+) -> None:
+    ring = trizmq.Ring.load(SEED_RING)
+    base = redis_server.address.rsplit(".", 1)[0]
+    resolve = {host: f"{base}.{n}" for n, host in enumerate(("a", "b", "c"), start=11)}
+    registry = trizmq.Registry(redis_server.url(), lease=1.5)
+
+    async def registered() -> list[str]:
+        return [m.host for m in await registry.members()]
+
+    async with serving(ring, "compute", Endpoint(), "a", resolve, registry=registry):
+        async with serving(ring, "compute", Endpoint(), "b", resolve, registry=registry):
+            assert await registered() == ["a", "b"]
+        assert await registered() == ["a"]
+        await trio.sleep(2 * registry.lease)  # renewed on after b left
+        assert await registered() == ["a"]
+    assert await registered() == []
+    # The last one gone, the next to start registers and renews as the first did.
+    async with serving(ring, "compute", Endpoint(), "c", resolve, registry=registry):
+        await trio.sleep(2 * registry.lease)
+        assert await registered() == ["c"]
+    assert await registered() == []
 
 
 def test_a_registry_checks_its_url_and_keeps_its_password_out_of_sight() -> None:

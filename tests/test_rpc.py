@@ -19,7 +19,7 @@ from cluster_app import BootRequest, Disk, Instance
 from conftest import Cluster, eventually, run_process
 
 import trizmq
-from trizmq._wire import Call, Casts, Error, Reply, decode, encode
+from trizmq._wire import Call, Casts, Error, Replies, Reply, decode, encode
 
 
 def unique(prefix: str) -> str:
@@ -633,6 +633,61 @@ def cast_then_call(endpoint: str, casts: bytes, call: bytes) -> bytes:
         sock.send(casts)
         sock.send(call)
         return sock.recv()
+
+
+def burst(endpoint: str, calls: list[bytes], answers: int) -> list[bytes]:
+    """From one raw DEALER: `calls` at once; the messages that bring `answers` answers."""
+    with zmq.Context() as context, context.socket(zmq.DEALER) as sock:
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVTIMEO, 5000)
+        sock.connect(endpoint)
+        for frame in calls:
+            sock.send(frame)
+        received: list[bytes] = []
+        while answers > 0:
+            received.append(sock.recv())
+            envelope = decode(received[-1])
+            answers -= len(envelope.answers) if isinstance(envelope, Replies) else 1
+        return received
+
+
+async def test_answers_ready_together_come_back_in_one_replies_message(cluster: Cluster) -> None:
+    # The service is held up by the first call: the others wait in ZeroMQ,
+    # are read together after it, and answered together.
+    pings = [encode(Call(id, "compute", "ping", {"x": id}, {}, 10.0)) for id in range(2, 12)]
+    hog = encode(Call(1, "compute", "hog", {"seconds": 0.5}, {}, 10.0))
+    with trio.fail_after(15):
+        received = await trio.to_thread.run_sync(
+            burst, cluster.addresses["compute.controller"], [hog, *pings], 11
+        )
+    envelopes = [decode(frame) for frame in received]
+    answers = [a for e in envelopes for a in (e.answers if isinstance(e, Replies) else [e])]
+    assert answers == [Reply(1, 0.5), *(Reply(id, id + 1) for id in range(2, 12))]
+    assert any(isinstance(e, Replies) for e in envelopes)
+    assert len(envelopes) <= 3
+
+
+async def test_a_client_with_a_small_size_limit_takes_its_answers_batched(
+    cluster: Cluster,
+) -> None:
+    # Thirty 200-byte answers read together make a REPLIES of some 7 kB, over
+    # this client's 2 kB limit; each alone is within it, and so is the batch.
+    value = "v" * 200
+    async with cluster.client(max_message_size=2_000) as client:
+        with trio.fail_after(15):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    functools.partial(client.call, "compute.controller", "hog", seconds=0.5)
+                )
+                await trio.sleep(0.2)  # the service is held up now: the calls wait together
+                results: list[Any] = []
+
+                async def echo() -> None:
+                    results.append(await client.call("compute.controller", "echo", value=value))
+
+                for _ in range(30):
+                    nursery.start_soon(echo)
+    assert results == [value] * 30
 
 
 @pytest.mark.parametrize(

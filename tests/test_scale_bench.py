@@ -53,8 +53,9 @@ def test_the_scale_bench_measures_every_figure_and_prints_its_tables(
     assert [row["hosts"] for row in results["fanout"]] == list(PEERS)
     for row in results["fanout"]:
         for run in (row["warm"], row["cold"]):
-            assert 0 <= run["send_s"] <= run["all_s"] < 30
-            assert 0 < run["median_s"] <= run["all_s"]
+            # The send may return after the last host ran it: no order between them.
+            assert 0 <= run["send_s"] < 30
+            assert 0 < run["median_s"] <= run["all_s"] < 30
 
     stats = results["stats"]
     assert stats["ports"] == stats["ports_up"] == HOSTS
@@ -66,7 +67,9 @@ def test_the_scale_bench_measures_every_figure_and_prints_its_tables(
     assert registry["members"] == HOSTS
     assert 0 < registry["open_s"] <= registry["learn_s"] < 30
     assert 0 < registry["listed_open_s"] < 30
-    assert registry["redis_fds"] >= HOSTS  # a connection per service
+    assert registry["redis_fds"] < HOSTS  # a connection per worker, not per service
+    assert registry["stop"]["deregistered"] == registry["stop"]["members"] > 0
+    assert registry["leaves_timed_out_at_stop"] == 0
     churn = registry["churn"]
     assert churn["unseen"] == 0
     for event in ("join", "leave", "join_registering"):

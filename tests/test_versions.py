@@ -279,7 +279,9 @@ async def test_the_remote_traceback_travels_with_an_allowed_exception(tmp_path: 
 async def test_an_exception_of_a_module_not_allowed_is_a_remote_error_and_never_imported(
     mixed: Cluster,
 ) -> None:
-    assert "version_secret_errors" not in sys.modules
+    # Another test may have imported the service's app in this process (it
+    # imports the module): the client must not import it again.
+    sys.modules.pop("version_secret_errors", None)
     async with mixed.client(allowed_exceptions=["version_errors", "version_errors.sub"]) as client:
         with pytest.raises(trizmq.RemoteError) as caught:
             await client.call("compute.controller", "fail", kind="secret")

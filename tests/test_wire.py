@@ -21,6 +21,7 @@ from trizmq._wire import (
     MAX_CONTAINERS,
     VERSION,
     Call,
+    Calls,
     Cancel,
     Cast,
     Casts,
@@ -30,6 +31,7 @@ from trizmq._wire import (
     Fanout,
     Items,
     Kind,
+    Replies,
     Reply,
     Stats,
     StatsSubscribe,
@@ -37,6 +39,7 @@ from trizmq._wire import (
     _decode_msgpack,
     decode,
     encode,
+    join_calls,
 )
 
 names = st.text(min_size=1, max_size=20)
@@ -52,14 +55,19 @@ timeouts = st.none() | st.floats(min_value=0, max_value=1e6)
 
 namespaces = st.none() | names
 versions = st.none() | st.from_regex(r"[0-9]{1,3}\.[0-9]{1,3}", fullmatch=True)
+calls = st.builds(Call, ids, names, names, args, args, timeouts, namespaces, versions)
 
 
 def envelopes_of(
     args: st.SearchStrategy[dict[str, Any]], payload: st.SearchStrategy[Any]
 ) -> st.SearchStrategy[Envelope]:
     """Envelopes of every kind, with these arguments and payload values."""
+    requests = st.builds(Call, ids, names, names, args, args, timeouts, namespaces, versions)
+    answers = st.builds(Reply, ids, payload) | st.builds(Error, ids, names, names, names, names)
     return st.one_of(
-        st.builds(Call, ids, names, names, args, args, timeouts, namespaces, versions),
+        requests,
+        st.builds(Calls, st.lists(requests, max_size=4)),
+        st.builds(Replies, st.lists(answers, min_size=1, max_size=4)),
         st.builds(Cast, ids, names, names, args, args, namespaces, versions),
         st.builds(Casts, ids, names, names, st.lists(args, max_size=4), args, namespaces, versions),
         st.builds(Fanout, ids, names, names, args, args, namespaces, versions),
@@ -85,6 +93,19 @@ small_envelopes = envelopes_of(
 @given(envelopes)
 def test_every_envelope_survives_encode_then_decode(envelope: Envelope) -> None:
     assert decode(encode(envelope)) == envelope
+
+
+@given(st.lists(calls, max_size=20))
+def test_joined_call_frames_are_the_calls_message_of_those_calls(batch: list[Call]) -> None:
+    assert join_calls([encode(call) for call in batch]) == encode(Calls(batch))
+
+
+def test_joined_call_frames_may_have_any_array_head() -> None:
+    call = Call(1, "compute", "boot", {"x": 1}, {}, 2.0)
+    fields = msgpack.unpackb(encode(call))
+    long_head = b"\xdc\x00\x08" + encode(call)[1:]  # the same array, as an array 16
+    assert msgpack.unpackb(long_head) == fields
+    assert join_calls([long_head, encode(call)]) == encode(Calls([call, call]))
 
 
 @given(st.binary(max_size=200))
@@ -237,14 +258,28 @@ def test_arrays_nested_more_than_1024_deep_are_refused() -> None:
         decode(frame)
 
 
-def msgpack_encoding(envelope: Envelope) -> bytes:
-    """The envelope as docs/protocol.md spells it, packed by msgpack: a
-    request's trailing namespace and version left out when both are nil."""
+def fields_of(envelope: Envelope) -> list[Any]:
+    """The fields of an envelope as docs/protocol.md spells them: a request's
+    trailing namespace and version left out when both are nil."""
+    if isinstance(envelope, Calls):
+        return [[fields_of(call) for call in envelope.batch]]
+    if isinstance(envelope, Replies):
+        return [[array_of(answer) for answer in envelope.answers]]
     fields = list(msgspec.structs.astuple(envelope))
     if isinstance(envelope, Call | Cast | Casts | Fanout | Stream) and fields[-2:] == [None, None]:
         del fields[-2:]
+    return fields
+
+
+def array_of(envelope: Envelope) -> list[Any]:
     kind = Kind[re.sub(r"(?<!^)(?=[A-Z])", "_", type(envelope).__name__).upper()]
-    return msgpack.packb([VERSION, kind, *fields], use_bin_type=True)
+    return [VERSION, kind, *fields_of(envelope)]
+
+
+def msgpack_encoding(envelope: Envelope) -> bytes:
+    """The envelope packed by msgpack."""
+    frame: bytes = msgpack.packb(array_of(envelope), use_bin_type=True)
+    return frame
 
 
 @given(small_envelopes | envelopes)

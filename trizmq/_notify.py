@@ -14,7 +14,7 @@ import functools
 import inspect
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import trio
@@ -177,6 +177,25 @@ def _check_topic(client: Client, topic: str) -> None:
 _Handler = tuple[Callable[..., Any], bool]
 
 
+def _priority_method(priority: str) -> Callable[..., Awaitable[None]]:
+    """`NotificationListener`'s method for `priority`: the function `serve`
+    exposes under that name, handing a notification to the endpoints having it."""
+
+    async def deliver(
+        self: NotificationListener,
+        ctx: Context,
+        publisher_id: str,
+        event_type: str,
+        payload: Any,
+        metadata: dict[str, Any],
+    ) -> None:
+        await self._deliver(priority, ctx, publisher_id, event_type, payload, metadata)
+
+    deliver.__name__ = deliver.__qualname__ = priority
+    deliver.__doc__ = f"Hand a ``{priority}`` notification to the endpoints having ``{priority}``."
+    return deliver
+
+
 class NotificationListener:
     """Serves notifications: the endpoint of a notification topic.
 
@@ -276,87 +295,11 @@ class NotificationListener:
                 f"{len(failures)} notification endpoints failed on {priority}", failures
             )
 
-    async def audit(
-        self,
-        ctx: Context,
-        publisher_id: str,
-        event_type: str,
-        payload: Any,
-        metadata: dict[str, Any],
-    ) -> None:
-        """Hand an ``audit`` notification to the endpoints having ``audit``.
-
-        Args:
-            ctx: The request; ``ctx.values`` is the sender's context.
-            publisher_id: Who published it.
-            event_type: What happened.
-            payload: The notification's data.
-            metadata: ``message_id`` (a hex UUID) and ``timestamp`` (ISO 8601, UTC).
-        """
-        await self._deliver("audit", ctx, publisher_id, event_type, payload, metadata)
-
-    async def debug(
-        self,
-        ctx: Context,
-        publisher_id: str,
-        event_type: str,
-        payload: Any,
-        metadata: dict[str, Any],
-    ) -> None:
-        """As `audit`, for ``debug``."""
-        await self._deliver("debug", ctx, publisher_id, event_type, payload, metadata)
-
-    async def info(
-        self,
-        ctx: Context,
-        publisher_id: str,
-        event_type: str,
-        payload: Any,
-        metadata: dict[str, Any],
-    ) -> None:
-        """As `audit`, for ``info``."""
-        await self._deliver("info", ctx, publisher_id, event_type, payload, metadata)
-
-    async def warn(
-        self,
-        ctx: Context,
-        publisher_id: str,
-        event_type: str,
-        payload: Any,
-        metadata: dict[str, Any],
-    ) -> None:
-        """As `audit`, for ``warn``."""
-        await self._deliver("warn", ctx, publisher_id, event_type, payload, metadata)
-
-    async def error(
-        self,
-        ctx: Context,
-        publisher_id: str,
-        event_type: str,
-        payload: Any,
-        metadata: dict[str, Any],
-    ) -> None:
-        """As `audit`, for ``error``."""
-        await self._deliver("error", ctx, publisher_id, event_type, payload, metadata)
-
-    async def critical(
-        self,
-        ctx: Context,
-        publisher_id: str,
-        event_type: str,
-        payload: Any,
-        metadata: dict[str, Any],
-    ) -> None:
-        """As `audit`, for ``critical``."""
-        await self._deliver("critical", ctx, publisher_id, event_type, payload, metadata)
-
-    async def sample(
-        self,
-        ctx: Context,
-        publisher_id: str,
-        event_type: str,
-        payload: Any,
-        metadata: dict[str, Any],
-    ) -> None:
-        """As `audit`, for ``sample``."""
-        await self._deliver("sample", ctx, publisher_id, event_type, payload, metadata)
+    # The seven priorities, each an exposed method handing its notification on.
+    audit = _priority_method("audit")
+    debug = _priority_method("debug")
+    info = _priority_method("info")
+    warn = _priority_method("warn")
+    error = _priority_method("error")
+    critical = _priority_method("critical")
+    sample = _priority_method("sample")

@@ -47,6 +47,9 @@ _COMMAND_TIMEOUT = 1.0
 #: requests clients sent before they heard it are served, not refused.
 LINGER = 0.25
 _SCHEMES = ("redis", "rediss", "unix")
+#: Seconds a service waits for its process's agent to try its join or leave: more
+#: than the agent's own limits (a renewal under way, then its request).
+_WAIT = 3 * _COMMAND_TIMEOUT
 
 
 @attrs.frozen
@@ -225,6 +228,12 @@ def failures() -> tuple[type[Exception], ...]:
     return (coredis.exceptions.RedisError, OSError, trio.TooSlowError)
 
 
+def _time_limit(commands: int) -> float:
+    """Seconds a pipeline of that many commands may take: a renewal of many
+    services' leases is one round trip, but a long one."""
+    return _COMMAND_TIMEOUT * (1 + commands / 1000)
+
+
 def describe_failure(exc: BaseException) -> str:
     """One line on why Redis failed."""
     if isinstance(exc, trio.TooSlowError):
@@ -277,81 +286,211 @@ async def keep_registered(
     The first registration is tried before the block starts (a Redis that is
     down is logged, and retried in the background). `leave` deletes the key,
     announces the leave and waits `LINGER` seconds for the clients to hear
-    it; leaving the block leaves too, if `leave` was not called.
+    it; leaving the block leaves too, if `leave` was not called. The services
+    of a process in one registry share its `_Agent`.
     """
-    async with registry._connect() as redis, open_nursery() as nursery:
-        keeper = await nursery.start(_keep, registry, member, redis)
-        left = False
+    agent = _Agent.acquire(registry)
+    left = False
 
-        async def leave() -> None:
-            nonlocal left
-            if left:
-                return
-            left = True
-            keeper.cancel()
-            with trio.CancelScope(shield=True):
-                if await _deregister(registry, member):
-                    await trio.sleep(LINGER)
+    async def leave() -> None:
+        nonlocal left
+        if left:
+            return
+        left = True
+        with trio.CancelScope(shield=True):
+            if await agent.leave(member):
+                await trio.sleep(LINGER)
 
+    try:
         try:
+            await agent.join(member)
             yield leave
         finally:
             with trio.CancelScope(shield=True):
                 await leave()
+    finally:
+        agent.release()
 
 
-async def _keep(
-    registry: Registry,
-    member: Member,
-    redis: coredis.Redis[str],
-    task_status: trio.TaskStatus[trio.CancelScope],
-) -> None:
-    """Renew the member's lease three times a lease, announcing it whenever its
-    key was missing: first, after it expired, after Redis lost it. Until the
-    scope it starts with is cancelled (by `leave`)."""
-    outage = _Outage.of(registry, "its services serve on, unregistered")
-    key, value = registry.key(member.topic, member.host), _encode(member)
-    lease_ms = max(1, round(registry.lease * 1000))
-    with trio.CancelScope() as scope:
-        started = False
-        while True:
-            try:
-                with trio.fail_after(_COMMAND_TIMEOUT):
-                    previous = await redis.set(key, value, px=lease_ms, get=True)
-                    if previous is None:
-                        await redis.publish(registry.channel, _encode(member, "join"))
-                        logger.info("%s registered in %s", member.target, registry.display_url)
-            except failures() as exc:
-                outage.failed(exc)
-            else:
-                outage.ok()
-            if not started:
-                started = True
-                task_status.started(scope)
-            await trio.sleep(registry.renew_interval)
+@attrs.define(eq=False)
+class _Request:
+    """A service's join or leave, until the agent has tried it."""
+
+    member: Member
+    done: trio.Event = attrs.field(factory=trio.Event)
+    ok: bool = False
 
 
-async def _deregister(registry: Registry, member: Member) -> bool:
-    """Delete the member's key and announce its leave; whether that was done.
+class _Agent:
+    """Registers every service of a process in one registry, together.
 
-    On a connection of its own: the service's is cancelled with it (coredis
-    reads its connections in tasks of the scope the client was opened in).
+    One Redis connection renews all their leases in one round trip (a
+    pipeline) three times a lease, and deletes and announces the members of
+    services that stop together in one too: a process of many services
+    stopping at once leaves at once, not one connection per service.
+
+    It runs in a system task from its first service's arrival to its last
+    one's leave: no service's cancellation or failure stops it or delays
+    another's leave (their waits are bounded), and it ends with the Trio run
+    at the latest.
     """
-    try:
-        with trio.fail_after(_COMMAND_TIMEOUT):
-            async with registry._connect() as redis:
-                await redis.delete([registry.key(member.topic, member.host)])
-                await redis.publish(registry.channel, _encode(member, "leave"))
-    except failures() as exc:
-        logger.warning(
-            "%s: cannot deregister from %s (%s): it leaves when its lease ends",
-            member.target,
-            registry.display_url,
-            describe_failure(exc),
-        )
-        return False
-    logger.info("%s left %s", member.target, registry.display_url)
-    return True
+
+    _agents: ClassVar[trio.lowlevel.RunVar[dict[Registry, _Agent]]] = trio.lowlevel.RunVar(
+        "trizmq.registry.agents"
+    )
+
+    @classmethod
+    def acquire(cls, registry: Registry) -> _Agent:
+        """The agent of `registry` in this Trio run, started if none; one more user."""
+        try:
+            agents = cls._agents.get()
+        except LookupError:
+            agents = {}
+            cls._agents.set(agents)
+        agent = agents.get(registry)
+        if agent is None:
+            agent = agents[registry] = cls(registry)
+            trio.lowlevel.spawn_system_task(
+                agent._run, name=f"trizmq registry agent for {registry.display_url}"
+            )
+        agent._users += 1
+        return agent
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._users = 0
+        self._members: dict[str, tuple[Member, str]] = {}  # key: (member, its value)
+        self._joins: list[_Request] = []
+        self._leaves: list[_Request] = []
+        self._wake = trio.Event()
+        self._outage = _Outage.of(registry, "its services serve on, unregistered")
+        self._lease_ms = max(1, round(registry.lease * 1000))
+
+    def release(self) -> None:
+        """One user less: the last one's leaving ends the agent once its work is done."""
+        self._users -= 1
+        if self._users == 0:
+            agents = self._agents.get()
+            if agents.get(self.registry) is self:
+                del agents[self.registry]  # a service starting from now has a new one
+            self._wake.set()
+
+    async def join(self, member: Member) -> None:
+        """Keep `member` registered; returns once its first registration was tried."""
+        key = self.registry.key(member.topic, member.host)
+        self._members[key] = (member, _encode(member))
+        await self._ask(self._joins, member)
+
+    async def leave(self, member: Member) -> bool:
+        """Delete `member` and announce its leave; whether that was done."""
+        self._members.pop(self.registry.key(member.topic, member.host), None)
+        return await self._ask(self._leaves, member)
+
+    async def _ask(self, queue: list[_Request], member: Member) -> bool:
+        request = _Request(member)
+        queue.append(request)
+        self._wake.set()
+        # The agent answers within its commands' time limits: this is a safety net.
+        with trio.move_on_after(_WAIT):
+            await request.done.wait()
+        return request.ok
+
+    async def _run(self) -> None:
+        try:
+            while self._users or self._leaves:
+                try:
+                    async with self.registry._connect() as redis:
+                        await self._work(redis)
+                except Exception as exc:  # a system task must not fail: say it, retry
+                    self._outage.failed(exc)
+                    self._not_deregistered([r.member for r in self._leaves], exc)
+                    self._answer(self._leaves, len(self._leaves), ok=False)
+                    self._answer(self._joins, len(self._joins), ok=False)
+                    await trio.sleep(self.registry.renew_interval)
+        finally:
+            self._answer(self._joins, len(self._joins), ok=False)
+            self._answer(self._leaves, len(self._leaves), ok=False)
+
+    async def _work(self, redis: coredis.Redis[str]) -> None:
+        renew_at = trio.current_time() + self.registry.renew_interval
+        while self._users or self._leaves:
+            with trio.move_on_at(renew_at):
+                await self._wake.wait()
+            # Services stopping together ask in the same tick: one batch for all.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            self._wake = trio.Event()
+            # Requests stay queued until answered: a failure answers them all.
+            if leaving := len(self._leaves):
+                members = [request.member for request in self._leaves[:leaving]]
+                self._answer(self._leaves, leaving, ok=await self._deregister(redis, members))
+            joining = len(self._joins)
+            if trio.current_time() >= renew_at:
+                renew_at = trio.current_time() + self.registry.renew_interval
+                keys = list(self._members)
+            else:
+                keys = [self.registry.key(r.member.topic, r.member.host) for r in self._joins]
+            self._answer(self._joins, joining, ok=await self._register(redis, keys))
+
+    @staticmethod
+    def _answer(queue: list[_Request], count: int, *, ok: bool) -> None:
+        """Answer the first `count` requests of `queue`, and take them off it."""
+        for request in queue[:count]:
+            request.ok = ok
+            request.done.set()
+        del queue[:count]
+
+    async def _register(self, redis: coredis.Redis[str], keys: list[str]) -> bool:
+        """Write the members' keys, announcing each that was missing (first,
+        after it expired, after Redis lost it); whether that was done."""
+        keys = [key for key in keys if key in self._members]  # not left meanwhile
+        if not keys:
+            return True
+        try:
+            with trio.fail_after(_time_limit(len(keys))):
+                async with redis.pipeline(transaction=False) as pipe:
+                    for key in keys:
+                        pipe.set(key, self._members[key][1], px=self._lease_ms, get=True)
+                joined = [
+                    self._members[key][0]
+                    for key, previous in zip(keys, pipe.results or (), strict=True)
+                    if previous is None and key in self._members
+                ]
+                if joined:
+                    async with redis.pipeline(transaction=False) as pipe:
+                        for member in joined:
+                            pipe.publish(self.registry.channel, _encode(member, "join"))
+        except failures() as exc:
+            self._outage.failed(exc)
+            return False
+        self._outage.ok()
+        for member in joined:
+            logger.info("%s registered in %s", member.target, self.registry.display_url)
+        return True
+
+    async def _deregister(self, redis: coredis.Redis[str], members: list[Member]) -> bool:
+        """Delete the members' keys and announce their leaves; whether that was done."""
+        registry = self.registry
+        try:
+            with trio.fail_after(_time_limit(len(members))):
+                async with redis.pipeline(transaction=False) as pipe:
+                    pipe.delete([registry.key(m.topic, m.host) for m in members])
+                    for member in members:
+                        pipe.publish(registry.channel, _encode(member, "leave"))
+        except failures() as exc:
+            self._not_deregistered(members, exc)
+            return False
+        for member in members:
+            logger.info("%s left %s", member.target, registry.display_url)
+        return True
+
+    def _not_deregistered(self, members: list[Member], exc: BaseException) -> None:
+        for member in members:
+            logger.warning(
+                "%s: cannot deregister from %s (%s): it leaves when its lease ends",
+                member.target,
+                self.registry.display_url,
+                describe_failure(exc),
+            )
 
 
 # -- clients --------------------------------------------------------------------

@@ -19,7 +19,7 @@ from ._errors import RingError
 from ._inline import next_inline, run_inline
 from ._logs import ThrottledLog, clip
 from ._nursery import open_nursery
-from ._protocol.service import Job, Limits, ServiceCore, caller_name
+from ._protocol.service import ITEMS, Counts, Job, Limits, ServiceCore, caller_name
 from ._registry import Member, Registry, as_registry, keep_registered
 from ._ring import Ring, is_ipv6, lookup, tcp_url
 from ._stats import ServiceStats, registered
@@ -74,16 +74,16 @@ _PEER_EVENTS = (
 
 class _Outbox:
     """Replies to one caller that its full queue did not take yet, oldest first:
-    (time they are given up at, "reply" or "error", frame)."""
+    (time they are given up at, frame, what it carries (see `Send`))."""
 
     __slots__ = ("frames", "size")
 
     def __init__(self) -> None:
-        self.frames: collections.deque[tuple[float, str, bytes]] = collections.deque()
+        self.frames: collections.deque[tuple[float, bytes, Counts]] = collections.deque()
         self.size = 0
 
     def pop(self) -> None:
-        self.size -= len(self.frames.popleft()[2])
+        self.size -= len(self.frames.popleft()[1])
 
 
 async def serve(
@@ -153,7 +153,8 @@ async def serve(
             When cancelled, it deregisters first and serves for a moment more
             (what clients sent before they heard it), then stops as usual. A
             registry that cannot be reached is logged and retried; the
-            service serves on.
+            service serves on. The services of a process in one registry
+            (same URL, prefix and lease) share one Redis connection.
         task_status: Given by `nursery.start`.
 
     Raises:
@@ -285,7 +286,8 @@ class _Runner:
             cancel=self._cancel,
             wake=self._wake,
             subscribed=self._subscribed,
-            clock=trio.current_time,
+            # The clock's own method: `trio.current_time` looks the run up first.
+            clock=trio.lowlevel.current_clock().current_time,
             log=self.log,
             granted=self._granted,
         )
@@ -374,21 +376,29 @@ class _Runner:
         flights, limit = core.flights, core.limits.max_concurrency
         # Shielded: stopping the service stops the reading (`_shut_down` cancels
         # the scope of the task that reads), not a handler; the grace period does.
+        # The answers of a pass over what was read leave together (`core.gather`),
+        # before the next wait: one wake-up of ZeroMQ's I/O thread for them all,
+        # and a lone answer leaves as soon as it would alone.
         with trio.CancelScope(shield=True) as scope:
             self._pump_scope = scope
             taken = 0
+            core.gather()
             while not core.stopping:
                 if not core.ready:
+                    core.send_gathered()
                     if core.full:
                         await self._wait_for_room()
                     else:
                         core.receive(await self.sock.receive_batch(_BATCH))
                         taken = 0
+                    core.gather()
                     continue
                 if taken == _BATCH:
                     # A long run of requests (the casts of a CASTS message) must
                     # starve neither other tasks nor other callers.
+                    core.send_gathered()
                     await trio.lowlevel.cancel_shielded_checkpoint()
+                    core.gather()
                     core.receive(self.sock.receive_available(_BATCH))
                     core.rotate()
                     taken = 0
@@ -399,7 +409,10 @@ class _Runner:
                         return
                     job = None
                 if len(flights) - core.parked >= limit:
+                    core.send_gathered()
                     await self._wait_for_room()
+                    core.gather()
+            core.send_gathered()
         if job is not None:  # the handler this task took over was cancelled
             core.stopped(job)
             self._finished()
@@ -417,10 +430,11 @@ class _Runner:
             self._room = None
 
     def _cancel(self, job: Job) -> None:
-        if job.handle is not None:  # else it runs inline now, and returns before any wait
+        if job.handle is not None:  # else a stream runs inline now: told when it waits
             job.handle.cancel()
 
     def _hand_over(self, job: Job, scope: trio.CancelScope) -> None:
+        self.core.send_gathered()  # this task waits now: what it gathered leaves first
         scope.deadline = job.ctx.deadline
         self.core.waiting(job, scope)
         self._pump_scope = None
@@ -433,12 +447,14 @@ class _Runner:
             self._pump_scope.cancel()
         core = self.core
         now = trio.current_time()
+        core.gather()
         core.stop()
         for _ in range(_SHUTDOWN_BATCHES):
             if not (batch := self.sock.receive_available(_BATCH)):
                 break
             core.receive(batch)
             core.refuse_pending()
+        core.send_gathered()
         deadline = now + self.grace_period
         for job in core.flights.values():
             if job.handle is not None:  # it is: every handler not running now is waiting
@@ -452,7 +468,9 @@ class _Runner:
                 return
             while True:
                 self.core.receive(await self.sock.receive_batch())
+                self.core.gather()
                 self.core.refuse_pending()
+                self.core.send_gathered()
 
     async def _run(self, job: Job) -> None:
         method = job.method
@@ -534,25 +552,25 @@ class _Runner:
             self._room.set()
             self._room = None
 
-    def _send(self, identity: bytes, frame: bytes, kind: str) -> None:
+    def _send(self, identity: bytes, frame: bytes, counts: Counts) -> None:
         """Send a frame now, or queue it for the caller while its queue is full."""
         outbox = self._outboxes.get(identity)
         if outbox is None:
             try:
                 if self.sock.send_nowait([identity, frame]):
-                    self._count_out(kind, frame)
+                    self._count_out(frame, counts)
                     return
             except (Unroutable, trio.ClosedResourceError) as exc:
-                self._count_undelivered(exc)
-                if kind == "items" and isinstance(exc, Unroutable):
+                self._count_undelivered(exc, counts)
+                if counts is ITEMS and isinstance(exc, Unroutable):
                     self.core.caller_gone(identity)
                 return
             outbox = self._outboxes[identity] = _Outbox()
             self._handlers.start_soon(self._flush, identity, outbox)
         if outbox.size + len(frame) > self.max_queued_reply_bytes:
-            self._count_blocked(identity)
+            self._count_blocked(identity, counts)
         else:
-            outbox.frames.append((trio.current_time() + REPLY_SEND_TIMEOUT, kind, frame))
+            outbox.frames.append((trio.current_time() + REPLY_SEND_TIMEOUT, frame, counts))
             outbox.size += len(frame)
 
     async def _flush(self, identity: bytes, outbox: _Outbox) -> None:
@@ -570,29 +588,31 @@ class _Runner:
                     pause = min(2 * pause, _RETRY_MAX)
                     now = trio.current_time()
                     while frames:
-                        expires, kind, frame = frames[0]
+                        expires, frame, counts = frames[0]
                         if expires < now:
-                            self._count_blocked(identity)
+                            self._count_blocked(identity, counts)
                         elif self.sock.send_nowait([identity, frame]):
-                            self._count_out(kind, frame)
+                            self._count_out(frame, counts)
                             pause = _RETRY_FIRST
                         else:
                             break
                         outbox.pop()
             except (Unroutable, trio.ClosedResourceError) as exc:
-                for _ in frames:
-                    self._count_undelivered(exc)
+                for _, _, counts in frames:
+                    self._count_undelivered(exc, counts)
                 if isinstance(exc, Unroutable):
                     self.core.caller_gone(identity)  # its streams wait for nobody
             finally:
                 del self._outboxes[identity]
 
-    def _count_out(self, kind: str, frame: bytes) -> None:
-        self.stats.sent[kind] += 1
+    def _count_out(self, frame: bytes, counts: Counts) -> None:
+        sent = self.stats.sent
+        for kind, n in counts:
+            sent[kind] += n
         self.stats.bytes_out += len(frame)
 
-    def _count_blocked(self, identity: bytes) -> None:
-        self.stats.rejected["reply_blocked"] += 1
+    def _count_blocked(self, identity: bytes, counts: Counts) -> None:
+        self.stats.rejected["reply_blocked"] += sum(n for _, n in counts)
         self.log.warning(
             ("blocked", identity),
             "%s: a reply to %s dropped: it does not read its replies",
@@ -600,6 +620,6 @@ class _Runner:
             clip(caller_name(identity)),
         )
 
-    def _count_undelivered(self, exc: Exception) -> None:
+    def _count_undelivered(self, exc: Exception, counts: Counts) -> None:
         reason = "caller_gone" if isinstance(exc, Unroutable) else "closed"
-        self.stats.rejected[reason] += 1
+        self.stats.rejected[reason] += sum(n for _, n in counts)

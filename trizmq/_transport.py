@@ -139,6 +139,10 @@ class AsyncSocket:
         if not self.send_nowait(frames):
             await self.send(frames)
 
+    async def wait_writable(self) -> None:
+        """Return once zmq takes a message at once (at once if it does now)."""
+        await self._wait(_POLLOUT)
+
     def send_nowait(self, frames: Sequence[bytes]) -> bool:
         """Send one multipart message if zmq takes it at once.
 
@@ -162,7 +166,7 @@ class AsyncSocket:
         await trio.lowlevel.checkpoint_if_cancelled()
         yielded = False
         while not (batch := self.receive_available(1)):
-            yielded |= await self._wait(_POLLIN)
+            yielded |= await self._wait(_POLLIN, drained=True)
         if not yielded:
             await trio.lowlevel.cancel_shielded_checkpoint()
         return batch[0]
@@ -186,7 +190,7 @@ class AsyncSocket:
                 if not yielded:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 return batch
-            yielded |= await self._wait(_POLLIN)
+            yielded |= await self._wait(_POLLIN, drained=True)
 
     def interrupt(self) -> None:
         """Make the `receive_batch` waiting now, or else the next one, return at once."""
@@ -261,8 +265,17 @@ class AsyncSocket:
             self._kicked = True
             trio.lowlevel.notify_closing(self._fd)
 
-    async def _wait(self, flag: int) -> bool:
-        """Return once ZMQ_EVENTS shows `flag` (callers retry their operation).
+    async def _wait(self, flag: int, *, drained: bool = False) -> bool:
+        """Return once ZMQ_EVENTS shows `flag`, or once the fd signalled: callers
+        retry their operation, and wait again if it fails. After a wake-up on
+        the fd the operation itself is the check: reading ZMQ_EVENTS first
+        would cost as much again, for what is nearly always the message or
+        the room waited for.
+
+        `drained`: the caller's receive has just found no message. Then, when
+        no other task waits on the fd, this one does at once: ZMQ_EVENTS could
+        only say the same (the failed receive processed every command the
+        socket had), and a message arriving since has signalled the fd.
 
         Returns:
             Whether it yielded to the scheduler: a caller that waited has had
@@ -276,12 +289,14 @@ class AsyncSocket:
         try:
             while True:
                 self._check_open()
-                events = self._events()
-                if events & flag or (flag == _POLLIN and self._interrupted):
-                    return yielded
-                # This read of ZMQ_EVENTS may have taken the edge that would
-                # have woken a task waiting for another event, now ready.
-                self._wake_if_wanted(events)
+                if not (drained and not self._fd_waiting):
+                    events = self._events()
+                    if events & flag or (flag == _POLLIN and self._interrupted):
+                        return yielded
+                    # This read of ZMQ_EVENTS may have taken the edge that would
+                    # have woken a task waiting for another event, now ready.
+                    self._wake_if_wanted(events)
+                drained = False
                 yielded = True
                 if self._fd_waiting:
                     await self._parked.park()
@@ -295,6 +310,7 @@ class AsyncSocket:
                     self._fd_waiting = self._kicked = False
                     # Whatever woke us, the parked tasks must look again.
                     self._parked.unpark_all()
+                return True
         finally:
             if flag == _POLLIN:
                 self._want_in -= 1

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import math
 import typing
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Final, NoReturn, TypeAlias
 
 import attrs
@@ -52,6 +52,8 @@ class Kind(enum.IntEnum):
     STREAM = 10
     ITEMS = 11
     CREDIT = 12
+    REPLIES = 13
+    CALLS = 14
 
 
 class Call(msgspec.Struct, frozen=True, array_like=True):
@@ -133,6 +135,12 @@ class Casts(msgspec.Struct, frozen=True, array_like=True):
     version: str | None = None
 
 
+class Calls(msgspec.Struct, frozen=True):
+    """Calls to one service port, in one message: each as the `CALL` it stands for."""
+
+    batch: list[Call]
+
+
 class Fanout(_OneWay, frozen=True, array_like=True):
     """A one-way request sent to every host of a topic; nothing is sent back."""
 
@@ -152,6 +160,12 @@ class Error(msgspec.Struct, frozen=True, array_like=True):
     type_name: str
     message: str
     traceback: str
+
+
+class Replies(msgspec.Struct, frozen=True):
+    """Answers (`Reply` and `Error`) to calls of one caller, in one message."""
+
+    answers: list[Reply | Error]
 
 
 class Cancel(msgspec.Struct, frozen=True, array_like=True):
@@ -193,7 +207,8 @@ class Stats(msgspec.Struct, frozen=True, array_like=True):
     data: dict[str, Any]
 
 
-Envelope: TypeAlias = (
+#: The envelopes that carry an id: every kind but `CALLS` and `REPLIES`.
+Message: TypeAlias = (
     Call
     | Cast
     | Casts
@@ -207,6 +222,7 @@ Envelope: TypeAlias = (
     | Items
     | Credit
 )
+Envelope: TypeAlias = Message | Calls | Replies
 
 _KIND_OF: Final[dict[type[Any], Kind]] = {
     Call: Kind.CALL,
@@ -221,6 +237,8 @@ _KIND_OF: Final[dict[type[Any], Kind]] = {
     Stream: Kind.STREAM,
     Items: Kind.ITEMS,
     Credit: Kind.CREDIT,
+    Replies: Kind.REPLIES,
+    Calls: Kind.CALLS,
 }
 _CLASS_OF: Final[dict[int, type[Any]]] = {kind: cls for cls, kind in _KIND_OF.items()}
 _FIELDS_OF: Final[dict[type[Any], tuple[str, ...]]] = {
@@ -238,6 +256,8 @@ _ARITIES: Final[dict[type[Any], frozenset[int]]] = {
 #: The map keys and the values in each kind's fields typed `Any`, which
 #: msgspec encodes and decodes more loosely than the protocol allows (see
 #: `_plain`), or None when a request's `args` or `context` is not a dict.
+#: `_LOOSE_OF` has every kind whose envelope is its struct's fields: all but
+#: `CALLS` and `REPLIES`, which carry envelopes.
 _Loose: TypeAlias = tuple[Collection[Any], Collection[Any]] | None
 
 
@@ -314,7 +334,7 @@ def _heads(cls: type[Any]) -> tuple[bytes, bytes | None]:
 
 # What `encode` needs of each class: the heads of its envelopes, and its loose parts.
 _ENCODING: Final[dict[type[Any], tuple[bytes, bytes | None, Callable[[Any], _Loose]]]] = {
-    cls: (*_heads(cls), _LOOSE_OF[cls]) for cls in _KIND_OF
+    cls: (*_heads(cls), loose_of) for cls, loose_of in _LOOSE_OF.items()
 }
 
 
@@ -329,13 +349,13 @@ def _most_containers(cls: type[Any]) -> int:
 # header of the struct's array that replaces them, the struct's decoder, its
 # loose parts, and the most containers it takes.
 _DECODING: Final[dict[bytes, tuple[bytes, Any, Callable[[Any], _Loose], int]]] = {
-    bytes((0x90 + count + 2, VERSION, kind)): (
+    bytes((0x90 + count + 2, VERSION, _KIND_OF[cls])): (
         bytes((0x90 + count,)),
         msgspec.msgpack.Decoder(cls),
-        _LOOSE_OF[cls],
+        loose_of,
         _most_containers(cls),
     )
-    for cls, kind in _KIND_OF.items()
+    for cls, loose_of in _LOOSE_OF.items()
     for count in _ARITIES[cls]
 }
 
@@ -456,6 +476,10 @@ def encode(envelope: Envelope) -> bytes:
     Raises:
         TypeError: a payload value msgpack cannot encode.
     """
+    if type(envelope) is Replies:
+        return encode_replies([encode(answer) for answer in envelope.answers])
+    if type(envelope) is Calls:
+        return join_calls([encode(call) for call in envelope.batch])
     cls = type(envelope)
     full, short, loose_of = _ENCODING[cls]
     # Flat payloads only: msgpack packs nested ones about as fast as they
@@ -484,6 +508,61 @@ def _encode_msgpack(envelope: Envelope) -> bytes:
         fields = fields[:-2]
     data: bytes = msgpack.packb([VERSION, _KIND_OF[type(envelope)], *fields], **_packer_options)
     return data
+
+
+#: The largest `REPLIES` message, in bytes (a service with a lower message
+#: size limit keeps to its own): every caller accepts one this large,
+#: whatever its own limit, so batching small answers never makes a message
+#: too large for a caller that would take each of them alone.
+MAX_REPLIES_SIZE: Final = 64 * 1024
+#: The bytes a `REPLIES` message adds to the answers it carries, at most.
+REPLIES_OVERHEAD: Final = 8
+_REPLIES_HEAD: Final = bytes((0x93, VERSION, Kind.REPLIES))
+
+
+def encode_replies(answers: list[bytes]) -> bytes:
+    """A `REPLIES` message carrying `answers`, each an encoded `REPLY` or `ERROR`.
+
+    A REPLIES's answers are whole envelopes, so the encoded ones go in as they
+    are: nothing is encoded twice.
+    """
+    count = len(answers)
+    if count < 16:
+        head = _REPLIES_HEAD + bytes((0x90 | count,))
+    elif count < 2**16:
+        head = _REPLIES_HEAD + b"\xdc" + count.to_bytes(2, "big")
+    else:
+        head = _REPLIES_HEAD + b"\xdd" + count.to_bytes(4, "big")
+    return b"".join([head, *answers])
+
+
+#: The head of an encoded `CALL`: a fixarray of its fields plus two, version, kind.
+_CALL_HEADS: Final = frozenset(bytes([0x90 | (n + 2), VERSION, Kind.CALL]) for n in (6, 8))
+
+
+def join_calls(frames: Sequence[bytes]) -> bytes:
+    """The `CALLS` frame carrying the `CALL` frames `frames` (from `encode`), in order.
+
+    Byte for byte what `encode(Calls(...))` makes of their calls, without
+    encoding them again: each `CALL`'s fields, as an array, are its frame
+    with the version and kind taken out (a frame whose head is not the
+    short one `encode` makes is unpacked and packed again).
+    """
+    count = len(frames)
+    if count < 16:
+        head = bytes([0x90 | count])
+    elif count < 2**16:
+        head = b"\xdc" + count.to_bytes(2, "big")
+    else:
+        head = b"\xdd" + count.to_bytes(4, "big")
+    parts = [b"\x93\x01\x0e", head]
+    for frame in frames:
+        if frame[:3] in _CALL_HEADS:
+            parts.append(bytes([frame[0] - 2]))
+            parts.append(frame[3:])
+        else:
+            parts.append(msgpack.packb(msgpack.unpackb(frame)[2:], **_packer_options))
+    return b"".join(parts)
 
 
 def _refuse_ext(code: int, data: bytes) -> NoReturn:
@@ -579,6 +658,11 @@ def _decode_msgpack(frame: bytes) -> Envelope:
         raise ProtocolError(f"not a msgpack message: {exc}") from None
     except Exception:
         raise ProtocolError(f"not a msgpack message: {_unpack_problem(frame)}") from None
+    return _envelope(data)
+
+
+def _envelope(data: Any) -> Envelope:
+    """The envelope of a decoded msgpack array (see `decode`)."""
     if not isinstance(data, list) or len(data) < 2:
         raise ProtocolError("an envelope is a msgpack array [version, kind, ...fields]")
     version, kind, *fields = data
@@ -592,25 +676,68 @@ def _decode_msgpack(frame: bytes) -> Envelope:
     if len(fields) not in _ARITIES[cls]:
         count = " or ".join(map(str, sorted(_ARITIES[cls])))
         raise ProtocolError(f"a {cls.__name__} message has {count} fields, got {len(fields)}")
+    if cls is Replies:
+        return _replies(fields[0])
+    if cls is Calls:
+        return _calls(fields[0])
+    envelope: Envelope = _build(cls, fields)
+    return envelope
+
+
+def _build(cls: type[Any], fields: list[Any]) -> Any:
+    """The envelope of class `cls` with `fields` (as many as it takes), or ProtocolError."""
     # Without namespace and version, the checks of those two are left over.
     for check, value in zip(_CHECKS[cls], fields, strict=False):
         if not check(value):
             break
     else:
         try:
-            envelope: Envelope = cls(*fields)
-            return envelope
+            return cls(*fields)
         except Exception:
             pass  # the converter below says what is wrong
     try:
         checked = converter.structure(
             dict(zip(_FIELDS_OF[cls], fields, strict=False)), _SCHEMA_OF[cls]
         )
-        envelope = cls(*attrs.astuple(checked, recurse=False))
+        return cls(*attrs.astuple(checked, recurse=False))
     except Exception as exc:
         problems = describe(exc)
         raise ProtocolError(f"invalid {cls.__name__} message: {problems}") from None
-    return envelope
+
+
+def _calls(batch: Any) -> Calls:
+    """A `CALLS` whose `batch` is an array of `CALL` field arrays, or ProtocolError."""
+    if type(batch) is not list:
+        raise ProtocolError("invalid Calls message: batch is not an array")
+    calls = []
+    arities = _ARITIES[Call]
+    for n, fields in enumerate(batch):
+        if type(fields) is not list or len(fields) not in arities:
+            raise ProtocolError(f"invalid Calls message: call {n} is not an array of 6 or 8 fields")
+        try:
+            calls.append(_build(Call, fields))
+        except ProtocolError as exc:
+            raise ProtocolError(f"invalid Calls message: call {n}: {exc}") from None
+    return Calls(calls)
+
+
+_ANSWER_KINDS: Final = (Kind.REPLY, Kind.ERROR)
+
+
+def _replies(answers: Any) -> Replies:
+    if type(answers) is not list or not answers:
+        raise ProtocolError("invalid Replies message: answers must be a non-empty array")
+    decoded: list[Reply | Error] = []
+    for index, data in enumerate(answers):
+        # The kind first: a REPLIES in a REPLIES is refused before it is read.
+        if type(data) is list and len(data) >= 2 and data[1] not in _ANSWER_KINDS:
+            message = f"answer {index} is of kind {data[1]!r}, not a REPLY or an ERROR"
+            raise ProtocolError(f"invalid Replies message: {message}")
+        try:
+            decoded.append(_envelope(data))  # type: ignore[arg-type]
+        except ProtocolError as exc:
+            raise ProtocolError(f"invalid Replies message: answer {index}: {exc}") from None
+    return Replies(decoded)
 
 
 def _is_int(value: object) -> bool:
@@ -690,6 +817,7 @@ _CHECKS: Final[dict[type[Any], tuple[Callable[[object], bool], ...]]] = {
     ),
     Items: (_is_int, _is_list),
     Credit: (_is_int, _is_int),
+    Replies: (_is_any,),  # see `_replies`
 }
 
 

@@ -26,12 +26,15 @@ from .._errors import (
 )
 from .._known import KnownExceptions
 from .._wire import (
+    Calls,
     Cancel,
     Credit,
     Envelope,
     Error,
     ErrorCode,
     Items,
+    Message,
+    Replies,
     Reply,
     converter,
     decode,
@@ -90,29 +93,36 @@ class CallerCore(Generic[W]):
         self.known = known
         self.pending: dict[int, W] = {}
         self.streams: dict[int, W] = {}
-        self.streamed: list[tuple[W, Envelope]] = []
+        self.streamed: list[tuple[W, Message]] = []
         self.counts: Counter[str] = Counter()
 
-    def answers(self, batch: Iterable[list[bytes]]) -> list[tuple[W, Envelope]]:
-        """Match what the socket received to the calls waiting; the others are
-        counted, never raised: a late answer to a call given up is normal."""
-        matched = []
+    def answers(self, batch: Iterable[list[bytes]]) -> list[tuple[W, Message]]:
+        """Match what the socket received to the calls waiting (each answer of
+        a `REPLIES` on its own); the others are counted, never raised: a late
+        answer to a call given up is normal."""
+        matched: list[tuple[W, Message]] = []
         pending = self.pending
+        counts = self.counts
         for frames in batch:
             try:
                 envelope = decode(frames[-1])
             except ProtocolError:
-                self.counts["malformed"] += 1
+                counts["malformed"] += 1
                 continue
-            waiter = pending.pop(envelope.id, None)
-            if waiter is not None:
-                matched.append((waiter, envelope))
-            elif (waiter := self.streams.get(envelope.id)) is not None:
-                if type(envelope) is not Items:
-                    del self.streams[envelope.id]  # its end
-                self.streamed.append((waiter, envelope))
-            else:
-                self.counts["unmatched"] += 1
+            if isinstance(envelope, Calls):  # a request: it answers no call
+                counts["unmatched"] += 1
+                continue
+            answers = envelope.answers if isinstance(envelope, Replies) else (envelope,)
+            for answer in answers:
+                waiter = pending.pop(answer.id, None)
+                if waiter is not None:
+                    matched.append((waiter, answer))
+                elif (waiter := self.streams.get(answer.id)) is not None:
+                    if type(answer) is not Items:
+                        del self.streams[answer.id]  # its end
+                    self.streamed.append((waiter, answer))
+                else:
+                    counts["unmatched"] += 1
         return matched
 
     def give_up(self, id: int) -> bytes:

@@ -33,7 +33,10 @@ from .._logs import ThrottledLog, clip
 from .._stats import MAX_SUBSCRIBERS, ServiceStats, Subscriptions
 from .._wire import (
     MAX_CREDIT,
+    MAX_REPLIES_SIZE,
+    REPLIES_OVERHEAD,
     Call,
+    Calls,
     Cancel,
     Cast,
     Casts,
@@ -42,11 +45,13 @@ from .._wire import (
     ErrorCode,
     Fanout,
     Items,
+    Replies,
     Reply,
     StatsSubscribe,
     Stream,
     decode,
     encode,
+    encode_replies,
     unstructure,
 )
 
@@ -63,11 +68,19 @@ _KIND_NAMES: Final = {Call: "call", Cast: "cast", Fanout: "fanout", Stream: "str
 _CONTROL_PREFIXES: Final = (b"\x93\x01\x06", b"\x94\x01\x0c")
 
 # A request received and not yet taken: its frames (routing id first), or
-# what is left of a CASTS message (routing id, message, index of its next cast).
-Item: TypeAlias = list[bytes] | tuple[bytes, Casts, int]
+# what is left of a CASTS or CALLS message (routing id, message, index of its
+# next request).
+Item: TypeAlias = list[bytes] | tuple[bytes, Casts | Calls, int]
 
-#: `send(identity, frame, kind)`: kind is "reply" or "error".
-Send: TypeAlias = Callable[[bytes, bytes, str], None]
+#: What a frame sent carries: (kind, how many) pairs, the kinds those of
+#: `ServiceStats.sent` ("reply", "error", "items").
+Counts: TypeAlias = tuple[tuple[str, int], ...]
+#: `send(identity, frame, counts)`.
+Send: TypeAlias = Callable[[bytes, bytes, Counts], None]
+#: The counts of a lone answer and of an `ITEMS` message, built once.
+REPLY: Final[Counts] = (("reply", 1),)
+ERROR: Final[Counts] = (("error", 1),)
+ITEMS: Final[Counts] = (("items", 1),)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -155,6 +168,9 @@ class ServiceCore:
         self.held_bytes = 0
         # Held requests let in again, in order: they go before the pending ones.
         self._admitted: collections.deque[Item] = collections.deque()
+        # Answers held back since `gather`, per caller, in order: (frame, is an error).
+        self._gathering = False
+        self._gathered: dict[bytes, list[tuple[bytes, bool]]] = {}
 
     # -- what the shell asks ---------------------------------------------------
 
@@ -190,6 +206,49 @@ class ServiceCore:
             self._let_in(item[0])  # a refusal made room too
         return job
 
+    def gather(self) -> None:
+        """Hold the answers back until `send_gathered`: the shell's pass over
+        what it read, whose answers leave together."""
+        self._gathering = True
+
+    def send_gathered(self) -> None:
+        """Send the answers held back since `gather`, each caller's in order;
+        from now on answers leave as they come."""
+        self._gathering = False
+        if not self._gathered:
+            return
+        gathered, self._gathered = self._gathered, {}
+        send = self._send
+        for identity, answers in gathered.items():
+            if len(answers) == 1:
+                frame, error = answers[0]
+                send(identity, frame, ERROR if error else REPLY)
+            else:
+                self._send_batches(identity, answers)
+
+    def _send_batches(self, identity: bytes, answers: list[tuple[bytes, bool]]) -> None:
+        """Send a caller's answers in `REPLIES` messages, in order, each within
+        `MAX_REPLIES_SIZE` and the message size limit (an answer that fits
+        with no other goes alone)."""
+        room = min(self.limits.max_message_size, MAX_REPLIES_SIZE) - REPLIES_OVERHEAD
+        frames: list[bytes] = []
+        size = errors = 0
+        for frame, error in answers:
+            if frames and size + len(frame) > room:
+                self._send_batch(identity, frames, errors)
+                frames, size, errors = [], 0, 0
+            frames.append(frame)
+            size += len(frame)
+            errors += error
+        self._send_batch(identity, frames, errors)
+
+    def _send_batch(self, identity: bytes, frames: list[bytes], errors: int) -> None:
+        if len(frames) == 1:
+            self._send(identity, frames[0], ERROR if errors else REPLY)
+        else:
+            counts = (("reply", len(frames) - errors), ("error", errors))
+            self._send(identity, encode_replies(frames), counts)
+
     def rotate(self) -> None:
         """Put the caller at the head of the pending requests behind the others
         (a long CASTS must not starve them), keeping each caller's order."""
@@ -209,15 +268,20 @@ class ServiceCore:
 
     def waiting(self, job: Job, handle: Any) -> None:
         """The handler of `job` waits: the shell runs it on with `handle` (its
-        cancel scope), and it counts against its caller's limit from now on.
+        cancel scope), and from now on it is in flight: it counts against
+        its caller's limit and the service's, and can be cancelled.
 
-        A handler that returns without waiting never does: nothing else
-        happens while it runs, so it never holds a place another request of
-        its caller could want.
+        A handler that returns without waiting never is: nothing else
+        happens while it runs, so nothing could see it, reuse its id, cancel
+        it or want its place, and its bookkeeping would be pure cost. (A
+        stream is in flight from its start: while its generator runs, what it
+        sends can find its caller gone.)
         """
         job.handle = handle
-        self._busy[job.identity] = self._busy.get(job.identity, 0) + 1
-        if job.stop_reason is not None:  # cancelled before it could be told
+        identity = job.identity
+        self.flights[(identity, job.request.id)] = job  # a stream's is there already
+        self._busy[identity] = self._busy.get(identity, 0) + 1
+        if job.stop_reason is not None:  # a stream stopped before it could be told
             self._cancel(job)
 
     def succeeded(self, job: Job, result: Any) -> None:
@@ -293,7 +357,7 @@ class ServiceCore:
         else:
             limit = self.limits.max_message_size
             if len(frame) <= limit:
-                self._send(job.identity, frame, "items")
+                self._send(job.identity, frame, ITEMS)
                 self._method_stats[job.method.name].items += len(items)
                 return True
             problem = f"an item is {len(frame)} bytes, over the limit of {limit}"
@@ -388,7 +452,7 @@ class ServiceCore:
 
     def _take(self, item: Item) -> Job | None:
         if type(item) is tuple:
-            return self._next_cast(*item)
+            return self._next_of(*item)
         stats = self.stats
         if len(item) != 2:
             stats.rejected["frames"] += 1
@@ -411,10 +475,10 @@ class ServiceCore:
             stats.rejected["malformed"] += 1
             self._refuse_frame(identity, str(exc))
             return None
-        if isinstance(envelope, Call | Cast | Fanout):
+        if type(envelope) is Call or type(envelope) is Cast or type(envelope) is Fanout:
             return self._start(identity, envelope)
-        if isinstance(envelope, Casts):
-            return self._next_cast(identity, envelope, 0)
+        if isinstance(envelope, Casts | Calls):
+            return self._next_of(identity, envelope, 0)
         if isinstance(envelope, Stream):
             return self._start(identity, envelope)
         if isinstance(envelope, Cancel):
@@ -436,29 +500,33 @@ class ServiceCore:
         else:
             stats.rejected["unexpected_kind"] += 1
             message = f"a service does not accept {type(envelope).__name__} messages"
-            self._reply(identity, _protocol_error(envelope.id, message))
+            id = 0 if isinstance(envelope, Replies) else envelope.id
+            self._reply(identity, _protocol_error(id, message))
         return None
 
-    def _next_cast(self, identity: bytes, casts: Casts, index: int) -> Job | None:
-        """Start cast `index` of a CASTS message; the rest come next, one at a time."""
-        if index >= len(casts.batch):
+    def _next_of(self, identity: bytes, many: Casts | Calls, index: int) -> Job | None:
+        """Start request `index` of a CASTS or CALLS message; the rest come
+        next, one at a time."""
+        if index >= len(many.batch):
             return None
-        if index + 1 < len(casts.batch):
-            rest = (identity, casts, index + 1)
+        if index + 1 < len(many.batch):
+            rest = (identity, many, index + 1)
             held = self._held.get(identity)
             # The rest goes before anything else of its caller's.
             if held is None or self.stopping:
                 self.pending.appendleft(rest)
             else:
                 held.appendleft(rest)
+        if isinstance(many, Calls):
+            return self._start(identity, many.batch[index])
         cast = Cast(
-            casts.id + index,
-            casts.topic,
-            casts.method,
-            casts.batch[index],
-            casts.context,
-            casts.namespace,
-            casts.version,
+            many.id + index,
+            many.topic,
+            many.method,
+            many.batch[index],
+            many.context,
+            many.namespace,
+            many.version,
         )
         return self._start(identity, cast)
 
@@ -470,8 +538,7 @@ class ServiceCore:
             message = f"id {id} is not between 1 and 2**64 - 1"
             self._refuse(identity, request, ErrorCode.PROTOCOL, "trizmq.ProtocolError", message, 0)
             return None
-        key = (identity, id)
-        if key in self.flights:
+        if (identity, id) in self.flights:
             message = f"id {id} is already in flight on this connection"
             self._refuse(identity, request, ErrorCode.PROTOCOL, "trizmq.ProtocolError", message)
             return None
@@ -527,9 +594,11 @@ class ServiceCore:
         )
         job = Job(identity, request, method, args, ctx, time.monotonic())
         if type(request) is Stream:
+            # In flight at once, even while its generator runs without waiting:
+            # credit may come for it, and a caller gone may stop it.
             job.credit = request.credit
             job.burst = []
-        self.flights[key] = job
+            self.flights[(identity, id)] = job
         counts = self._method_stats[method.name]
         counts.received[kind] += 1
         counts.in_flight += 1
@@ -567,7 +636,8 @@ class ServiceCore:
         ):
             reply = self._reply(job.identity, reply)
         identity = job.identity
-        del self.flights[(identity, job.request.id)]
+        if job.handle is not None or job.burst is not None:  # in flight: see `waiting`
+            del self.flights[(identity, job.request.id)]
         if job.handle is not None:
             busy = self._busy[identity] - 1
             if busy:
@@ -628,7 +698,15 @@ class ServiceCore:
             message = f"the result is {len(frame)} bytes, over the limit of {limit}"
             reply = Error(reply.id, ErrorCode.EXCEPTION, "trizmq.MessageTooLarge", message, "")
             frame = encode(reply)
-        self._send(identity, frame, "reply" if isinstance(reply, Reply) else "error")
+        error = type(reply) is Error
+        if self._gathering:
+            gathered = self._gathered.get(identity)
+            if gathered is None:
+                self._gathered[identity] = [(frame, error)]
+            else:
+                gathered.append((frame, error))
+        else:
+            self._send(identity, frame, ERROR if error else REPLY)
         return reply
 
 
