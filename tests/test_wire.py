@@ -340,9 +340,13 @@ wild = st.recursive(
 
 @st.composite
 def frames(draw: st.DrawFn) -> bytes:
-    """An envelope's frame, often with one of its fields replaced by anything."""
+    """An envelope's frame, often with one of its fields replaced by anything,
+    or one of the fields of a call or an answer it carries."""
     fields = msgpack.unpackb(encode(draw(small_envelopes | envelopes)))
-    if draw(st.booleans()):
+    if fields[1] in (Kind.CALLS, Kind.REPLIES) and fields[2] and draw(st.booleans()):
+        element = fields[2][draw(st.integers(0, len(fields[2]) - 1))]
+        element[draw(st.integers(0, len(element) - 1))] = draw(wild | ids | names)
+    elif draw(st.booleans()):
         fields[draw(st.integers(2, len(fields) - 1))] = draw(wild | ids | names)
     frame: bytes = msgpack.packb(fields, use_bin_type=True)
     return frame

@@ -518,6 +518,7 @@ MAX_REPLIES_SIZE: Final = 64 * 1024
 #: The bytes a `REPLIES` message adds to the answers it carries, at most.
 REPLIES_OVERHEAD: Final = 8
 _REPLIES_HEAD: Final = bytes((0x93, VERSION, Kind.REPLIES))
+_CALLS_HEAD: Final = bytes((0x93, VERSION, Kind.CALLS))
 
 
 def encode_replies(answers: list[bytes]) -> bytes:
@@ -619,24 +620,101 @@ def decode(frame: bytes) -> Envelope:
         ProtocolError: the frame is not a valid envelope of this version; the
             message says what was wrong. Nothing else is ever raised.
     """
-    # The fast path: msgspec decodes the fields straight into the kind's
-    # struct. A valid envelope starts with three bytes that say its length,
-    # version and kind (a fixarray, 01, the kind); msgspec reads the fields as
-    # the struct's own array. Anything the fast path does not take goes the
-    # reference way, which bounds the containers and words the refusals.
-    fast = _DECODING.get(frame[:3])
-    if fast is not None and len(frame) <= _FAST_BYTES:
-        head, decoder, loose_of, most = fast
-        if frame.translate(_CONTAINER_HEADS).count(0) > most:
-            return _decode_msgpack(frame)
-        try:
-            envelope: Envelope = decoder.decode(head + frame[3:])
-        except Exception:
-            pass
-        else:
-            if _plain(loose_of(envelope), _FAST_CONTAINERS):
-                return envelope
-    return _decode_msgpack(frame)
+    envelope = _fast(frame)
+    return _decode_msgpack(frame) if envelope is None else envelope
+
+
+def _fast(frame: bytes) -> Envelope | None:
+    """`decode`'s fast path: msgspec decodes the fields straight into the
+    kind's struct; None for a frame it does not take, which goes the
+    reference way (that bounds the containers and words the refusals).
+
+    A valid envelope starts with three bytes that say its length, version and
+    kind (a fixarray, 01, the kind); msgspec reads the fields as the struct's
+    own array, its header in place of those three bytes.
+    """
+    head = frame[:3]
+    fast = _DECODING.get(head)
+    if fast is not None:
+        return _struct(fast[1:], fast[0] + frame[3:])
+    if head == _REPLIES_HEAD:
+        return _fast_replies(frame)
+    if head == _CALLS_HEAD:
+        return _fast_calls(frame)
+    return None
+
+
+def _struct(fast: tuple[Any, Callable[[Any], _Loose], int], fields: bytes) -> Envelope | None:
+    """The struct msgspec decodes from `fields` (an array of its fields), with
+    `fast` from `_DECODING`, or None."""
+    decoder, loose_of, most = fast
+    if len(fields) > _FAST_BYTES or fields.translate(_CONTAINER_HEADS).count(0) > most:
+        return None
+    try:
+        struct: Envelope = decoder.decode(fields)
+    except Exception:
+        return None
+    return struct if _plain(loose_of(struct), _FAST_CONTAINERS) else None
+
+
+class _Batch(msgspec.Struct, array_like=True):
+    """A `CALLS` or `REPLIES` frame, its elements left undecoded."""
+
+    version: int
+    kind: int
+    elements: list[msgspec.Raw]
+
+
+_batch_decoder: Final = msgspec.msgpack.Decoder(_Batch)
+
+
+def _elements(frame: bytes) -> list[bytes] | None:
+    # An element takes a byte at least, and an object to hold it: a frame
+    # within the size of the largest REPLIES bounds their memory too.
+    if len(frame) > MAX_REPLIES_SIZE:
+        return None
+    try:
+        return [bytes(element) for element in _batch_decoder.decode(frame).elements]
+    except Exception:
+        return None
+
+
+#: What `decode` needs of the heads of the envelopes a `REPLIES` carries.
+_ANSWERS_FAST: Final = {
+    head: fast for head, fast in _DECODING.items() if head[2] in (Kind.REPLY, Kind.ERROR)
+}
+
+
+def _fast_replies(frame: bytes) -> Replies | None:
+    answers: list[Any] = []
+    for element in _elements(frame) or ():
+        fast = _ANSWERS_FAST.get(element[:3])
+        answer = None if fast is None else _struct(fast[1:], fast[0] + element[3:])
+        if answer is None:
+            return None
+        answers.append(answer)
+    return Replies(answers) if answers else None
+
+
+#: What `decode` needs of the fields of a `CALL` as a `CALLS` carries them, by
+#: the first byte: their array, of 6 or 8.
+_CALL_FIELDS_FAST: Final = {
+    head[0] - 2: fast[1:] for head, fast in _DECODING.items() if head[2] == Kind.CALL
+}
+
+
+def _fast_calls(frame: bytes) -> Calls | None:
+    elements = _elements(frame)
+    if elements is None:
+        return None
+    calls: list[Any] = []
+    for element in elements:
+        fast = _CALL_FIELDS_FAST.get(element[0]) if element else None
+        call = None if fast is None else _struct(fast, element)
+        if call is None:
+            return None
+        calls.append(call)
+    return Calls(calls)
 
 
 def _decode_msgpack(frame: bytes) -> Envelope:
