@@ -253,18 +253,18 @@ _ARITIES: Final[dict[type[Any], frozenset[int]]] = {
     cls: frozenset({len(names), len(names) - 2} if cls in _ADDRESSED else {len(names)})
     for cls, names in _FIELDS_OF.items()
 }
-#: The map keys and the values in each kind's fields typed `Any`, which
-#: msgspec encodes and decodes more loosely than the protocol allows (see
-#: `_plain`), or None when a request's `args` or `context` is not a dict.
-#: `_LOOSE_OF` has every kind whose envelope is its struct's fields: all but
-#: `CALLS` and `REPLIES`, which carry envelopes.
-_Loose: TypeAlias = tuple[Collection[Any], Collection[Any]] | None
+#: The parts of each kind's fields typed `Any`, which msgspec encodes and
+#: decodes more loosely than the protocol allows (see `_plain`): maps (whose
+#: keys and values are checked) and values; None when a request's `args` or
+#: `context` is not a dict. `_LOOSE_OF` has every kind whose envelope is its
+#: struct's fields: all but `CALLS` and `REPLIES`, which carry envelopes.
+_Loose: TypeAlias = tuple[tuple[dict[Any, Any], ...], Collection[Any]] | None
 
 
 def _request_loose(request: Any) -> _Loose:
     args, context = request.args, request.context
     if type(args) is dict and type(context) is dict:
-        return (*args, *context), (*args.values(), *context.values())
+        return (args, context), ()
     return None
 
 
@@ -272,7 +272,7 @@ def _casts_loose(casts: Any) -> _Loose:
     # Its batch goes whole: a list of dicts, each counted against the fast
     # paths' few containers.
     if type(casts.context) is dict:
-        return casts.context.keys(), (casts.batch, *casts.context.values())
+        return (casts.context,), (casts.batch,)
     return None
 
 
@@ -280,7 +280,7 @@ def _value_loose(value: Any) -> _Loose:
     # A map's or a list's contents are what `_plain` looks at first.
     kind = type(value)
     if kind is dict:
-        return value.keys(), value.values()
+        return (value,), ()
     if kind is list:
         return (), value
     return (), (value,)
@@ -440,10 +440,15 @@ def _plain(loose: _Loose, budget: int) -> bool:
     """
     if loose is None:
         return False
-    keys, values = loose
-    return _KEYS.issuperset(map(type, keys)) and (
-        _PLAIN.issuperset(map(type, values)) or (budget > 0 and _nested(values, budget) >= 0)
-    )
+    maps, values = loose
+    for map_ in maps:
+        if not _PLAIN.issuperset(map(type, map_.values())):
+            budget = _nested(map_.values(), budget) if budget else -1
+            if budget < 0:
+                return False
+        if not _KEYS.issuperset(map(type, map_)):
+            return False
+    return _PLAIN.issuperset(map(type, values)) or (budget > 0 and _nested(values, budget) >= 0)
 
 
 def _nested(values: Collection[Any], budget: int) -> int:
@@ -479,7 +484,9 @@ def encode(envelope: Envelope) -> bytes:
     if type(envelope) is Replies:
         return encode_replies([encode(answer) for answer in envelope.answers])
     if type(envelope) is Calls:
-        return join_calls([encode(call) for call in envelope.batch])
+        batch = [_call_fields(call) for call in envelope.batch]
+        calls: bytes = msgpack.packb([VERSION, Kind.CALLS, batch], **_packer_options)
+        return calls
     cls = type(envelope)
     full, short, loose_of = _ENCODING[cls]
     # Flat payloads only: msgpack packs nested ones about as fast as they
@@ -499,6 +506,11 @@ def encode(envelope: Envelope) -> bytes:
                 return short + body[1:-2]
             return full + body[1:]
     return _encode_msgpack(envelope)
+
+
+def _call_fields(call: Call) -> tuple[Any, ...]:
+    fields = msgspec.structs.astuple(call)
+    return fields[:-2] if fields[-1] is None and fields[-2] is None else fields
 
 
 def _encode_msgpack(envelope: Envelope) -> bytes:
@@ -636,7 +648,7 @@ def _fast(frame: bytes) -> Envelope | None:
     head = frame[:3]
     fast = _DECODING.get(head)
     if fast is not None:
-        return _struct(fast[1:], fast[0] + frame[3:])
+        return _struct(fast, frame)
     if head == _REPLIES_HEAD:
         return _fast_replies(frame)
     if head == _CALLS_HEAD:
@@ -644,14 +656,16 @@ def _fast(frame: bytes) -> Envelope | None:
     return None
 
 
-def _struct(fast: tuple[Any, Callable[[Any], _Loose], int], fields: bytes) -> Envelope | None:
-    """The struct msgspec decodes from `fields` (an array of its fields), with
-    `fast` from `_DECODING`, or None."""
-    decoder, loose_of, most = fast
-    if len(fields) > _FAST_BYTES or fields.translate(_CONTAINER_HEADS).count(0) > most:
+def _struct(fast: tuple[bytes, Any, Callable[[Any], _Loose], int], frame: bytes) -> Envelope | None:
+    """The struct msgspec decodes from `frame` with `fast` (from `_DECODING`):
+    the frame's array with `fast`'s header in place of its first three bytes,
+    or with none (b"") when `frame` is already the array of the fields.
+    None if the fast path does not take it."""
+    head, decoder, loose_of, most = fast
+    if len(frame) > _FAST_BYTES or frame.translate(_CONTAINER_HEADS).count(0) > most:
         return None
     try:
-        struct: Envelope = decoder.decode(fields)
+        struct: Envelope = decoder.decode(head + frame[3:] if head else frame)
     except Exception:
         return None
     return struct if _plain(loose_of(struct), _FAST_CONTAINERS) else None
@@ -689,7 +703,7 @@ def _fast_replies(frame: bytes) -> Replies | None:
     answers: list[Any] = []
     for element in _elements(frame) or ():
         fast = _ANSWERS_FAST.get(element[:3])
-        answer = None if fast is None else _struct(fast[1:], fast[0] + element[3:])
+        answer = None if fast is None else _struct(fast, element)
         if answer is None:
             return None
         answers.append(answer)
@@ -699,7 +713,7 @@ def _fast_replies(frame: bytes) -> Replies | None:
 #: What `decode` needs of the fields of a `CALL` as a `CALLS` carries them, by
 #: the first byte: their array, of 6 or 8.
 _CALL_FIELDS_FAST: Final = {
-    head[0] - 2: fast[1:] for head, fast in _DECODING.items() if head[2] == Kind.CALL
+    head[0] - 2: (b"", *fast[1:]) for head, fast in _DECODING.items() if head[2] == Kind.CALL
 }
 
 
