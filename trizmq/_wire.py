@@ -1,7 +1,7 @@
 """The envelope of every trizmq message and its msgpack encoding.
 
 A message is one zmq frame holding a msgpack array:
-`[version, kind, *fields]`, the fields of the kind's attrs class in order.
+`[version, kind, *fields]`, the fields of the kind's struct in order.
 Positional arrays keep envelopes small and fast; the version in front lets a
 peer refuse what it does not understand. `docs/protocol.md` is the reference.
 
@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import enum
 import math
-import operator
-from collections.abc import Callable, Sequence
+import typing
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Final, NoReturn, TypeAlias
 
 import attrs
 import msgpack
+import msgspec
 from cattrs.preconf.msgpack import make_converter
 
 from ._errors import ProtocolError
@@ -55,8 +56,7 @@ class Kind(enum.IntEnum):
     CALLS = 14
 
 
-@attrs.frozen
-class Call:
+class Call(msgspec.Struct, frozen=True, array_like=True):
     """A request that expects a reply or an error.
 
     `timeout` is the caller's deadline as seconds remaining when the call was
@@ -68,13 +68,15 @@ class Call:
     method: str
     args: dict[str, Any]
     context: dict[str, Any]
-    timeout: float | None = attrs.field(validator=lambda _, a, v: _check_seconds(a, v))
+    timeout: float | None
     namespace: str | None = None
     version: str | None = None
 
+    def __post_init__(self) -> None:
+        _check_seconds("timeout", self.timeout)
 
-@attrs.frozen
-class Stream:
+
+class Stream(msgspec.Struct, frozen=True, array_like=True):
     """A request for a stream of items: a call's fields, then the first credit.
 
     `credit` is how many items the caller accepts before it grants more
@@ -87,20 +89,22 @@ class Stream:
     method: str
     args: dict[str, Any]
     context: dict[str, Any]
-    timeout: float | None = attrs.field(validator=lambda _, a, v: _check_seconds(a, v))
+    timeout: float | None
     credit: int
     namespace: str | None = None
     version: str | None = None
 
+    def __post_init__(self) -> None:
+        _check_seconds("timeout", self.timeout)
 
-def _check_seconds(attribute: attrs.Attribute[Any], value: float | None) -> None:
+
+def _check_seconds(name: str, value: float | None) -> None:
     # NaN or an infinity would make a deadline, lease or schedule that never ends.
     if value is not None and not math.isfinite(value):
-        raise ValueError(f"{attribute.name} must be a finite number of seconds, got {value!r}")
+        raise ValueError(f"{name} must be a finite number of seconds, got {value!r}")
 
 
-@attrs.frozen
-class _OneWay:
+class _OneWay(msgspec.Struct, frozen=True, array_like=True):
     """The fields of a request nothing answers."""
 
     id: int
@@ -112,13 +116,11 @@ class _OneWay:
     version: str | None = None
 
 
-@attrs.frozen
-class Cast(_OneWay):
+class Cast(_OneWay, frozen=True, array_like=True):
     """A one-way request to one host of a topic; nothing is sent back."""
 
 
-@attrs.frozen
-class Casts:
+class Casts(msgspec.Struct, frozen=True, array_like=True):
     """Casts of one method to one host, in one message: the `args` of each in `batch`.
 
     The casts take the ids `id`, `id + 1`, ... in the order of `batch`.
@@ -133,28 +135,24 @@ class Casts:
     version: str | None = None
 
 
-@attrs.frozen
-class Calls:
+class Calls(msgspec.Struct, frozen=True):
     """Calls to one service port, in one message: each as the `CALL` it stands for."""
 
     batch: list[Call]
 
 
-@attrs.frozen
-class Fanout(_OneWay):
+class Fanout(_OneWay, frozen=True, array_like=True):
     """A one-way request sent to every host of a topic; nothing is sent back."""
 
 
-@attrs.frozen
-class Reply:
+class Reply(msgspec.Struct, frozen=True, array_like=True):
     """The result of a call."""
 
     id: int
     result: Any
 
 
-@attrs.frozen
-class Error:
+class Error(msgspec.Struct, frozen=True, array_like=True):
     """A call failed. `code` says how, `type_name` names the exception."""
 
     id: int
@@ -164,47 +162,45 @@ class Error:
     traceback: str
 
 
-@attrs.frozen
-class Replies:
+class Replies(msgspec.Struct, frozen=True):
     """Answers (`Reply` and `Error`) to calls of one caller, in one message."""
 
     answers: list[Reply | Error]
 
 
-@attrs.frozen
-class Cancel:
+class Cancel(msgspec.Struct, frozen=True, array_like=True):
     """The caller gave up on call `id`: the service cancels its handler."""
 
     id: int
 
 
-@attrs.frozen
-class Items:
+class Items(msgspec.Struct, frozen=True, array_like=True):
     """Items of stream `id`, in order: as many as its credit allows, in one message."""
 
     id: int
     items: list[Any]
 
 
-@attrs.frozen
-class Credit:
+class Credit(msgspec.Struct, frozen=True, array_like=True):
     """The caller of stream `id` accepts `n` more items."""
 
     id: int
     n: int
 
 
-@attrs.frozen
-class StatsSubscribe:
+class StatsSubscribe(msgspec.Struct, frozen=True, array_like=True):
     """Ask for a stats message every `interval` seconds, for `lease` seconds."""
 
     id: int
-    interval: float = attrs.field(validator=lambda _, a, v: _check_seconds(a, v))
-    lease: float = attrs.field(validator=lambda _, a, v: _check_seconds(a, v))
+    interval: float
+    lease: float
+
+    def __post_init__(self) -> None:
+        _check_seconds("interval", self.interval)
+        _check_seconds("lease", self.lease)
 
 
-@attrs.frozen
-class Stats:
+class Stats(msgspec.Struct, frozen=True, array_like=True):
     """A snapshot of a service port's counters (see docs/protocol.md)."""
 
     id: int
@@ -246,7 +242,7 @@ _KIND_OF: Final[dict[type[Any], Kind]] = {
 }
 _CLASS_OF: Final[dict[int, type[Any]]] = {kind: cls for cls, kind in _KIND_OF.items()}
 _FIELDS_OF: Final[dict[type[Any], tuple[str, ...]]] = {
-    cls: tuple(a.name for a in attrs.fields(cls)) for cls in _KIND_OF
+    cls: cls.__struct_fields__ for cls in _KIND_OF
 }
 #: The requests, whose last two fields (`namespace`, `version`) are optional:
 #: left out when both are nil, so a request that names neither is the same
@@ -257,29 +253,128 @@ _ARITIES: Final[dict[type[Any], frozenset[int]]] = {
     cls: frozenset({len(names), len(names) - 2} if cls in _ADDRESSED else {len(names)})
     for cls, names in _FIELDS_OF.items()
 }
+#: The parts of each kind's fields typed `Any`, which msgspec encodes and
+#: decodes more loosely than the protocol allows (see `_plain`): maps (whose
+#: keys and values are checked) and values; None when a request's `args` or
+#: `context` is not a dict. `_LOOSE_OF` has every kind whose envelope is its
+#: struct's fields: all but `CALLS` and `REPLIES`, which carry envelopes.
+_Loose: TypeAlias = tuple[tuple[dict[Any, Any], ...], Collection[Any]] | None
 
 
-def _fields_getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
-    if len(names) == 1:  # attrgetter of one name returns the value, not a tuple
-        name = names[0]
-        return lambda envelope: (getattr(envelope, name),)
-    return operator.attrgetter(*names)
+def _request_loose(request: Any) -> _Loose:
+    args, context = request.args, request.context
+    if type(args) is dict and type(context) is dict:
+        return (args, context), ()
+    return None
 
 
-# What `encode` needs of each class: its kind, a getter of its fields (a
-# tuple), and whether the last two may be left out.
-_ENCODING: Final[dict[type[Any], tuple[Kind, Callable[[Any], tuple[Any, ...]], bool]]] = {
-    cls: (kind, _fields_getter(_FIELDS_OF[cls]), cls in _ADDRESSED)
-    for cls, kind in _KIND_OF.items()
+def _casts_loose(casts: Any) -> _Loose:
+    # Its batch goes whole: a list of dicts, each counted against the fast
+    # paths' few containers.
+    if type(casts.context) is dict:
+        return (casts.context,), (casts.batch,)
+    return None
+
+
+def _value_loose(value: Any) -> _Loose:
+    # A map's or a list's contents are what `_plain` looks at first.
+    kind = type(value)
+    if kind is dict:
+        return (value,), ()
+    if kind is list:
+        return (), value
+    return (), (value,)
+
+
+_NOTHING_LOOSE: Final = ((), ())
+_LOOSE_OF: Final[dict[type[Any], Callable[[Any], _Loose]]] = {
+    Call: _request_loose,
+    Cast: _request_loose,
+    Casts: _casts_loose,
+    Fanout: _request_loose,
+    Reply: lambda reply: _value_loose(reply.result),
+    Error: lambda _: _NOTHING_LOOSE,
+    Cancel: lambda _: _NOTHING_LOOSE,
+    StatsSubscribe: lambda _: _NOTHING_LOOSE,
+    Stats: lambda stats: _value_loose(stats.data),
+    Stream: _request_loose,
+    Items: lambda items: _value_loose(items.items),
+    Credit: lambda _: _NOTHING_LOOSE,
 }
 
 
-def _call_fields(call: Call) -> tuple[Any, ...]:
-    fields: tuple[Any, ...] = _ENCODING[Call][1](call)
-    return fields[:-2] if fields[-1] is None and fields[-2] is None else fields
+#: The fast path of `decode` checks the loose parts of an envelope in Python,
+#: a container at a time: it takes those holding at most this many arrays and
+#: maps (and frames of at most `_FAST_BYTES`). Larger ones go msgpack's way,
+#: where this check would cost more than msgspec saves.
+_FAST_CONTAINERS: Final = 3
+_FAST_BYTES: Final = 512
+#: The most values a list or map holding other lists or maps may have in an
+#: envelope the fast paths take.
+_FAST_VALUES: Final = 16
+#: The bytes that start an array or a map (fixmap, fixarray, array 16/32,
+#: map 16/32) translated to 0, every other to 1: a frame with few zeros holds
+#: few containers. A byte of data may look like one too, which only sends its
+#: frame the reference way.
+_CONTAINER_HEADS: Final = bytes(
+    0 if 0x80 <= byte <= 0x9F or 0xDC <= byte <= 0xDF else 1 for byte in range(256)
+)
 
 
-_ENCODING[Calls] = (Kind.CALLS, lambda calls: ([_call_fields(c) for c in calls.batch],), False)
+def _heads(cls: type[Any]) -> tuple[bytes, bytes | None]:
+    """The first three bytes of an envelope of `cls` with all its fields, and
+    without the optional two (None if it has none): a fixarray header, the
+    version and the kind."""
+    count = len(_FIELDS_OF[cls]) + 2
+    assert count <= 15, "an envelope must fit a fixarray"
+    full = bytes((0x90 + count, VERSION, _KIND_OF[cls]))
+    short = bytes((0x90 + count - 2, VERSION, _KIND_OF[cls])) if cls in _ADDRESSED else None
+    return full, short
+
+
+# What `encode` needs of each class: the heads of its envelopes, and its loose parts.
+_ENCODING: Final[dict[type[Any], tuple[bytes, bytes | None, Callable[[Any], _Loose]]]] = {
+    cls: (*_heads(cls), loose_of) for cls, loose_of in _LOOSE_OF.items()
+}
+
+
+def _most_containers(cls: type[Any]) -> int:
+    """The most arrays and maps a frame of `cls` the fast path of `decode`
+    takes may hold: the envelope's, its fields', and the loose parts'."""
+    typed = [f for f in msgspec.structs.fields(cls) if typing.get_origin(f.type) in (dict, list)]
+    return 1 + len(typed) + _FAST_CONTAINERS
+
+
+# What `decode` needs of the first three bytes of a valid envelope: the
+# header of the struct's array that replaces them, the struct's decoder, its
+# loose parts, and the most containers it takes.
+_DECODING: Final[dict[bytes, tuple[bytes, Any, Callable[[Any], _Loose], int]]] = {
+    bytes((0x90 + count + 2, VERSION, _KIND_OF[cls])): (
+        bytes((0x90 + count,)),
+        msgspec.msgpack.Decoder(cls),
+        loose_of,
+        _most_containers(cls),
+    )
+    for cls, loose_of in _LOOSE_OF.items()
+    for count in _ARITIES[cls]
+}
+
+
+def _schema(cls: type[Any]) -> type[Any]:
+    """An attrs class of the fields of `cls` and of its name: the converter
+    structures it with the detailed errors that `decode` gives."""
+    return attrs.make_class(
+        cls.__name__,
+        {
+            field.name: attrs.field(
+                type=field.type, default=attrs.NOTHING if field.required else field.default
+            )
+            for field in msgspec.structs.fields(cls)
+        },
+    )
+
+
+_SCHEMA_OF: Final[dict[type[Any], type[Any]]] = {cls: _schema(cls) for cls in _KIND_OF}
 
 
 class ErrorCode:
@@ -325,6 +420,59 @@ def unstructure(value: Any) -> Any:
 
 
 _packer_options: Final = {"use_bin_type": True, "datetime": False}
+_encoder: Final = msgspec.msgpack.Encoder()
+#: The map keys the protocol allows.
+_KEYS: Final = frozenset({str, bytes})
+#: What a list or map the protocol allows may hold.
+_CONTENTS: Final = _PLAIN | {dict, list}
+
+
+def _plain(loose: _Loose, budget: int) -> bool:
+    """Whether the loose parts of an envelope are made of msgpack's own types
+    only, in at most `budget` arrays and maps: None, bool, int, float, str,
+    bytes, lists, and dicts whose keys are str or bytes.
+
+    msgspec encodes more (a `datetime` as a timestamp, a set as an array,
+    dataclasses as maps...) and decodes more (timestamps, extension types, any
+    key) than the protocol allows: the fast paths of `encode` and `decode`
+    stand aside for anything else, and msgpack's reference path says what it
+    makes of it.
+    """
+    if loose is None:
+        return False
+    maps, values = loose
+    for map_ in maps:
+        if not _PLAIN.issuperset(map(type, map_.values())):
+            budget = _nested(map_.values(), budget) if budget else -1
+            if budget < 0:
+                return False
+        if not _KEYS.issuperset(map(type, map_)):
+            return False
+    return _PLAIN.issuperset(map(type, values)) or (budget > 0 and _nested(values, budget) >= 0)
+
+
+def _nested(values: Collection[Any], budget: int) -> int:
+    """What is left of `budget` after counting the containers in `values`, or
+    -1 if they are more or hold anything else than `_plain` allows."""
+    # Counted before they are checked, so that many containers cost little.
+    if len(values) > _FAST_VALUES:
+        return -1
+    kinds = [*map(type, values)]
+    budget -= kinds.count(dict) + kinds.count(list)
+    if budget < 0 or not _CONTENTS.issuperset(kinds):
+        return -1
+    for value in values:
+        kind = type(value)
+        if kind is dict:
+            if not _KEYS.issuperset(map(type, value)):
+                return -1
+            if not _PLAIN.issuperset(map(type, value.values())):
+                budget = _nested(value.values(), budget)
+        elif kind is list and not _PLAIN.issuperset(map(type, value)):
+            budget = _nested(value, budget)
+        if budget < 0:
+            return -1
+    return budget
 
 
 def encode(envelope: Envelope) -> bytes:
@@ -335,11 +483,42 @@ def encode(envelope: Envelope) -> bytes:
     """
     if type(envelope) is Replies:
         return encode_replies([encode(answer) for answer in envelope.answers])
-    kind, fields_of, addressed = _ENCODING[type(envelope)]
-    fields = fields_of(envelope)
-    if addressed and fields[-1] is None and fields[-2] is None:
+    if type(envelope) is Calls:
+        batch = [_call_fields(call) for call in envelope.batch]
+        calls: bytes = msgpack.packb([VERSION, Kind.CALLS, batch], **_packer_options)
+        return calls
+    cls = type(envelope)
+    full, short, loose_of = _ENCODING[cls]
+    # Flat payloads only: msgpack packs nested ones about as fast as they
+    # would be checked.
+    if _plain(loose_of(envelope), 0):
+        # msgspec writes the struct as the array of its fields; the envelope
+        # puts the version and kind in front, and leaves out a request's two
+        # trailing nils (each one byte, c0).
+        try:
+            fields = _encoder.encode(envelope)
+        except Exception:
+            pass  # msgpack's path raises its own error, or encodes what msgspec would not
+        else:
+            # A slice of a small frame costs less than a view of it.
+            body = fields if len(fields) <= _FAST_BYTES else memoryview(fields)
+            if short is not None and envelope.namespace is None and envelope.version is None:  # type: ignore[union-attr]
+                return short + body[1:-2]
+            return full + body[1:]
+    return _encode_msgpack(envelope)
+
+
+def _call_fields(call: Call) -> tuple[Any, ...]:
+    fields = msgspec.structs.astuple(call)
+    return fields[:-2] if fields[-1] is None and fields[-2] is None else fields
+
+
+def _encode_msgpack(envelope: Envelope) -> bytes:
+    """The reference encoding, msgpack's, which msgspec's matches byte for byte."""
+    fields = msgspec.structs.astuple(envelope)
+    if type(envelope) in _ADDRESSED and fields[-1] is None and fields[-2] is None:
         fields = fields[:-2]
-    data: bytes = msgpack.packb([VERSION, kind, *fields], **_packer_options)
+    data: bytes = msgpack.packb([VERSION, _KIND_OF[type(envelope)], *fields], **_packer_options)
     return data
 
 
@@ -351,6 +530,7 @@ MAX_REPLIES_SIZE: Final = 64 * 1024
 #: The bytes a `REPLIES` message adds to the answers it carries, at most.
 REPLIES_OVERHEAD: Final = 8
 _REPLIES_HEAD: Final = bytes((0x93, VERSION, Kind.REPLIES))
+_CALLS_HEAD: Final = bytes((0x93, VERSION, Kind.CALLS))
 
 
 def encode_replies(answers: list[bytes]) -> bytes:
@@ -452,6 +632,108 @@ def decode(frame: bytes) -> Envelope:
         ProtocolError: the frame is not a valid envelope of this version; the
             message says what was wrong. Nothing else is ever raised.
     """
+    envelope = _fast(frame)
+    return _decode_msgpack(frame) if envelope is None else envelope
+
+
+def _fast(frame: bytes) -> Envelope | None:
+    """`decode`'s fast path: msgspec decodes the fields straight into the
+    kind's struct; None for a frame it does not take, which goes the
+    reference way (that bounds the containers and words the refusals).
+
+    A valid envelope starts with three bytes that say its length, version and
+    kind (a fixarray, 01, the kind); msgspec reads the fields as the struct's
+    own array, its header in place of those three bytes.
+    """
+    head = frame[:3]
+    fast = _DECODING.get(head)
+    if fast is not None:
+        return _struct(fast, frame)
+    if head == _REPLIES_HEAD:
+        return _fast_replies(frame)
+    if head == _CALLS_HEAD:
+        return _fast_calls(frame)
+    return None
+
+
+def _struct(fast: tuple[bytes, Any, Callable[[Any], _Loose], int], frame: bytes) -> Envelope | None:
+    """The struct msgspec decodes from `frame` with `fast` (from `_DECODING`):
+    the frame's array with `fast`'s header in place of its first three bytes,
+    or with none (b"") when `frame` is already the array of the fields.
+    None if the fast path does not take it."""
+    head, decoder, loose_of, most = fast
+    if len(frame) > _FAST_BYTES or frame.translate(_CONTAINER_HEADS).count(0) > most:
+        return None
+    try:
+        struct: Envelope = decoder.decode(head + frame[3:] if head else frame)
+    except Exception:
+        return None
+    return struct if _plain(loose_of(struct), _FAST_CONTAINERS) else None
+
+
+class _Batch(msgspec.Struct, array_like=True):
+    """A `CALLS` or `REPLIES` frame, its elements left undecoded."""
+
+    version: int
+    kind: int
+    elements: list[msgspec.Raw]
+
+
+_batch_decoder: Final = msgspec.msgpack.Decoder(_Batch)
+
+
+def _elements(frame: bytes) -> list[bytes] | None:
+    # An element takes a byte at least, and an object to hold it: a frame
+    # within the size of the largest REPLIES bounds their memory too.
+    if len(frame) > MAX_REPLIES_SIZE:
+        return None
+    try:
+        return [bytes(element) for element in _batch_decoder.decode(frame).elements]
+    except Exception:
+        return None
+
+
+#: What `decode` needs of the heads of the envelopes a `REPLIES` carries.
+_ANSWERS_FAST: Final = {
+    head: fast for head, fast in _DECODING.items() if head[2] in (Kind.REPLY, Kind.ERROR)
+}
+
+
+def _fast_replies(frame: bytes) -> Replies | None:
+    answers: list[Any] = []
+    for element in _elements(frame) or ():
+        fast = _ANSWERS_FAST.get(element[:3])
+        answer = None if fast is None else _struct(fast, element)
+        if answer is None:
+            return None
+        answers.append(answer)
+    return Replies(answers) if answers else None
+
+
+#: What `decode` needs of the fields of a `CALL` as a `CALLS` carries them, by
+#: the first byte: their array, of 6 or 8.
+_CALL_FIELDS_FAST: Final = {
+    head[0] - 2: (b"", *fast[1:]) for head, fast in _DECODING.items() if head[2] == Kind.CALL
+}
+
+
+def _fast_calls(frame: bytes) -> Calls | None:
+    elements = _elements(frame)
+    if elements is None:
+        return None
+    calls: list[Any] = []
+    for element in elements:
+        fast = _CALL_FIELDS_FAST.get(element[0]) if element else None
+        call = None if fast is None else _struct(fast, element)
+        if call is None:
+            return None
+        calls.append(call)
+    return Calls(calls)
+
+
+def _decode_msgpack(frame: bytes) -> Envelope:
+    """`decode` the reference way: msgpack, the checks in Python, and the
+    converter to say what is wrong."""
     try:
         # msgpack decodes a timestamp (extension type -1) itself, never calling
         # ext_hook: max_ext_len=0 refuses it, and any extension with data, at no
@@ -506,7 +788,10 @@ def _build(cls: type[Any], fields: list[Any]) -> Any:
         except Exception:
             pass  # the converter below says what is wrong
     try:
-        return converter.structure(dict(zip(_FIELDS_OF[cls], fields, strict=False)), cls)
+        checked = converter.structure(
+            dict(zip(_FIELDS_OF[cls], fields, strict=False)), _SCHEMA_OF[cls]
+        )
+        return cls(*attrs.astuple(checked, recurse=False))
     except Exception as exc:
         problems = describe(exc)
         raise ProtocolError(f"invalid {cls.__name__} message: {problems}") from None
