@@ -274,3 +274,17 @@ async def test_a_receiver_still_wakes_while_another_task_sends_to_nobody() -> No
                 got.extend(frames[1] for frames in await router.receive_batch())
             nursery.cancel_scope.cancel()
     assert got == [b"%d" % i for i in range(count)]
+
+
+async def test_a_batch_receive_after_the_queue_emptied_gets_what_came_since() -> None:
+    router, endpoint = bound(zmq.ROUTER)
+    dealer = connected(zmq.DEALER, endpoint)
+    with router, dealer, trio.fail_after(5):
+        await dealer.send([b"first"])
+        [[identity, first]] = await router.receive_batch()
+        await dealer.send([b"second"])
+        await trio.sleep(0.2)  # on its way to the router's queue
+        await router.send([identity, b"reply to first"])
+        [[_, second]] = await router.receive_batch()
+        assert await dealer.receive() == [b"reply to first"]
+    assert (first, second) == (b"first", b"second")
