@@ -119,7 +119,14 @@ def _down_report(rows: Sequence[Mapping[str, Any]]) -> str | None:
 
 
 async def _stats(args: argparse.Namespace) -> int:
-    board = StatsBoard(Ring.load(args.ring), resolve_map(args), registry=registry(args))
+    # The board looks the ring's host names up: in a worker thread, as the
+    # monitor does, since the system resolver may block on an unknown name.
+    board = await trio.to_thread.run_sync(
+        functools.partial(
+            StatsBoard, Ring.load(args.ring), resolve_map(args), registry=registry(args)
+        ),
+        abandon_on_cancel=True,
+    )
     # trizmq's nursery, so that a lone error (a closed pipe) reaches `main` as itself.
     async with open_nursery() as nursery:
         await nursery.start(functools.partial(watch_ring, board, curve=client_curve(args)))
