@@ -868,6 +868,12 @@ def _is_any(value: object) -> bool:
     return True
 
 
+#: The checks of a cast's and a fanout's fields: the same fields (see `_OneWay`).
+_ONE_WAY_CHECKS: Final = (
+    *(_is_int, _is_str, _is_str, _is_str_dict, _is_str_dict),
+    *(_is_optional_str, _is_optional_str),
+)
+
 # The fast path of `decode`: the types the strict converter accepts, checked
 # directly. A message that fails them goes through the converter, whose
 # detailed errors say what is wrong.
@@ -876,28 +882,12 @@ _CHECKS: Final[dict[type[Any], tuple[Callable[[object], bool], ...]]] = {
         *(_is_int, _is_str, _is_str, _is_str_dict, _is_str_dict, _is_optional_number),
         *(_is_optional_str, _is_optional_str),
     ),
-    Cast: (
-        _is_int,
-        _is_str,
-        _is_str,
-        _is_str_dict,
-        _is_str_dict,
-        _is_optional_str,
-        _is_optional_str,
-    ),
+    Cast: _ONE_WAY_CHECKS,
     Casts: (
         *(_is_int, _is_str, _is_str, _is_list_of_str_dicts, _is_str_dict),
         *(_is_optional_str, _is_optional_str),
     ),
-    Fanout: (
-        _is_int,
-        _is_str,
-        _is_str,
-        _is_str_dict,
-        _is_str_dict,
-        _is_optional_str,
-        _is_optional_str,
-    ),
+    Fanout: _ONE_WAY_CHECKS,
     Reply: (_is_int, _is_any),
     Error: (_is_int, _is_str, _is_str, _is_str, _is_str),
     Cancel: (_is_int,),
