@@ -90,6 +90,26 @@ async def port_closed(address: str, port: int) -> bool:
 # -- trizmq serve and SIGHUP ---------------------------------------------------------
 
 
+async def sleep_in_flight(
+    client: trizmq.Client, nursery: trio.Nursery, seconds: float
+) -> list[str]:
+    """Start a call of scheduler.controller's `sleep` in `nursery`; return once
+    its handler runs, with the list its result will be put in."""
+    results: list[str] = []
+
+    async def sleep() -> None:
+        results.append(
+            await client.call("scheduler.controller", "sleep", seconds=seconds, tag="t", timeout=10)
+        )
+
+    nursery.start_soon(sleep)
+    await eventually(
+        lambda: client.call("scheduler.controller", "state", tag="t"),
+        until=lambda state: state == "started",
+    )
+    return results
+
+
 async def test_sighup_starts_a_topic_added_for_the_host(node: ReloadCluster) -> None:
     added = {**RING, "cert:9507": ["controller"]}
     with trio.fail_after(20):
@@ -106,19 +126,7 @@ async def test_sighup_stops_a_removed_topic_once_its_call_in_flight_completes(
     with trio.fail_after(20):
         async with node.client() as client:
             async with trio.open_nursery() as nursery:
-                results: list[str] = []
-
-                async def sleep() -> None:
-                    result = await client.call(
-                        "scheduler.controller", "sleep", seconds=0.5, tag="t", timeout=10
-                    )
-                    results.append(result)
-
-                nursery.start_soon(sleep)
-                await eventually(
-                    lambda: client.call("scheduler.controller", "state", tag="t"),
-                    until=lambda state: state == "started",
-                )
+                results = await sleep_in_flight(client, nursery, 0.5)
                 node.reload({"compute:9501": ["controller"]})
             assert results == ["t"]
             await node.logged(f"trizmq: scheduler.controller stopped on tcp://{address}:9506")
@@ -158,19 +166,7 @@ async def test_a_topic_added_back_while_it_stops_serves_again_once_its_calls_end
     with trio.fail_after(20):
         async with node.client() as client:
             async with trio.open_nursery() as nursery:
-                results: list[str] = []
-
-                async def sleep() -> None:
-                    result = await client.call(
-                        "scheduler.controller", "sleep", seconds=0.8, tag="t", timeout=10
-                    )
-                    results.append(result)
-
-                nursery.start_soon(sleep)
-                await eventually(
-                    lambda: client.call("scheduler.controller", "state", tag="t"),
-                    until=lambda state: state == "started",
-                )
+                results = await sleep_in_flight(client, nursery, 0.8)
                 node.reload({"compute:9501": ["controller"]})
                 await node.logged("scheduler.controller: no longer in the ring for this host")
                 node.reload(RING)
