@@ -202,7 +202,6 @@ class _Peer:
         self.refused: AuthenticationFailed | None = None  # set while handshakes fail
         self.unreachable: HostUnreachable | None = None  # set while connecting fails
         self.failures = 0  # connect attempts (and lookups) failed so far
-        self.handshaken = False
         self.up = False  # handshake done, connection not lost since
         self.trouble = trio.Event()  # set when a connect fails or the connection is lost
         self.waiting_casts = 0  # casts and fanouts waiting to be handed to ZeroMQ
@@ -343,10 +342,9 @@ class _Peer:
         """A socket monitor event: the connection came up, went down, or was refused."""
         if event == zmq.EVENT_CONNECTED:
             self.unreachable = None
-            self.handshaken = False
             return
         if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-            self.handshaken = self.up = True
+            self.up = True
             self.refused = None
             self._down.discard(self.host)
             self._changed()
@@ -356,7 +354,7 @@ class _Peer:
             self.cannot_reach(self.url, "cannot connect (nothing listening, or no route)")
             return
         pending = [*self.core.pending, *self.core.streams]
-        if event == zmq.EVENT_DISCONNECTED and self.handshaken:
+        if event == zmq.EVENT_DISCONNECTED and self.up:
             self.up = False
             self._down.add(self.host)
             self.trouble.set()
