@@ -620,16 +620,7 @@ class Client:
         wait_for_ready: bool | None,
     ) -> Any:
         seconds = self._timeout if timeout is None else timeout
-        peer = self._peer(target)
-        left = seconds
-        if not peer.up:
-            start = trio.current_time()
-            try:
-                peer = await self._ready(target, peer, start + seconds, self._waits(wait_for_ready))
-            except _Expired:
-                peer.counts["timeout"] += 1
-                raise peer.core.timed_out(method, seconds) from None
-            left = seconds - (trio.current_time() - start)
+        peer, left = await self._up_peer(target, method, seconds, self._waits(wait_for_ready))
         id = self._ids.next()
         wire_timeout = None if seconds == math.inf else float(left)
         frame = self._encode(
@@ -1103,7 +1094,7 @@ class Client:
             RingError: The topic is not in the ring.
         """
         pools = self.ring.pools_of(topic)
-        live = self._members.hosts_of(topic)
+        live = set(self._members.hosts_of(topic))
         # One frame for every pool: their hosts are distinct connections.
         frame = self._encode(
             Cast(self._ids.next(), topic, method, _unstructure(args), self._merge(context))
@@ -1187,6 +1178,27 @@ class Client:
                     peer.blocked.discard(scope)
             if trio.current_time() >= deadline:
                 raise _Expired()
+
+    async def _up_peer(
+        self, target: str, method: str, seconds: float, wait_for_ready: bool
+    ) -> tuple[_Peer, float]:
+        """The peer a call or stream of `method` to `target` goes to, once its
+        connection is up, and the seconds of `seconds` left then.
+
+        Raises:
+            CallTimeout: `seconds` passed first.
+            HostUnreachable: As `_ready`.
+        """
+        peer = self._peer(target)
+        if peer.up:
+            return peer, seconds
+        start = trio.current_time()
+        try:
+            peer = await self._ready(target, peer, start + seconds, wait_for_ready)
+        except _Expired:
+            peer.counts["timeout"] += 1
+            raise peer.core.timed_out(method, seconds) from None
+        return peer, seconds - (trio.current_time() - start)
 
     async def _ready(
         self,
@@ -1450,17 +1462,10 @@ class _ItemStream(Generic[T]):
 
     async def __aenter__(self) -> AsyncIterator[T]:
         client = self._client
-        peer = client._peer(self._target)
         wait = self._wait_for_ready
-        if not peer.up:
-            start = trio.current_time()
-            try:
-                peer = await client._ready(self._target, peer, start + self._seconds, wait)
-            except _Expired:
-                peer.counts["timeout"] += 1
-                raise peer.core.timed_out(self._method, self._seconds) from None
-            if self._wire_timeout is not None:
-                self._wire_timeout -= trio.current_time() - start
+        peer, left = await client._up_peer(self._target, self._method, self._seconds, wait)
+        if self._wire_timeout is not None:
+            self._wire_timeout = float(left)
         id = client._ids.next()
         frame = client._encode(
             Stream(
