@@ -3,57 +3,35 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 import trio
 
-from .._client import DEFAULT_CONNECT_TIMEOUT, Client, open_client
+from .._client import DEFAULT_CONNECT_TIMEOUT, open_client
 from .._notify import PRIORITIES, Notifier
 from .._ring import Ring
 from .options import (
-    UsageError,
     add_client_curve_options,
     add_resolve_option,
     client_curve,
     resolve_map,
 )
-from .rpc import EXIT_TIMEOUT, _load_json, _parse_context
+from .rpc import EXIT_TIMEOUT, _connected_within, _load_json, _parse_context
 
 
 async def _notify(args: argparse.Namespace, resolve: dict[str, str]) -> int:
     ring = Ring.load(args.ring)
     payload = _load_json(args.payload, "--payload")
     context = _parse_context(args.context)
-    seconds = args.timeout
-    if not seconds > 0:
-        raise UsageError(f"--timeout {seconds:g}: must be more than 0")
     curve = client_curve(args)
     async with open_client(ring, resolve=resolve, name="trizmq-cli", curve=curve) as client:
         notifier = Notifier(client, args.publisher_id, topics=args.topic or ["notifications"])
         # Every listener up first, as for a fanout: then whichever member of a
         # pool the notifier picks takes it, rather than a queue nobody reads.
         services = [f"{t}.{host}" for t in notifier.topics for host in ring.hosts_of(t)]
-        down = await _not_connected(client, services, seconds)
-        if down:
-            where = ", ".join(f"{s} at {client.url(s)}" for s in down)
-            print(
-                f"trizmq: notify: {where}: not connected within {seconds:g} s, nothing sent",
-                file=sys.stderr,
-            )
+        if not await _connected_within(client, "notify", services, args.timeout, need_all=True):
             return EXIT_TIMEOUT
         print(await notifier.notify(args.priority, context, args.event_type, payload))
     return 0
-
-
-async def _not_connected(client: Client, services: list[str], seconds: float) -> list[str]:
-    """The services (``topic.host``) whose connection is not up within `seconds`."""
-    with trio.move_on_after(seconds):
-        while True:
-            down = [s for s in services if not client.connected(s)]
-            if not down:
-                return down
-            await trio.sleep(0.01)
-    return [s for s in services if not client.connected(s)]
 
 
 def _cmd_notify(args: argparse.Namespace) -> int:

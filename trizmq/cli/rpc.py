@@ -270,28 +270,44 @@ async def _connected_target(
     saying which were not up) when that is not so within `seconds`: nothing
     is sent, rather than a message queued for a service that may never take it.
     """
-    if not seconds > 0:
-        raise UsageError(f"--timeout {seconds:g}: must be more than 0")
     topic, only = client.ring.resolve_target(target)
     hosts = client.ring.hosts_of(topic) if only is None else (only,)
+    services = [f"{topic}.{host}" for host in hosts]
+    if command == "cast":
+        up = await _connected_within(client, command, services, seconds, need_all=False)
+        return up[0] if up else None
+    up = await _connected_within(client, command, services, seconds, need_all=True)
+    return target if up else None
+
+
+async def _connected_within(
+    client: Client, command: str, services: list[str], seconds: float, *, need_all: bool
+) -> list[str]:
+    """The services (``topic.host``, in order) whose connection is up, once all
+    of them are (`need_all`) or one is, within `seconds`; else [] after saying
+    on stderr which were not up.
+
+    Raises:
+        UsageError: `seconds` is not more than 0.
+    """
+    if not seconds > 0:
+        raise UsageError(f"--timeout {seconds:g}: must be more than 0")
     with trio.move_on_after(seconds):
         while True:
-            up = [host for host in hosts if client.connected(f"{topic}.{host}")]
-            if command == "fanout" and len(up) == len(hosts):
-                return target
-            if command == "cast" and up:
-                return f"{topic}.{up[0]}"
+            up = [service for service in services if client.connected(service)]
+            if up and (len(up) == len(services) or not need_all):
+                return up
             await trio.sleep(0.01)
     down = ", ".join(
-        f"{topic}.{host} at {client.url(f'{topic}.{host}')}"
-        for host in hosts
-        if not client.connected(f"{topic}.{host}")
+        f"{service} at {client.url(service)}"
+        for service in services
+        if not client.connected(service)
     )
     print(
         f"trizmq: {command}: {down}: not connected within {seconds:g} s, nothing sent",
         file=sys.stderr,
     )
-    return None
+    return []
 
 
 def _cmd_send(args: argparse.Namespace) -> int:
