@@ -203,5 +203,8 @@ async def test_a_client_that_closes_with_nothing_waiting_logs_nothing(
             trizmq.open_client(ring, resolve=resolve) as client,
         ):
             await client.cast("compute.up", "ping", x=1)
+            # A call after it on the same connection: the cast was taken before
+            # the service stops (else the service logs it refused, at shutdown).
+            await client.call("compute.up", "whoami")
     assert caplog.records == []
     assert "lost_at_close" not in client.stats()["compute.up"]
